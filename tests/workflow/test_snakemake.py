@@ -1,0 +1,56 @@
+"""The workflow plans, lints clean and rejects bad configs before any job runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+SNAKEFILE = REPO / "Snakefile"
+CONFIG = REPO / "config" / "config.yaml"
+
+
+def snakemake(*args, cwd, check=True):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(cwd), *args]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_dry_run_plans_the_chain(tmp_path):
+    proc = snakemake("-n", "--configfile", str(CONFIG), "--cores", "2", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert "generate_demo" in out
+    assert "all" in out
+
+
+def test_lint_is_clean(tmp_path):
+    proc = snakemake("--lint", "--configfile", str(CONFIG), cwd=tmp_path, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Lints for" not in out, out
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda c: c["demo"].update(n_subject=3), "n_subject"),
+        (lambda c: c["demo"].update(n_subjects="twelve"), "twelve"),
+        (lambda c: c.update(sed=1), "sed"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, edit, needle):
+    cfg = yaml.safe_load(CONFIG.read_text())
+    edit(cfg)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = snakemake("--configfile", str(bad), "--cores", "1", cwd=tmp_path, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert needle in out
+    assert not (tmp_path / "results").exists(), "a job ran despite the invalid config"
