@@ -1,0 +1,27 @@
+# Stage 3: RAS orientation, resampling, normalisation, masks, subject-level split and the super-resolution
+# inputs. A checkpoint: later rules read its subjects.tsv to learn the subjects of each split.
+import os
+
+PREPROCESS_DIR = "results/preprocess"
+# The optional split override file is an input only when it exists (its edits then re-run the split).
+_SPLIT_FILE = config.get("preprocess", {}).get("split", {}).get("subjects_file", "config/subjects.tsv")
+PREPROCESS_SPLIT_FILE = [_SPLIT_FILE] if _SPLIT_FILE and os.path.isfile(_SPLIT_FILE) else []
+
+
+checkpoint preprocess_scans:
+    input:
+        manifest="results/ingest/manifest.tsv",
+        split_file=PREPROCESS_SPLIT_FILE,
+    output:
+        subjects=f"{PREPROCESS_DIR}/subjects.tsv",
+    params:
+        cfg=section_json("preprocess"),
+        seed=config["seed"],
+    log:
+        "logs/preprocess_scans.log",
+    benchmark:
+        "results/benchmarks/preprocess_scans.tsv"
+    shell:
+        "python -m pipeline preprocess --manifest {input.manifest:q}"
+        ' --out "$(dirname {output.subjects:q})"'
+        " --params {params.cfg:q} --seed {params.seed} > {log:q} 2>&1"

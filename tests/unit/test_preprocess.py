@@ -1,0 +1,292 @@
+"""Stage 3 (pipeline.preprocess): grid, orientation, normalisation, mask, split, SR inputs and the table."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pipeline import preprocess as pp
+from pipeline.config import ConfigError, PreprocessConfig, load_params, parse_section
+from pipeline.degrade import lr_affine
+from pipeline.io.nifti import save_nifti
+
+HEADER = "source\tstatus\treason\tsubject\tmodality\tshape\tspacing\toutput\tprimary\n"
+
+
+def _head(shape=(22, 26, 18), seed=0, hole=True) -> np.ndarray:
+    """A noisy ellipsoid 'head' with darker inner structure (voxel units), background ~0."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.arange(n) - (n - 1) / 2 for n in shape], indexing="ij")
+    r = np.sqrt(sum((g / (0.36 * n)) ** 2 for g, n in zip(grid, shape, strict=True)))
+    img = np.where(r < 1.0, 800.0, 0.0) + np.where(r < 0.45, -300.0, 0.0) + 40.0 * grid[0] * (r < 1.0)
+    if hole:
+        img[r < 0.15] = 0.0  # a dark hole inside (ventricle-like): the mask must fill it
+    return np.abs(img + rng.normal(0.0, 15.0, shape)).astype(np.float32)
+
+
+def _ras_to_lps(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same image stored with flipped x and y voxel axes (an LPS-ordered file)."""
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[0, 3], flip[1, 3] = data.shape[0] - 1, data.shape[1] - 1
+    return np.ascontiguousarray(data[::-1, ::-1]), affine @ flip
+
+
+def _affine(spacing=(1.5, 1.5, 2.0), origin=(-16.0, -20.0, -18.0)) -> np.ndarray:
+    aff = np.diag([*spacing, 1.0])
+    aff[:3, 3] = origin
+    return aff
+
+
+@pytest.fixture
+def cohort(tmp_path, monkeypatch):
+    """Working dir with results/ingest/manifest.tsv and 4 subjects (T1w RAS, T2w LPS, one with CT only)."""
+    monkeypatch.chdir(tmp_path)
+    lines = [HEADER, "a.dcm\tskipped\tnot an image\t\t\t\t\t\t\n"]
+    for i in range(1, 5):
+        sub = f"sub-{i:03d}"
+        folder = Path("results/ingest") / sub
+        t1 = _head(seed=i)
+        if i == 4:
+            ct = t1 * 1.5 - 1000.0  # background -1000 HU (air), tissue up to ~ +300 HU
+            save_nifti(ct, _affine(), folder / f"{sub}_CT.nii.gz")
+            lines.append(f"x\tingested\t\t{sub}\tCT\t\t\t{folder}/{sub}_CT.nii.gz\tyes\n")
+            continue
+        save_nifti(t1, _affine(), folder / f"{sub}_T1w.nii.gz")
+        t2 = (2.0 * t1 + 10.0).astype(np.float32)  # same anatomy, other intensity scale
+        data, aff = _ras_to_lps(t2, _affine())
+        save_nifti(data, aff, folder / f"{sub}_T2w.nii.gz")
+        lines.append(f"x\tingested\t\t{sub}\tT1w\t\t\t{folder}/{sub}_T1w.nii.gz\tyes\n")
+        lines.append(f"x\tingested\t\t{sub}\tT2w\t\t\t{folder}/{sub}_T2w.nii.gz\tyes\n")
+        lines.append(f"y\tingested\t\t{sub}\tT2w\t\t\tmissing/run-2.nii.gz\tno\n")  # non-primary: ignored
+    Path("results/ingest/manifest.tsv").write_text("".join(lines))
+    return tmp_path
+
+
+def _run(params: dict, seed: int = 42) -> int:
+    from pipeline.cli import main
+
+    return main(
+        [
+            "preprocess",
+            "--manifest",
+            "results/ingest/manifest.tsv",
+            "--out",
+            "results/preprocess",
+            "--params",
+            json.dumps(params),
+            "--seed",
+            str(seed),
+        ]
+    )
+
+
+def _table(path="results/preprocess/subjects.tsv") -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+# ------------------------------------------------------------------------------------------ the stage
+def test_stage_writes_one_grid_per_subject(cohort):
+    params = {"spacing": [2.0, 2.0, 2.0], "sr": {"scale": 4, "method": "kspace", "axes": "inplane"}}
+    assert _run(params) == 0
+    rows = _table()
+    assert list(rows[0]) == ["subject", "split", "T1w", "T2w", "PDw", "FLAIR", "CT", "mask", "T1w_lr"]
+    assert [r["subject"] for r in rows] == ["sub-001", "sub-002", "sub-003", "sub-004"]
+    assert sorted(r["split"] for r in rows) == ["test", "train", "train", "val"]
+    ct_row = rows[3]
+    assert ct_row["CT"] and not ct_row["T1w"] and not ct_row["T1w_lr"] and ct_row["mask"]
+
+    row = rows[0]
+    assert not Path(row["T1w"]).is_absolute()  # relative to the working directory
+    t1, t2, mask, lr = (nib.load(row[k]) for k in ("T1w", "T2w", "mask", "T1w_lr"))
+    assert t1.shape == t2.shape == mask.shape
+    np.testing.assert_allclose(t2.affine, t1.affine)
+    np.testing.assert_allclose(np.sqrt((t1.affine[:3, :3] ** 2).sum(0)), [2.0, 2.0, 2.0])
+    assert np.all(np.diag(t1.affine)[:3] > 0)  # RAS
+    assert t1.shape[0] % 4 == 0 and t1.shape[1] % 4 == 0
+    assert mask.get_data_dtype() == np.uint8 and t1.get_data_dtype() == np.float32
+    assert lr.shape == (t1.shape[0] // 4, t1.shape[1] // 4, t1.shape[2])
+    np.testing.assert_allclose(lr.affine, lr_affine(t1.affine, 4, (0, 1)), atol=1e-5)
+    a1, a2 = t1.get_fdata(), t2.get_fdata()
+    assert a1.min() >= 0.0 and a1.max() <= 1.0 and a2.max() <= 1.0
+    # the LPS-stored T2w (= 2 * T1w + 10) overlays the T1w voxel for voxel: equal after normalisation
+    inside = mask.get_fdata() > 0
+    assert inside.mean() > 0.1
+    np.testing.assert_allclose(a2[inside], a1[inside], atol=1e-4)
+
+    norm = json.loads(Path(row["T1w"]).with_name("normalisation.json").read_text())
+    assert norm["T1w"]["method"] == "percentile" and norm["T1w"]["low"] < norm["T1w"]["high"]
+    assert norm["T1w"]["lr"]["scale"] == 4 and norm["T1w"]["lr"]["method"] == "kspace"
+    ct_norm = json.loads(Path(ct_row["CT"]).with_name("normalisation.json").read_text())
+    assert ct_norm["CT"]["method"] == "window" and (ct_norm["CT"]["low"], ct_norm["CT"]["high"]) == (
+        -1000.0,
+        2000.0,
+    )
+
+    # read_subjects resolves the paths, also from another working directory
+    got = pp.read_subjects(cohort / "results/preprocess/subjects.tsv", split="test")
+    assert len(got) == 1 and got[0]["T1w"].is_file() and got[0]["PDw"] is None
+
+
+def test_stage_is_deterministic_and_keeps_native_grid(cohort):
+    params = {"spacing": None, "sr": {"scale": 2, "method": "thick_slice", "axes": "through"}}
+    assert _run(params) == 0
+    first = Path("results/preprocess/subjects.tsv").read_text()
+    t1 = nib.load(_table()[0]["T1w"])
+    np.testing.assert_allclose(np.sqrt((t1.affine[:3, :3] ** 2).sum(0)), [1.5, 1.5, 2.0])
+    assert t1.shape == (22, 26, 18)  # z already divisible by 2: nothing padded
+    lr = nib.load(_table()[0]["T1w_lr"])
+    assert lr.shape == (22, 26, 9)
+    assert _run(params) == 0
+    assert Path("results/preprocess/subjects.tsv").read_text() == first
+
+
+def test_stage_bad_manifest_is_named(cohort, caplog):
+    Path("results/ingest/manifest.tsv").write_text(
+        HEADER + "x\tingested\t\tsub-001\tT1w\t\t\tnope.nii.gz\tyes\n"
+    )
+    assert _run({}) == 1
+    assert "line 2" in caplog.text and "nope.nii.gz" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------ pieces
+def test_load_ras_keeps_world_position_of_a_voxel(tmp_path):
+    data = np.zeros((10, 12, 8), np.float32)
+    data[2, 3, 5] = 1.0
+    aff = _affine(spacing=(2.0, 1.5, 3.0), origin=(30.0, 20.0, -10.0))
+    lps_data, lps_aff = _ras_to_lps(data, aff)
+    lps_aff = lps_aff.copy()
+    path = save_nifti(lps_data, lps_aff, tmp_path / "lps.nii.gz")
+    assert nib.aff2axcodes(nib.load(path).affine) == ("L", "P", "S")
+    img = pp._load_ras(path)
+    out_aff = img.affine.numpy()
+    assert nib.aff2axcodes(out_aff) == ("R", "A", "S")
+    voxel = np.argwhere(img[0].numpy() == 1.0)[0]
+    world = out_aff[:3, :3] @ voxel + out_aff[:3, 3]
+    np.testing.assert_allclose(world, aff[:3, :3] @ [2, 3, 5] + aff[:3, 3])
+
+
+def test_normalise_mr_percentiles_and_ct_window():
+    cfg = PreprocessConfig()
+    rng = np.random.default_rng(0)
+    image = rng.normal(500.0, 100.0, (20, 20, 20)).astype(np.float32)
+    mask = np.zeros(image.shape, np.uint8)
+    mask[5:15, 5:15, 5:15] = 1
+    out, params = pp.normalise(image, "T1w", mask, cfg)
+    low, high = np.percentile(image[mask > 0], [0.5, 99.5])
+    assert params["low"] == pytest.approx(low) and params["high"] == pytest.approx(high)
+    assert out.min() == 0.0 and out.max() == 1.0 and out.dtype == np.float32
+    within = (image >= low) & (image <= high)
+    np.testing.assert_allclose(
+        params["low"] + out[within] * (params["high"] - params["low"]), image[within], rtol=1e-4
+    )
+
+    hu = np.array([-3000.0, -1000.0, 500.0, 2000.0, 3000.0], np.float32).reshape(5, 1, 1)
+    out, params = pp.normalise(hu, "CT", None, cfg)
+    np.testing.assert_allclose(out.ravel(), [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-6)
+    assert params["unit"] == "HU" and params["window"] == [-1000.0, 2000.0]
+
+
+def test_foreground_mask_fills_holes_and_keeps_largest_component():
+    image = _head(shape=(24, 24, 24), seed=3)
+    image[1:4, 1:4, 1:4] = 900.0  # a separate bright speck outside the head
+    mask = pp.foreground_mask(image)
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
+    grid = np.meshgrid(*[np.arange(24) - 11.5] * 3, indexing="ij")
+    r = np.sqrt(sum((g / (0.36 * 24)) ** 2 for g in grid))
+    truth = r < 1.0
+    dice = 2 * np.sum(mask & truth) / (mask.sum() + truth.sum())
+    assert dice > 0.9
+    assert mask[12, 12, 12] == 1  # the dark hole in the middle is filled
+    assert mask[2, 2, 2] == 0  # the speck is not the head
+    ct = image * 1.5 - 1000.0
+    assert 2 * np.sum(pp.foreground_mask(ct, is_ct=True) & truth) / (truth.sum() * 2) > 0.85
+    with pytest.raises(ValueError, match="constant"):
+        pp.foreground_mask(np.zeros((8, 8, 8)))
+
+
+# ------------------------------------------------------------------------------------------ split
+def _subjects(n):
+    return [f"sub-{i:03d}" for i in range(1, n + 1)]
+
+
+RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"), [(3, (1, 1, 1)), (5, (3, 1, 1)), (10, (6, 2, 2)), (12, (7, 3, 2))]
+)
+def test_split_counts(n, expected):
+    split = pp.assign_splits(_subjects(n), RATIOS, seed=1)
+    assert tuple(sum(v == s for v in split.values()) for s in pp.SPLITS) == expected
+
+
+def test_split_small_cohorts_and_zero_ratio():
+    assert set(pp.assign_splits(_subjects(1), RATIOS, 0).values()) == {"train"}
+    no_val = pp.assign_splits(_subjects(6), {"train": 0.8, "val": 0.0, "test": 0.2}, 0)
+    assert "val" not in no_val.values() and "test" in no_val.values()
+
+
+def test_split_is_deterministic_and_seeded():
+    subjects = _subjects(20)
+    a = pp.assign_splits(subjects, RATIOS, seed=7)
+    assert pp.assign_splits(list(reversed(subjects)), RATIOS, seed=7) == a
+    others = [pp.assign_splits(subjects, RATIOS, seed=s) for s in range(8, 12)]
+    assert any(o != a for o in others)
+
+
+def test_split_overrides_pin_subjects_and_keep_ratios(tmp_path):
+    path = tmp_path / "subjects.tsv"
+    path.write_text("subject\tsplit\tnote\nsub-001\ttest\tpinned\nsub-002\ttest\t\nsub-003\t\tno override\n")
+    overrides = pp.read_overrides(path)
+    assert overrides == {"sub-001": "test", "sub-002": "test"}
+    split = pp.assign_splits(_subjects(10), RATIOS, seed=3, overrides=overrides)
+    assert split["sub-001"] == split["sub-002"] == "test"
+    assert tuple(sum(v == s for v in split.values()) for s in pp.SPLITS) == (6, 2, 2)
+
+    path.write_text("subject\tsplit\nsub-001\ttesting\n")
+    with pytest.raises(ValueError, match=r"subjects.tsv, line 2: split 'testing'"):
+        pp.read_overrides(path)
+    path.write_text("subject\tfold\nsub-001\t1\n")
+    with pytest.raises(ValueError, match="missing column"):
+        pp.read_overrides(path)
+
+
+def test_stage_uses_the_override_file(cohort):
+    Path("overrides.tsv").write_text("subject\tsplit\nsub-004\tval\nsub-001\tval\n")
+    assert _run({"split": {"subjects_file": "overrides.tsv"}, "sr": {"scale": 2}}) == 0
+    split = {r["subject"]: r["split"] for r in _table()}
+    assert split["sub-004"] == split["sub-001"] == "val"
+
+
+# ------------------------------------------------------------------------------------------ inputs, config
+def test_read_manifest_checks(tmp_path):
+    manifest = tmp_path / "results" / "ingest" / "manifest.tsv"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("source\tstatus\n")
+    with pytest.raises(ValueError, match="missing column"):
+        pp.read_manifest(manifest)
+    manifest.write_text(HEADER + "x\tskipped\tbad\t\t\t\t\t\t\n")
+    with pytest.raises(ValueError, match="no row with status 'ingested'"):
+        pp.read_manifest(manifest)
+    # an output relative to the manifest's folder is found too
+    save_nifti(np.ones((4, 4, 4)), np.eye(4), manifest.parent / "sub-001" / "a.nii.gz")
+    manifest.write_text(HEADER + "x\tingested\t\tsub-001\tT1w\t\t\tsub-001/a.nii.gz\t\n")
+    assert pp.read_manifest(manifest)["sub-001"]["T1w"].is_file()
+    with pytest.raises(FileNotFoundError, match="manifest not found"):
+        pp.read_manifest(tmp_path / "none.tsv")
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ConfigError, match="thick_slice"):
+        load_params('{"sr": {"method": "thick_slice"}}', PreprocessConfig, "preprocess")
+    with pytest.raises(ConfigError, match="scale"):
+        parse_section(PreprocessConfig, {"sr": {"scale": 3}}, "preprocess")
+    with pytest.raises(ConfigError, match="mr_percentiles"):
+        parse_section(PreprocessConfig, {"mr_percentiles": [99, 1]}, "preprocess")
+    assert parse_section(PreprocessConfig, {"spacing": None}).spacing is None
