@@ -14,8 +14,11 @@ USE_DEMO = not config["input_dir"]
 
 
 def section_json(name):
-    """A config section as inline JSON for a stage's `--params` (re-validated by the stage's dataclass)."""
-    return json.dumps(config[name], sort_keys=True)
+    """A config section as inline JSON for a stage's `--params` (re-validated by the stage's dataclass).
+
+    Keys keep the config's order: e.g. ingest.modality_patterns is tried in that order.
+    """
+    return json.dumps(config[name])
 
 
 def final_targets():
@@ -23,4 +26,6 @@ def final_targets():
     targets = []
     if USE_DEMO:
         targets.append(f"{DEMO_DIR}/participants.tsv")
+    targets.append("results/ingest/manifest.tsv")
+    targets.append("results/preprocess/subjects.tsv")
     return targets
