@@ -1,0 +1,236 @@
+"""Evaluation: the masked metric protocol (checked against MONAI), statistics, baselines and the stage's outputs."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from pipeline import evaluate as ev
+from pipeline.config import ConfigError, EvaluateConfig, parse_section
+from tests.unit.eval_helpers import SUBJECTS, evaluate_args, make_cohort, working_dir
+
+CFG = EvaluateConfig(bootstrap_resamples=2000)
+
+
+def _pair(shape=(28, 30, 24), seed=0, noise=0.05):
+    """A smooth 'truth' in [0, 1], a noisy 'prediction' and an ellipsoid mask."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    truth = gaussian_filter(rng.random(shape), 2.0)
+    truth = ((truth - truth.min()) / np.ptp(truth)).astype(np.float32)
+    pred = np.clip(truth + noise * rng.standard_normal(shape), 0, 1).astype(np.float32)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+    mask = (grid**2).sum(0) < 0.8
+    return pred, truth, mask
+
+
+# ------------------------------------------------------------------------------------------ metrics
+@pytest.mark.parametrize(("kernel", "window"), [("gaussian", 11), ("uniform", 7)])
+def test_psnr_and_ssim_agree_with_monai(kernel, window):
+    """Our scikit-image protocol and MONAI's independent implementation agree within 1e-3."""
+    import torch
+    from monai.metrics import PSNRMetric, SSIMMetric
+    from monai.metrics.regression import compute_ssim_and_cs
+
+    cfg = EvaluateConfig(ssim_kernel=kernel, ssim_window=window)
+    pred, truth, mask = _pair()
+    ours = ev.masked_metrics(pred, truth, mask, cfg)
+
+    def t(x):
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+
+    # PSNR over the mask voxels.
+    monai_psnr = PSNRMetric(max_val=cfg.data_range)(t(pred[mask][None, None]), t(truth[mask][None, None])).item()
+    assert ours["psnr"] == pytest.approx(monai_psnr, abs=1e-3)
+
+    # SSIM over the whole volume: MONAI convolves without padding, so compare on the interior it covers.
+    half = window // 2
+    inner = (slice(half, -half),) * 3
+    monai_ssim = SSIMMetric(spatial_dims=3, data_range=cfg.data_range, kernel_type=kernel, win_size=window,
+                            kernel_sigma=cfg.ssim_sigma)(t(pred), t(truth)).item()
+    assert float(ev.ssim_map(pred, truth, cfg)[inner].mean()) == pytest.approx(monai_ssim, abs=1e-3)
+
+    # The masked mean of the SSIM map, on the interior where both maps exist.
+    monai_map, _ = compute_ssim_and_cs(t(pred), t(truth), 3, [window] * 3, [cfg.ssim_sigma] * 3,
+                                       cfg.data_range, kernel)
+    inner_mask = mask[inner]
+    assert float(ev.ssim_map(pred, truth, cfg)[inner][inner_mask].mean()) == pytest.approx(
+        float(monai_map[0, 0].numpy()[inner_mask].mean()), abs=1e-3)
+
+
+def test_known_values_and_mask():
+    """A constant error d inside the mask: MAE = d, PSNR = 20 log10(1/d); voxels outside the mask do not count."""
+    _, truth, mask = _pair()
+    truth = np.clip(truth, 0.1, 0.9)
+    d = 0.05
+    pred = truth + d
+    pred[~mask] = 0.0  # garbage outside the mask
+    m = ev.masked_metrics(pred, truth, mask, CFG)
+    assert m["mae"] == pytest.approx(d, rel=1e-4)
+    assert m["psnr"] == pytest.approx(20 * math.log10(1 / d), abs=1e-3)
+    assert m["nrmse"] == pytest.approx(d / np.sqrt(np.mean(truth[mask].astype(np.float64) ** 2)), rel=1e-4)
+    perfect = ev.masked_metrics(truth, truth, mask, CFG)
+    assert perfect["psnr"] == math.inf and perfect["mae"] == 0.0 and perfect["ssim"] == pytest.approx(1.0)
+
+
+def test_outputs_are_clipped_to_the_data_range():
+    _, truth, mask = _pair()
+    over = truth.copy()
+    over[mask] = 5.0  # far above the data range
+    clipped = ev.masked_metrics(over, truth, mask, CFG)
+    assert clipped["mae"] == pytest.approx(float(np.mean(1.0 - truth[mask])), rel=1e-4)
+    raw = ev.masked_metrics(over, truth, mask, EvaluateConfig(clip=False))
+    assert raw["mae"] > clipped["mae"]
+
+
+def test_gaussian_window_must_match_sigma():
+    pred, truth, mask = _pair()
+    with pytest.raises(ValueError, match="ssim_window: 11"):
+        ev.masked_metrics(pred, truth, mask, EvaluateConfig(ssim_window=7))
+
+
+def test_shape_mismatch_and_empty_mask_are_errors():
+    pred, truth, mask = _pair()
+    with pytest.raises(ValueError, match="shapes differ"):
+        ev.masked_metrics(pred[:-1], truth, mask, CFG)
+    with pytest.raises(ValueError, match="mask is empty"):
+        ev.masked_metrics(pred, truth, np.zeros_like(mask), CFG)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ConfigError, match="splits"):
+        parse_section(EvaluateConfig, {"splits": ["holdout"]})
+    with pytest.raises(ConfigError, match="sr_baselines"):
+        parse_section(EvaluateConfig, {"sr_baselines": ["lanczos"]})
+    with pytest.raises(ConfigError, match="ssim_window"):
+        parse_section(EvaluateConfig, {"ssim_window": 8})
+
+
+# ------------------------------------------------------------------------------------------ statistics
+def test_bootstrap_is_seeded_and_handles_small_n():
+    values = [30.1, 31.5, 29.8, 32.2, 30.9]
+    assert ev.bootstrap_ci(values, CFG) == ev.bootstrap_ci(values, CFG)
+    lo, hi = ev.bootstrap_ci(values, CFG)
+    assert lo < np.mean(values) < hi
+    assert ev.bootstrap_ci([30.0], CFG) == (None, None)
+    d = ev.describe([30.0], CFG)
+    assert d["n"] == 1 and d["mean"] == 30.0 and d["sd"] is None and d["ci_low"] is None
+    assert ev.describe([1.0, math.inf, 3.0], CFG)["n_nonfinite"] == 1
+
+
+def test_paired_comparison_directions():
+    rng = np.random.default_rng(1)
+    base = rng.normal(30, 1, size=10)
+    better = ev.compare(list(base + 2 + 0.1 * rng.standard_normal(10)), list(base), "psnr", CFG)
+    assert better["verdict"] == "better" and better["mean_diff"] == pytest.approx(2, abs=0.2)
+    assert better["wilcoxon_p"] < 0.01 and better["ci_low"] > 0
+    # Lower is better for MAE: a larger error is worse.
+    worse = ev.compare(list(base + 1), list(base), "mae", CFG)
+    assert worse["verdict"] == "worse"
+    # Too few subjects for the test: the interval may exclude 0 but the verdict stays open, with the reason.
+    few = ev.compare([31.0, 32.0, 33.0], [30.0, 30.5, 31.0], "psnr", CFG)
+    assert few["verdict"] == "inconclusive" and "cannot reach" in few["note"]
+    one = ev.compare([31.0], [30.0], "psnr", CFG)
+    assert one["verdict"] == "n/a" and one["wilcoxon_p"] is None and "n = 1" in one["note"]
+    same = ev.compare([30.0, 31.0], [30.0, 31.0], "psnr", CFG)
+    assert same["wilcoxon_p"] == 1.0 and same["verdict"] == "inconclusive"
+
+
+# ------------------------------------------------------------------------------------------ baselines
+def test_sr_geometry_from_shapes():
+    assert ev.sr_geometry((16, 16, 24), (32, 32, 24), {"scale": 2, "axes": "inplane"}, "x") == (2, (0, 1))
+    assert ev.sr_geometry((8, 8, 6), (32, 32, 24), {}, "x") == (4, (0, 1, 2))
+    with pytest.raises(ValueError, match="scale 2"):
+        ev.sr_geometry((16, 16, 24), (32, 32, 24), {"scale": 4}, "lr.nii.gz")
+    with pytest.raises(ValueError, match="integer multiple"):
+        ev.sr_geometry((15, 16, 24), (32, 32, 24), {}, "lr.nii.gz")
+
+
+def _args(**kw):
+    base = {"subjects": "s.tsv", "sr": [], "sr_modality": "", "degradation": "", "translation": [],
+            "source": "T1w", "target": "T2w"}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_zerofill_baseline_only_for_kspace_degradation():
+    rows = [{"subject": "sub-001", "split": "test", "mask": "m", "T1w": "a", "T1w_lr": "b", "T2w": "c"}]
+    kspace = ev.build_tasks(_args(sr=["srgan"], degradation='{"method": "kspace", "scale": 2}'), CFG, rows)
+    assert kspace[0].baselines == ["bicubic", "trilinear", "zerofill"] and kspace[0].source == "T1w_lr"
+    bicubic = ev.build_tasks(_args(sr=["srgan"], degradation='{"method": "bicubic"}'), CFG, rows)
+    assert "zerofill" not in bicubic[0].baselines
+    trans = ev.build_tasks(_args(translation=["cyclegan"]), CFG, rows)
+    assert trans[0].desc == "T2w" and trans[0].baselines == ["identity", "histogram_match"]
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        ev.build_tasks(_args(), CFG, rows)
+    with pytest.raises(ValueError, match="no column 'FLAIR'"):
+        ev.build_tasks(_args(translation=["cyclegan"], target="FLAIR"), CFG, rows)
+
+
+# ------------------------------------------------------------------------------------------ the stage
+def _read_csv(path):
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_stage_writes_metrics_summary_and_figures(evaluated_cohort):
+    root = evaluated_cohort
+    test_subjects = sorted(s for s, split in SUBJECTS if split == "test")
+    srgan = _read_csv(root / "results/metrics/srgan.csv")
+    assert sorted({r["subject"] for r in srgan}) == test_subjects  # the train subject is not scored
+    assert {r["method"] for r in srgan} == {"bicubic", "trilinear", "zerofill", "srgan"}
+    assert {r["method"] for r in _read_csv(root / "results/metrics/cyclegan.csv")} == {"identity", "histogram_match", "cyclegan"}
+
+    summary = json.loads((root / "results/metrics/summary.json").read_text())  # strict JSON: no NaN
+    assert summary["protocol"]["data_range"] == 1.0 and "mask" in summary["protocol"]["region"]
+    sr = summary["tasks"]["sr"]
+    means = {b: sr["methods"][b]["metrics"]["psnr"]["mean"] for b in sr["baselines"]}
+    assert sr["strongest_baseline"] == max(means, key=means.get)
+    for model in ("srgan", "srresnet"):
+        cmp = sr["comparisons"][model][sr["strongest_baseline"]]["psnr"]
+        assert cmp["n"] == len(test_subjects) and cmp["mean_diff"] > 0 and cmp["ci_low"] is not None
+        assert cmp["wilcoxon_p"] is not None
+    # The summary's mean is the mean of the CSV's per-subject values.
+    assert sr["methods"]["srgan"]["metrics"]["psnr"]["mean"] == pytest.approx(
+        np.mean([float(r["psnr"]) for r in srgan if r["method"] == "srgan"]))
+    assert summary["tasks"]["translation"]["methods"]["cyclegan"]["metrics"]["ssim"]["n"] == len(test_subjects)
+
+    figs = summary["figures"]
+    for sub in test_subjects:
+        assert set(figs["subjects"][sub]) == {"srgan", "srresnet", "cyclegan"}
+        assert (root / figs["subjects"][sub]["srgan"]).stat().st_size > 5000
+    assert set(figs["group"]["sr"]) == {"psnr", "ssim", "mae", "nrmse"}
+    svg = (root / figs["group"]["sr"]["psnr"]["svg"]).read_text()
+    for sub in test_subjects:  # each point links to its subject page
+        assert f'xlink:href="subjects/{sub}.html#srgan"' in svg
+    assert "<script" not in svg
+    assert set(figs["training"]) == {"srgan", "srresnet", "cyclegan"}
+
+
+def test_missing_or_misplaced_output_is_a_clear_error(tmp_path):
+    from pipeline import cli
+    from pipeline.io.nifti import load_nifti, save_nifti
+
+    make_cohort(tmp_path)
+    out = tmp_path / "results/infer/srgan/sub-003_sr.nii.gz"
+    data, affine = load_nifti(out)
+    save_nifti(data[:-2], affine, out)  # wrong grid
+    args = evaluate_args()
+    with working_dir(tmp_path), pytest.raises(ValueError, match=r"sub-003_sr\.nii\.gz: shape"):
+        ev.main(cli_parse(args))
+    with working_dir(tmp_path):  # through the CLI: a one-line error and exit status 1, no traceback
+        assert cli.main(args) == 1
+    out.unlink()
+    with working_dir(tmp_path), pytest.raises(FileNotFoundError, match=r"sub-003_sr\.nii\.gz: no output of model srgan"):
+        ev.main(cli_parse(args))
+
+
+def cli_parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    ev.add_arguments(parser)
+    return parser.parse_args(argv[1:])  # drop the stage name

@@ -1,0 +1,163 @@
+"""The report assembles (never computes) a self-contained, escaped, pseudonymous HTML report."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ReportConfig
+from pipeline.report import build
+from tests.unit.eval_helpers import SUBJECTS, XSS, XSS_IMG, working_dir
+
+TEST_SUBJECTS = sorted(s for s, split in SUBJECTS if split == "test")
+
+
+class _Refs(HTMLParser):
+    """Collect src/href attributes, element ids and tags of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[tuple[str, str]] = []
+        self.ids: set[str] = set()
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for k, v in attrs:
+            if k in ("src", "href", "xlink:href") and v is not None:
+                self.refs.append((k, v))
+            if k == "id" and v:
+                self.ids.add(v)
+
+
+def _parse(path: Path) -> _Refs:
+    p = _Refs()
+    p.feed(path.read_text())
+    return p
+
+
+def _pages(report: Path) -> list[Path]:
+    return [report / "index.html", *sorted((report / "subjects").glob("*.html"))]
+
+
+def test_pages_for_every_subject_and_self_contained(reported_cohort):
+    report = reported_cohort
+    assert sorted(p.stem for p in (report / "subjects").glob("*.html")) == TEST_SUBJECTS
+    for page in _pages(report):
+        parsed = _parse(page)
+        assert "script" not in parsed.tags and "link" not in parsed.tags, page
+        for attr, ref in parsed.refs:
+            assert not re.match(r"^[a-z][a-z0-9+.-]*://", ref, re.I), f"{page}: external reference {ref}"
+            target, _, fragment = ref.partition("#")
+            if target:  # a relative file that must exist in the report folder
+                resolved = (page.parent / target).resolve()
+                assert resolved.is_file(), f"{page}: {attr}={ref} does not exist"
+                assert report.resolve() in resolved.parents, f"{page}: {ref} points outside reports/"
+                if fragment and resolved.suffix == ".html":
+                    assert fragment in _parse(resolved).ids, f"{page}: {ref}: no element with id {fragment!r}"
+            elif fragment:
+                assert fragment in parsed.ids, f"{page}: no anchor #{fragment}"
+        text = page.read_text()
+        assert not re.search(r"url\(\s*['\"]?(?!#)", text) and "@import" not in text  # only url(#local-id)
+        assert "Content-Security-Policy" in text
+
+
+def test_every_subject_figure_and_strip_plot_link(reported_cohort):
+    index = (reported_cohort / "index.html").read_text()
+    for sub in TEST_SUBJECTS:
+        for method in ("srgan", "srresnet", "zerofill", "cyclegan", "identity"):
+            assert f'xlink:href="subjects/{sub}.html#{method}"' in index
+        page = (reported_cohort / "subjects" / f"{sub}.html").read_text()
+        for model in ("srgan", "srresnet", "cyclegan"):
+            assert f'src="../assets/subjects/{sub}/{model}.png"' in page
+    assert index.count("<svg ") == 8  # 4 metrics x 2 tasks, inlined
+    assert (reported_cohort / "assets/training/srgan.png").is_file()
+    assert (reported_cohort / "assets/data/summary.json").is_file()
+
+
+def test_dicom_text_is_escaped_and_identifiers_never_shown(reported_cohort):
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    sub_page = (reported_cohort / "subjects" / "sub-002.html").read_text()
+    assert escaped in sub_page  # the series description, shown as text
+    index = (reported_cohort / "index.html").read_text()
+    assert "&lt;img src=x onerror=alert(2)&gt;" in index  # a skipped input's reason quoting a DICOM tag
+    for page in _pages(reported_cohort):
+        text = page.read_text()
+        assert XSS not in text and XSS_IMG not in text and "<script" not in text.lower()
+        assert "DOE" not in text and "JOHN" not in text, f"{page}: an identifier from an input path leaked"
+
+
+def test_verdict_comes_first(reported_cohort):
+    index = (reported_cohort / "index.html").read_text()
+    sections = re.findall(r'<section id="([^"]+)"', index)
+    assert sections[0] == "verdict"
+    summary = json.loads((reported_cohort / "assets/data/summary.json").read_text())
+    verdict = index[index.index('<section id="verdict"'):index.index('<section id="results"')]
+    for task in summary["tasks"].values():
+        assert task["methods"][task["strongest_baseline"]]["label"] in verdict
+        for model in task["models"]:
+            assert f'id="verdict-{model}"' in verdict
+    assert "95% CI" in verdict and "Wilcoxon p" in verdict
+
+
+def test_report_shows_the_summary_numbers_it_is_given(evaluated_cohort, tmp_path):
+    """Assembles only: a number planted in summary.json appears as it is, nothing is recomputed."""
+    src = evaluated_cohort
+    shutil.copytree(src / "results", tmp_path / "results")
+    path = tmp_path / "results/metrics/summary.json"
+    summary = json.loads(path.read_text())
+    task = summary["tasks"]["sr"]
+    cmp = task["comparisons"]["srgan"][task["strongest_baseline"]]["psnr"]
+    cmp.update(mean_diff=12.3456, ci_low=11.1111, ci_high=13.9999, wilcoxon_p=0.0421, verdict="better")
+    task["methods"]["srgan"]["metrics"]["psnr"]["mean"] = 77.7777
+    path.write_text(json.dumps(summary))
+    with working_dir(tmp_path):
+        build.build_report(Path("results/metrics/summary.json"), Path("reports"), ReportConfig(title="Planted"))
+    index = (tmp_path / "reports/index.html").read_text()
+    assert "+12.35 dB" in index and "[+11.11, +14.00]" in index and "p = 0.042" in index
+    assert "77.78" in index and "<title>Planted</title>" in index
+
+
+def test_benchmarks_grouped_by_rule(evaluated_cohort):
+    rows = {b["rule"]: b for b in build.read_benchmarks(evaluated_cohort / "results/benchmarks")}
+    assert rows["infer_srgan"]["jobs"] == 2 and rows["infer_srgan"]["seconds"] == pytest.approx(6.0)
+    assert list(rows)[:3] == ["generate_demo", "ingest", "preprocess"]  # workflow order
+    assert build.read_benchmarks(evaluated_cohort / "nowhere") == []
+
+
+def test_formatting_helpers():
+    assert build.fmt_metric(31.234, "psnr") == "31.23"
+    assert build.fmt_metric(-0.01234, "ssim", 3, signed=True) == "−0.012"
+    assert build.fmt_metric(None, "psnr") == "–" and build.fmt_metric(float("inf"), "psnr") == "∞"
+    assert build.fmt_p(0.0004) == "< 0.001" and build.fmt_p(0.0421) == "0.042" and build.fmt_p(None) == "–"
+    assert build.fmt_seconds(4.2) == "4.2 s" and build.fmt_seconds(1834) == "30 min 34 s"
+    assert build._redact("no geometry (dicom/DOE^JOHN/1.dcm)", "dicom/DOE^JOHN") == "no geometry [path]"
+
+
+def test_missing_summary_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="summary.json: evaluation summary not found"):
+        build.build_report(tmp_path / "summary.json", tmp_path / "reports", ReportConfig())
+
+
+def test_single_subject_gives_no_interval_and_still_renders(tmp_path):
+    """n = 1: no CI, no test, verdict n/a; the JSON stays strict and the report still builds."""
+    from pipeline import cli
+    from tests.unit.eval_helpers import evaluate_args, make_cohort
+
+    make_cohort(tmp_path)
+    with working_dir(tmp_path):
+        assert cli.main(evaluate_args(splits=["train"])) == 0
+        summary = json.loads(Path("results/metrics/summary.json").read_text())
+        sr = summary["tasks"]["sr"]
+        cmp = sr["comparisons"]["srgan"][sr["strongest_baseline"]]["psnr"]
+        assert sr["n_subjects"] == 1 and cmp["verdict"] == "n/a" and cmp["ci_low"] is None and cmp["wilcoxon_p"] is None
+        assert sr["methods"]["srgan"]["metrics"]["psnr"]["sd"] is None
+        assert cli.main(["report", "--out", "reports"]) == 0
+    index = (tmp_path / "reports/index.html").read_text()
+    assert 'class="chip na">n/a<' in index and "n = 1: no test" in index
+    assert (tmp_path / "reports/subjects/sub-001.html").is_file()
