@@ -54,3 +54,12 @@ def test_bad_config_fails_before_any_job(tmp_path, edit, needle):
     assert proc.returncode != 0
     assert needle in out
     assert not (tmp_path / "results").exists(), "a job ran despite the invalid config"
+
+
+def test_slurm_profile_plans(tmp_path):
+    """`snakemake --profile config/profiles/slurm -n` plans (needs the optional SLURM executor plugin)."""
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    profile = REPO / "config" / "profiles" / "slurm"
+    proc = snakemake("--profile", str(profile), "-n", "--configfile", str(CONFIG), cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert "generate_demo" in out and "dry-run" in out
