@@ -9,6 +9,13 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/demo.smk"
+include: "rules/ingest.smk"
+include: "rules/preprocess.smk"
+include: "rules/srgan.smk"
+include: "rules/cyclegan.smk"
+# Keep these two last: evaluation finds the models to evaluate among the rules included above.
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 rule all:

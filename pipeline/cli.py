@@ -17,6 +17,12 @@ from pipeline import __version__
 # stage name -> (module, one-line help). Order is the order of the workflow.
 STAGES: dict[str, tuple[str, str]] = {
     "demo": ("pipeline.demo", "generate the embedded demo cohort (DICOM + BIDS NIfTI) offline"),
+    "ingest": ("pipeline.ingest", "DICOM/NIfTI/BIDS -> pseudonymised NIfTI per subject + manifest.tsv"),
+    "preprocess": ("pipeline.preprocess", "RAS, resampling, normalisation, masks, split, SR inputs"),
+    "train": ("pipeline.train", "train a model (srgan, ...) on the preprocessed subjects; resumes exactly"),
+    "infer": ("pipeline.infer", "apply a trained model to a scan (NIfTI file or DICOM folder)"),
+    "evaluate": ("pipeline.evaluate", "PSNR/SSIM/MAE/NRMSE of models and baselines, statistics, figures"),
+    "report": ("pipeline.report.build", "assemble reports/index.html and one page per subject (computes nothing)"),
 }
 
 log = logging.getLogger("pipeline")

@@ -15,8 +15,9 @@ implementation (junyanz/pytorch-CycleGAN-and-pix2pix, `models/cycle_gan_model.py
 Adversarial terms come from `pipeline.gan.losses` (least squares by default; ``nonsaturating`` is the classic
 log loss). The reference's least-squares generator term is ``MSE(D(G(x)), 1)``, twice our ``g_loss`` (which
 carries the 1/2 of Mao et al.), so it is doubled here to keep the reference's balance against lambda 10.
-Adam (2e-4, betas 0.5/0.999) for both pairs; the learning rate is constant for `n_steps`, then decays
-linearly to 0 over `n_steps_decay` (`LambdaLR`, stepped per iteration by the loop).
+Adam (betas 0.5/0.999; the reference's 2e-4, the demo default 5e-4) for both pairs; the learning rate is
+constant for `n_steps`, then decays linearly to 0 over `n_steps_decay` (`LambdaLR`, stepped per iteration by
+the loop).
 
 Data: images in [0, 1] (the preprocess stage's normalisation) are mapped to the generators' [-1, 1] inside
 the model. The sampler (`UnpairedSampler`) draws A and B crops from disjoint sets of subjects in every step,

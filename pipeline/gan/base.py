@@ -1,0 +1,168 @@
+"""The contract every GAN model fulfils, and the mixed-precision helper the models use.
+
+The one training loop (`pipeline.gan.loop.train`) knows nothing about a model beyond this contract:
+
+* ``set_input(batch)`` - take one batch (a dict of tensors from the model's sampler);
+* ``optimize_step(step)`` - one iteration: the generator step with the discriminator(s) frozen, then the
+  discriminator step with the generator frozen (and its output detached);
+* ``losses()`` - the last step's loss terms as floats; ``visuals()`` - a few tensors to look at;
+* ``networks`` / ``optimizers`` / ``schedulers`` - dicts by name; ``state_dict()`` / ``load_state_dict()``
+  cover all of them (the loop adds the step, RNG states, grad scaler and config);
+* ``total_steps`` - how many iterations the configuration asks for;
+* ``prepare_data(cfg, data_dir, seed)`` (classmethod) - the sampler and what the constructor needs from the data;
+* ``export(out_dir)`` - write the model file(s) inference needs, at the end of training.
+
+All randomness inside a step should come from torch's global RNG (restored on resume) or be a function of
+the step; schedulers are stepped once per iteration by the loop, so their factor is a function of the step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class Precision:
+    """Autocast + optional GradScaler for one device.
+
+    ``auto``: bf16 autocast on CUDA devices that support it, else fp16 with a GradScaler; fp32 on CPU.
+    """
+
+    def __init__(self, device: torch.device, mode: str = "auto") -> None:
+        if mode not in PRECISIONS:
+            raise ValueError(f"unknown precision {mode!r}; choose one of {', '.join(PRECISIONS)}")
+        self.device = torch.device(device)
+        cuda = self.device.type == "cuda"
+        if mode == "auto":
+            mode = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+        if mode in ("bf16", "fp16") and not cuda:
+            mode = "fp32"  # CPU autocast is slower than fp32 for convolutions; keep CPU runs exact
+        self.mode = mode
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+        self.scaler = torch.amp.GradScaler("cuda") if mode == "fp16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context for forward passes (a no-op in fp32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler:
+            self.scaler.step(optimizer)
+        else:
+            optimizer.step()
+
+    def update(self) -> None:
+        """Once per iteration, after every optimizer has stepped."""
+        if self.scaler:
+            self.scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "scaler": self.scaler.state_dict() if self.scaler else {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+class GANModel:
+    """Base class: holds the networks, optimizers and schedulers by name and (de)serialises them."""
+
+    name: ClassVar[str] = "gan"
+    #: the frozen dataclass of the model's config section (pipeline.config)
+    config_class: ClassVar[type] = object
+    #: every loss name `losses()` may report (fixes the columns of history.csv)
+    loss_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, device: torch.device, precision: Precision) -> None:
+        self.device = torch.device(device)
+        self.precision = precision
+        self.networks: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        self._losses: dict[str, torch.Tensor] = {}
+
+    # -- the contract ---------------------------------------------------------------------------------
+    @classmethod
+    def prepare_data(cls, cfg: Any, data_dir: str | Path, seed: int) -> tuple[Any, dict[str, Any]]:
+        """Return ``(sampler, kwargs)``: the training sampler (``sampler(step) -> batch``, a pure function of
+        (seed, step)) and the keyword arguments the constructor needs from the data (e.g. scale factors)."""
+        raise NotImplementedError
+
+    @property
+    def total_steps(self) -> int:
+        raise NotImplementedError
+
+    def set_input(self, batch: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def optimize_step(self, step: int) -> None:
+        raise NotImplementedError
+
+    def losses(self) -> dict[str, float]:
+        """The loss terms of the last step (only the active ones)."""
+        return {k: float(v.detach()) for k, v in self._losses.items()}
+
+    def visuals(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def export(self, out_dir: Path) -> list[Path]:
+        """Write the model file(s) for inference into `out_dir`; return their paths."""
+        raise NotImplementedError
+
+    def lrs(self) -> dict[str, float]:
+        """Current learning rate of each optimizer (first parameter group)."""
+        return {name: float(opt.param_groups[0]["lr"]) for name, opt in self.optimizers.items()}
+
+    # -- helpers --------------------------------------------------------------------------------------
+    def train_mode(self, flag: bool = True) -> None:
+        for net in self.networks.values():
+            net.train(flag)
+
+    @contextlib.contextmanager
+    def frozen(self, *names: str) -> Iterator[None]:
+        """Freeze the named networks (requires_grad False) for the duration of the block."""
+        from pipeline.gan.losses import set_requires_grad
+
+        nets = [self.networks[n] for n in names]
+        set_requires_grad(nets, False)
+        try:
+            yield
+        finally:
+            set_requires_grad(nets, True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "networks": {k: v.state_dict() for k, v in self.networks.items()},
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for group in ("networks", "optimizers", "schedulers"):
+            mine: dict[str, Any] = getattr(self, group)
+            theirs = state[group]
+            if set(mine) != set(theirs):
+                raise ValueError(f"checkpoint {group} {sorted(theirs)} do not match the model's {sorted(mine)}")
+            for k, obj in mine.items():
+                obj.load_state_dict(theirs[k])
+        self.load_extra_state(state.get("extra", {}))
+
+    def extra_state(self) -> dict[str, Any]:
+        """Model-specific state beyond networks/optimizers/schedulers (safe-to-load data only)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,393 @@
+"""SRGAN (Ledig et al. 2017) for single-channel 2D slices or 3D patches.
+
+Phase 1 (`pretrain_steps`): the SRResNet generator alone, pixel loss (L1 or MSE), Adam with a cosine
+schedule. Phase 2 (`gan_steps`): adversarial fine-tuning from the SRResNet, ``pixel_weight * content +
+adv_weight * J_G (+ fm_weight * discriminator feature matching)``, against a discriminator (MONAI
+`PatchDiscriminator` or the paper's VGG-style one) trained with J_D. Both generators are exported:
+`srresnet.pt` (end of phase 1) and `model.pt` (end of phase 2), since they are reported separately.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline import __version__
+from pipeline.config import SRGANConfig, to_dict
+from pipeline.gan.base import GANModel, Precision
+from pipeline.gan.checkpoint import save_checkpoint
+from pipeline.gan.losses import d_loss, feature_matching_loss, g_loss, pixel_loss
+from pipeline.nets.srresnet import SRResNet
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "medgan-model/1"
+TASK = "super-resolution"
+
+
+def cosine_factor(t: int, length: int, min_ratio: float) -> float:
+    """Cosine decay from 1 to `min_ratio` over `length` steps (t clipped to [0, length])."""
+    if length <= 0:
+        return 1.0
+    t = min(max(t, 0), length)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t / length))
+
+
+def generator_kwargs(cfg: SRGANConfig, model_factors: Sequence[int]) -> dict[str, Any]:
+    """The SRResNet constructor arguments (stored in the model file)."""
+    return {
+        "spatial_dims": cfg.spatial_dims,
+        "factors": [int(f) for f in model_factors],
+        "in_channels": 1,
+        "out_channels": 1,
+        "channels": cfg.channels,
+        "n_blocks": cfg.n_blocks,
+        "norm": cfg.norm,
+        "interp_skip": cfg.interp_skip,
+        "outer_kernel": cfg.outer_kernel,
+        "upsampler": cfg.upsampler,
+    }
+
+
+def build_discriminator(cfg: SRGANConfig) -> nn.Module:
+    """MONAI's `PatchDiscriminator` (``patch``) or the paper's VGG-style network (``vgg``)."""
+    if cfg.discriminator == "patch":
+        from monai.networks.nets import PatchDiscriminator
+
+        return PatchDiscriminator(spatial_dims=cfg.spatial_dims, channels=cfg.d_channels, in_channels=1,
+                                  out_channels=1, num_layers_d=cfg.d_layers, norm="BATCH")
+    if cfg.discriminator == "vgg":
+        from pipeline.nets.discriminators import VGGStyleDiscriminator
+
+        return VGGStyleDiscriminator(cfg.spatial_dims, in_channels=1, channels=cfg.d_channels, levels=cfg.d_layers)
+    raise ValueError(f"unknown discriminator {cfg.discriminator!r}; choose one of patch, vgg")
+
+
+def build_generator(blob: dict[str, Any], device: str | torch.device = "cpu") -> SRResNet:
+    """The generator of a model file (see `SRGAN.model_file`), weights loaded, in eval mode."""
+    name = blob["generator"]["class"]
+    if name != "SRResNet":
+        raise ValueError(f"model file: unknown SR generator class {name!r} (expected SRResNet)")
+    net = SRResNet(**blob["generator"]["kwargs"])
+    net.load_state_dict(blob["state_dict"])
+    return net.to(torch.device(device)).eval()
+
+
+def super_resolve(
+    lr: np.ndarray,
+    generator: SRResNet,
+    sr: dict[str, Any],
+    device: str | torch.device = "cpu",
+    roi_size: int = 64,
+    sw_batch_size: int = 16,
+    overlap: float = 0.25,
+    precision: str = "auto",
+    tta: bool = False,
+) -> np.ndarray:
+    """Super-resolve a whole (x, y, z) volume (normalised as in training) with an SRResNet.
+
+    `sr` is the model file's ``sr`` entry (factors per volume axis, spatial_dims, slice_axis).
+    2D: every slice along the slice axis is a window (tiled if larger than `roi_size`), `sw_batch_size`
+    slices per forward pass. 3D: MONAI `SlidingWindowInferer` windows of `roi_size` LR voxels per side,
+    Gaussian-blended. The interpolation skip is computed on the whole volume, as the training sampler does.
+    Memory is bounded by the ROI size and the window batch (plus the input and output volumes).
+    `tta`: average the learnt residual over the 8 flips/transposes of a 2D window (8 flips of a 3D window),
+    undone on the outputs (self-ensemble; 8x the compute).
+    """
+    from monai.inferers import SlidingWindowInferer
+
+    device = torch.device(device)
+    factors = [int(f) for f in sr["factors"]]
+    if lr.ndim != 3:
+        raise ValueError(f"expected a 3-D volume, got shape {lr.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))
+    two_d = sr["spatial_dims"] == 2
+    slice_axis = sr.get("slice_axis")
+    x = torch.movedim(x, slice_axis, 0)[:, None] if two_d else x[None, None]  # (N, 1, *spatial)
+    amp = Precision(device, precision)
+    roi = [min(int(roi_size), n) for n in x.shape[2:]]
+    inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian",
+                                   sw_device=device, device=torch.device("cpu"))
+
+    spatial = list(range(2, x.dim()))
+    model_factors = [f for a, f in enumerate(factors) if not two_d or a != slice_axis]
+    variants: list[tuple[tuple[int, ...], bool]] = [((), False)]
+    if tta:
+        flips = [tuple(d for i, d in enumerate(spatial) if mask >> i & 1) for mask in range(2 ** len(spatial))]
+        can_transpose = two_d and model_factors[0] == model_factors[1]
+        variants = [(f, t) for f in flips for t in ((False, True) if can_transpose else (False,))]
+
+    def residual(t: torch.Tensor) -> torch.Tensor:
+        total = None
+        for flip, transpose in variants:
+            v = torch.flip(t, flip) if flip else t
+            v = v.transpose(2, 3) if transpose else v
+            with amp.autocast():
+                r = generator.residual(v).float()
+            r = r.transpose(2, 3) if transpose else r
+            r = torch.flip(r, flip) if flip else r
+            total = r if total is None else total + r
+        return total / len(variants)
+
+    with torch.inference_mode():
+        out = inferer(x, residual)
+        skip = generator.skip(x.to(device))
+        if skip is not None:
+            out = out + skip.float().cpu()
+    out = torch.movedim(out[:, 0], 0, slice_axis) if two_d else out[0, 0]
+    expected = tuple(n * f for n, f in zip(lr.shape, factors, strict=True))
+    if tuple(out.shape) != expected:
+        raise RuntimeError(f"output shape {tuple(out.shape)} != expected {expected}")
+    return out.numpy().astype(np.float32)
+
+
+class SRGAN(GANModel):
+    """SRGAN super-resolution: SRResNet pretraining, then adversarial fine-tuning."""
+
+    name: ClassVar[str] = "srgan"
+    config_class: ClassVar[type] = SRGANConfig
+    loss_names: ClassVar[tuple[str, ...]] = ("pixel", "adv", "fm", "G", "D", "d_real", "d_fake")
+
+    def __init__(
+        self,
+        cfg: SRGANConfig,
+        factors: Sequence[int],
+        slice_axis: int | None = None,
+        device: str | torch.device = "cpu",
+        precision: Precision | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        device = torch.device(device)
+        super().__init__(device, precision or Precision(device, cfg.precision))
+        self.cfg = cfg
+        self.factors = [int(f) for f in factors]  # per volume axis (x, y, z)
+        if cfg.spatial_dims == 2:
+            if slice_axis is None or self.factors[slice_axis] != 1:
+                raise ValueError(f"2D SRGAN needs a slice axis that is not upsampled (factors {self.factors})")
+            self.model_factors = [f for a, f in enumerate(self.factors) if a != slice_axis]
+        else:
+            self.model_factors = list(self.factors)
+        self.slice_axis = slice_axis if cfg.spatial_dims == 2 else None
+        self.meta = dict(meta or {})
+        self.g_kwargs = generator_kwargs(cfg, self.model_factors)
+        G = SRResNet(**self.g_kwargs).to(self.device)
+        D = build_discriminator(cfg).to(self.device)
+        if self.device.type == "cuda":
+            G = G.to(memory_format=torch.channels_last) if cfg.spatial_dims == 2 else G
+        self.networks = {"G": G, "D": D}
+        self.optimizers = {
+            "G": torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas)),
+            "D": torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas)),
+        }
+        P, N, r = cfg.pretrain_steps, cfg.gan_steps, cfg.lr_min_ratio
+        gan_ratio = cfg.lr_gan / cfg.lr if cfg.lr > 0 else 0.0
+
+        def g_factor(step: int) -> float:
+            return cosine_factor(step, P, r) if step < P else gan_ratio * cosine_factor(step - P, N, r)
+
+        def d_factor(step: int) -> float:
+            return cosine_factor(step - P, N, r)
+
+        self.schedulers = {
+            "G": torch.optim.lr_scheduler.LambdaLR(self.optimizers["G"], g_factor),
+            "D": torch.optim.lr_scheduler.LambdaLR(self.optimizers["D"], d_factor),
+        }
+        self.pretrained: dict[str, torch.Tensor] | None = None
+        self.batch: dict[str, torch.Tensor] = {}
+        self.fake: torch.Tensor | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.pretrain_steps + self.cfg.gan_steps
+
+    @property
+    def uses_discriminator(self) -> bool:
+        return self.cfg.adv_weight > 0 or self.cfg.fm_weight > 0
+
+    # -- data -----------------------------------------------------------------------------------------
+    @classmethod
+    def prepare_data(cls, cfg: SRGANConfig, data_dir: str | Path, seed: int) -> tuple[Any, dict[str, Any]]:
+        """The training sampler and the constructor arguments it implies (factors, slice axis, metadata)."""
+        from pipeline.data import SRPatchSampler, load_sr_pairs
+
+        pairs = load_sr_pairs(data_dir, cfg.modality, "train")
+        sampler = SRPatchSampler(pairs, cfg.spatial_dims, cfg.patch_size, cfg.batch_size, seed,
+                                 interp=cfg.interp_skip, flip=cfg.flip)
+        meta: dict[str, Any] = {"modality": cfg.modality, "n_train_subjects": len(pairs)}
+        norm_file = pairs[0].hr_path.parent / "normalisation.json" if pairs[0].hr_path else None
+        if norm_file is not None and norm_file.is_file():
+            info = json.loads(norm_file.read_text()).get(cfg.modality, {})
+            meta["normalisation"] = {k: info[k] for k in ("method", "percentiles", "window", "unit", "range")
+                                     if k in info}
+            lr_info = info.get("lr", {})
+            meta["degradation"] = {k: lr_info[k] for k in ("method", "scale", "axes") if k in lr_info}
+        else:
+            log.warning("no normalisation.json beside %s; the model file records no normalisation", pairs[0].hr_path)
+            meta["normalisation"] = {"method": "unknown"}
+        return sampler, {"factors": list(sampler.factors), "slice_axis": sampler.slice_axis, "meta": meta}
+
+    # -- the contract ---------------------------------------------------------------------------------
+    def set_input(self, batch: dict[str, torch.Tensor]) -> None:
+        self.batch = batch
+        if self.device.type == "cuda" and self.cfg.spatial_dims == 2:
+            self.batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
+
+    def forward(self) -> torch.Tensor:
+        with self.precision.autocast():
+            self.fake = self.networks["G"](self.batch["lr"], self.batch.get("skip"))
+        return self.fake
+
+    def optimize_step(self, step: int) -> None:
+        cfg, D = self.cfg, self.networks["D"]
+        adversarial = step >= cfg.pretrain_steps
+        if step == cfg.pretrain_steps:
+            self._end_pretraining(step)
+        fake = self.forward()
+        hr = self.batch["hr"]
+        losses: dict[str, torch.Tensor] = {}
+
+        # generator step, discriminator frozen
+        opt_g = self.optimizers["G"]
+        opt_g.zero_grad(set_to_none=True)
+        with self.frozen("D"):
+            total = cfg.pixel_weight * pixel_loss(fake, hr, cfg.pixel_loss)
+            losses["pixel"] = total.detach() / max(cfg.pixel_weight, 1e-12)
+            if adversarial and self.uses_discriminator:
+                with self.precision.autocast():
+                    feats_fake = D(fake)
+                if cfg.adv_weight > 0:
+                    losses["adv"] = g_loss(feats_fake[-1], cfg.adv_loss)
+                    total = total + cfg.adv_weight * losses["adv"]
+                if cfg.fm_weight > 0:
+                    with torch.no_grad(), self.precision.autocast():
+                        feats_real = D(hr)
+                    losses["fm"] = feature_matching_loss(feats_real, feats_fake)
+                    total = total + cfg.fm_weight * losses["fm"]
+            losses["G"] = total
+            self.precision.backward(total)
+            self.precision.step(opt_g)
+
+        # discriminator step, generator frozen and its output detached
+        if adversarial and self.uses_discriminator:
+            opt_d = self.optimizers["D"]
+            opt_d.zero_grad(set_to_none=True)
+            with self.frozen("G"):
+                with self.precision.autocast():
+                    real_logits = D(hr)[-1]
+                    fake_logits = D(fake.detach())[-1]
+                loss_d = d_loss(real_logits, fake_logits, cfg.adv_loss)
+                self.precision.backward(loss_d)
+                self.precision.step(opt_d)
+            losses["D"] = loss_d
+            losses["d_real"] = real_logits.detach().float().mean()
+            losses["d_fake"] = fake_logits.detach().float().mean()
+        self._losses = {k: v.detach() for k, v in losses.items()}
+
+    def _end_pretraining(self, step: int) -> None:
+        """Keep the SRResNet (the phase-1 generator) and give the adversarial phase a fresh optimizer state."""
+        self.pretrained = {k: v.detach().to("cpu", copy=True) for k, v in self.networks["G"].state_dict().items()}
+        self.optimizers["G"].state.clear()
+        if self.cfg.gan_steps:
+            log.info("step %d: pretraining done; adversarial phase for %d steps", step, self.cfg.gan_steps)
+
+    def visuals(self) -> dict[str, torch.Tensor]:
+        out = {"lr": self.batch.get("lr"), "hr": self.batch.get("hr"), "sr": self.fake}
+        if "skip" in self.batch:
+            out["interp"] = self.batch["skip"]
+        return {k: v.detach() for k, v in out.items() if v is not None}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"pretrained": self.pretrained} if self.pretrained is not None else {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.pretrained = state.get("pretrained")
+
+    # -- export ---------------------------------------------------------------------------------------
+    def model_file(self, kind: str, state: dict[str, torch.Tensor], steps: int) -> dict[str, Any]:
+        """The self-describing model file: everything inference needs, loadable with weights_only=True."""
+        scale = max(self.factors)
+        return {
+            "format": MODEL_FORMAT,
+            "task": TASK,
+            "kind": kind,
+            "package_version": __version__,
+            "torch_version": str(torch.__version__),
+            "generator": {"class": "SRResNet", "kwargs": copy.deepcopy(self.g_kwargs)},
+            "state_dict": {k: v.detach().to("cpu") for k, v in state.items()},
+            "sr": {
+                "scale": scale,
+                "factors": list(self.factors),
+                "axes": [a for a, f in enumerate(self.factors) if f > 1],
+                "spatial_dims": self.cfg.spatial_dims,
+                "slice_axis": self.slice_axis,
+                "interp_skip": self.cfg.interp_skip,
+            },
+            "modality": self.meta.get("modality", self.cfg.modality),
+            "normalisation": self.meta.get("normalisation", {"method": "unknown"}),
+            "degradation": self.meta.get("degradation", {}),
+            "inference": {"roi_size": self.cfg.roi_size, "sw_batch_size": self.cfg.sw_batch_size,
+                          "overlap": self.cfg.overlap, "tta": self.cfg.tta},
+            "training": {"steps": steps, "pretrain_steps": self.cfg.pretrain_steps,
+                         "gan_steps": self.cfg.gan_steps, "config": to_dict(self.cfg)},
+        }
+
+    def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+        """PSNR (dB, inside the mask, output clipped to [0, 1]) on the validation subjects of the exported
+        generators and of the interpolation skip alone; logged and returned (a quick check, not the evaluation)."""
+        from pipeline.data import load_sr_pairs
+        from pipeline.gan.checkpoint import load_checkpoint
+        from pipeline.nets.interp import interpolate
+
+        try:
+            pairs = load_sr_pairs(data_dir, self.cfg.modality, "val")
+        except ValueError:
+            return {}
+        scores: dict[str, float] = {}
+
+        def psnr(pred: np.ndarray, pair: Any) -> float:
+            err = (np.clip(pred, 0.0, 1.0) - pair.hr)[pair.mask]
+            return float(10 * np.log10(1.0 / max(float(np.mean(err**2)), 1e-12)))
+
+        if self.cfg.interp_skip != "none":
+            vals = []
+            for p in pairs:
+                with torch.no_grad():
+                    up = interpolate(torch.from_numpy(p.lr)[None, None], self.factors, self.cfg.interp_skip)
+                vals.append(psnr(up[0, 0].numpy(), p))
+            scores[self.cfg.interp_skip] = float(np.mean(vals))
+        for name in ("srresnet", "model"):
+            blob = load_checkpoint(Path(out_dir) / f"{name}.pt")
+            gen = build_generator(blob, self.device)
+            vals = [psnr(super_resolve(p.lr, gen, blob["sr"], self.device, self.cfg.roi_size,
+                                       self.cfg.sw_batch_size, self.cfg.overlap, tta=self.cfg.tta), p)
+                    for p in pairs]
+            scores["srgan" if name == "model" and blob["kind"] == "srgan" else name] = float(np.mean(vals))
+        log.info("validation PSNR in the mask (%d subject(s)): %s", len(pairs),
+                 ", ".join(f"{k} {v:.2f} dB" for k, v in scores.items()))
+        return {"psnr_db": scores, "subjects": len(pairs)}
+
+    def export(self, out_dir: Path) -> list[Path]:
+        out_dir = Path(out_dir)
+        final = self.networks["G"].state_dict()
+        cfg = self.cfg
+        if self.pretrained is None:  # no adversarial phase ran (gan_steps == 0)
+            log.warning("gan_steps is 0: model.pt is the SRResNet (no adversarial fine-tuning)")
+            pretrained, kind = final, "srresnet"
+        else:
+            pretrained, kind = self.pretrained, "srgan"
+            if cfg.pretrain_steps == 0:
+                log.warning("pretrain_steps is 0: srresnet.pt holds the untrained generator (interpolation only)")
+        paths = [
+            save_checkpoint(self.model_file("srresnet", pretrained, cfg.pretrain_steps), out_dir / "srresnet.pt"),
+            save_checkpoint(self.model_file(kind, final, self.total_steps), out_dir / "model.pt"),
+        ]
+        return paths

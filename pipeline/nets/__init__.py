@@ -1,0 +1,1 @@
+"""Networks MONAI lacks (SRResNet generator, VGG-style discriminator) and differentiable interpolation."""

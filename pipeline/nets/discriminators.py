@@ -1,0 +1,49 @@
+"""Discriminators returning ``[features..., logits]`` like MONAI's `PatchDiscriminator` (for feature matching)."""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.layers.factories import Conv, Norm, Pool
+from torch import nn
+
+
+class VGGStyleDiscriminator(nn.Module):
+    """The SRGAN paper's discriminator (Ledig et al. 2017, Fig. 4), 2D or 3D, for inputs of any size.
+
+    conv3 (c) LReLU; then per level conv3 stride 1 and conv3 stride 2, each + BN + LReLU, widths c, 2c, 4c, 8c;
+    then global average pooling (instead of flattening, so any input size works), "dense" 1x1 convolutions
+    (16c, LReLU, 1). Returns the output of every level and finally the logits, shape (N, 1).
+    """
+
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, channels: int = 64, levels: int = 4) -> None:
+        super().__init__()
+        conv, bn = Conv[Conv.CONV, spatial_dims], Norm[Norm.BATCH, spatial_dims]
+        act = nn.LeakyReLU(0.2, inplace=True)
+        blocks: list[nn.Module] = [nn.Sequential(conv(in_channels, channels, 3, padding=1), act)]
+        cin = channels
+        for lvl in range(levels):
+            cout = channels * 2**lvl
+            layers: list[nn.Module] = []
+            if lvl > 0:
+                layers += [conv(cin, cout, 3, stride=1, padding=1, bias=False), bn(cout), nn.LeakyReLU(0.2, True)]
+            layers += [conv(cout, cout, 3, stride=2, padding=1, bias=False), bn(cout), nn.LeakyReLU(0.2, True)]
+            blocks.append(nn.Sequential(*layers))
+            cin = cout
+        hidden = channels * 16
+        blocks.append(
+            nn.Sequential(
+                Pool[Pool.ADAPTIVEAVG, spatial_dims](1),
+                conv(cin, hidden, 1),
+                nn.LeakyReLU(0.2, True),
+                conv(hidden, 1, 1),
+                nn.Flatten(),
+            )
+        )
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for block in self.blocks:
+            x = block(x)
+            out.append(x)
+        return out

@@ -1,0 +1,50 @@
+"""Differentiable fixed upsampling of (N, C, *spatial) tensors by an integer factor per axis.
+
+Used as the interpolation skip of the SR generator (the network then learns only what interpolation misses).
+Every method of `pipeline.degrade.upsample` (zerofill, bicubic, trilinear, nearest) is linear and separable,
+so along each axis it is a small matrix (HR length x LR length), built here by upsampling the identity with
+`pipeline.degrade.upsample` itself: the skip equals the classical baseline to float precision, with the same
+geometry convention (LR voxel centre = centre of its HR block), on any device and with autograd.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+INTERP_METHODS = ("zerofill", "bicubic", "trilinear", "nearest")
+
+
+@functools.lru_cache(maxsize=64)
+def upsample_matrix(n_lr: int, scale: int, method: str) -> np.ndarray:
+    """The (n_lr * scale, n_lr) matrix M with ``upsample(x) = M @ x`` along one axis (float64)."""
+    from pipeline.degrade import upsample
+
+    if method not in INTERP_METHODS:
+        raise ValueError(f"unknown interpolation {method!r}; choose one of {', '.join(INTERP_METHODS)}")
+    matrix = upsample(np.eye(n_lr, dtype=np.float64), int(scale), method, (0,))
+    matrix.setflags(write=False)
+    return matrix
+
+
+def interpolate(x: torch.Tensor, factors: Sequence[int], method: str) -> torch.Tensor:
+    """Upsample `x` (N, C, *spatial) by integer `factors` (one per spatial axis) with `method`.
+
+    Computed in float32 whatever the autocast state (a bf16 skip would cap the output's precision).
+    """
+    factors = [int(f) for f in factors]
+    if len(factors) != x.dim() - 2:
+        raise ValueError(f"{len(factors)} factors for a tensor with {x.dim() - 2} spatial dimensions")
+    dtype = x.dtype
+    out = x.float()
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        for i, f in enumerate(factors):
+            if f == 1:
+                continue
+            d = 2 + i
+            m = torch.tensor(upsample_matrix(out.shape[d], f, method), dtype=torch.float32, device=out.device)
+            out = torch.movedim(torch.movedim(out, d, -1) @ m.T, -1, d)
+    return out.to(dtype) if dtype.is_floating_point else out

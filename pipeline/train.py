@@ -1,0 +1,75 @@
+"""Stage 4: train a model.
+
+`python -m pipeline train srgan --data results/preprocess --out results/models/srgan --params JSON`
+
+One subcommand per model of `pipeline.models.MODELS`; the model's config section comes as `--params`
+(inline JSON or a YAML file; omitted: the defaults). Training resumes from `<out>/checkpoints/last.pt` when it
+exists and was written with the same configuration (`--fresh` ignores it). Writes `<out>/history.csv`, the
+checkpoints and the model file(s) (for SRGAN `model.pt` and `srresnet.pt`), then logs the validation scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipeline.models import MODELS
+
+    sub = parser.add_subparsers(dest="model", metavar="<model>", required=True)
+    for name, cls in MODELS.items():
+        p = sub.add_parser(name, help=(cls.__doc__ or name).strip().splitlines()[0])
+        p.add_argument("--data", required=True, help="the preprocess stage's folder (with subjects.tsv)")
+        p.add_argument("--out", required=True, help=f"output folder (results/models/{name})")
+        p.add_argument("--params", default=None, help=f"the `{name}` config section: inline JSON or a YAML file")
+        p.add_argument("--seed", type=int, default=42, help="seed of sampling and initialisation (config `seed`)")
+        p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
+        p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+        p.add_argument("--fresh", action="store_true", help="delete existing checkpoints and start from scratch")
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from pipeline.config import load_params, to_dict
+    from pipeline.gan.base import Precision
+    from pipeline.gan.loop import LoopSettings, configure_determinism, seed_everything, train
+    from pipeline.models import MODELS, build_model
+
+    cls = MODELS[args.model]
+    cfg = load_params(args.params, cls.config_class, args.model)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    configure_determinism(device, getattr(cfg, "deterministic", True))
+    out_dir = Path(args.out)
+    if args.fresh and (out_dir / "checkpoints").is_dir():
+        shutil.rmtree(out_dir / "checkpoints")
+    seed_everything(args.seed)
+    sampler, kwargs = cls.prepare_data(cfg, args.data, args.seed)
+    precision = Precision(device, getattr(cfg, "precision", "auto"))
+    model = build_model(args.model, cfg, device=device, precision=precision, **kwargs)
+    # the resolved configuration, as plain JSON data (stored in checkpoints; resuming needs an equal one)
+    config = json.loads(json.dumps({"model": args.model, "seed": args.seed, "data": str(args.data),
+                                    "params": to_dict(cfg)}))
+    n_params = {k: sum(p.numel() for p in v.parameters()) for k, v in model.networks.items()}
+    log.info("train %s on %s (%s, %s threads): %s; parameters %s", args.model, device, precision.mode,
+             torch.get_num_threads(), json.dumps(config["params"], sort_keys=True), n_params)
+    settings = LoopSettings(seed=args.seed, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every)
+    result = train(model, sampler, out_dir, settings, config)
+    summary = {"steps": result.steps, "resumed_from": result.resumed_from, "train_seconds": round(result.elapsed_s, 1),
+               "device": str(device), "precision": precision.mode, "threads": torch.get_num_threads(),
+               "parameters": n_params, "files": [p.name for p in result.exported]}
+    if hasattr(model, "validate"):
+        summary["validation"] = model.validate(args.data, out_dir)
+    from pipeline.io.atomic import write_text
+
+    write_text(out_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+    return 0
