@@ -100,7 +100,7 @@ class SRConfig:
 
     modalities: list[str] = dataclasses.field(default_factory=lambda: ["T1w"])
     method: typing.Literal["kspace", "bicubic", "area", "thick_slice"] = "kspace"
-    scale: typing.Literal[2, 4] = 2
+    scale: typing.Literal[2, 4] = 4
     axes: typing.Literal["inplane", "all", "through"] = "inplane"
 
     def __post_init__(self) -> None:
@@ -215,7 +215,7 @@ class SRGANConfig:
     roi_size: int = 64
     sw_batch_size: int = 16
     overlap: float = 0.25
-    tta: bool = True
+    tta: bool = False
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "channels", "log_every", "checkpoint_every", "sw_batch_size", "roi_size"):

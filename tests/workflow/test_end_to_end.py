@@ -18,14 +18,15 @@ TINY = {
     "demo": {"n_subjects": 4, "n_dicom": 2, "voxel_mm": 4.0},
     "preprocess": {"spacing": [4.0, 4.0, 4.0]},
     "srgan": {
-        "channels": 8, "n_blocks": 1, "d_channels": 8, "patch_size": 16, "batch_size": 2, "roi_size": 16,
+        "channels": 8, "n_blocks": 1, "d_channels": 8, "d_layers": 2, "patch_size": 32, "batch_size": 2,
+        "roi_size": 16,
         "pretrain_steps": 4, "gan_steps": 2, "log_every": 2, "checkpoint_every": 2,
     },
     "cyclegan": {
-        "ngf": 8, "ndf": 8, "n_blocks": 1, "patch_size": 16, "batch_size": 2,
+        "ngf": 8, "ndf": 8, "n_blocks": 1, "d_layers": 2, "patch_size": 32, "batch_size": 2, "warmup_steps": 0,
         "n_steps": 2, "n_steps_decay": 2, "log_every": 1, "checkpoint_every": 2,
     },
-    "evaluate": {"bootstrap_resamples": 200, "figure_dpi": 40},
+    "evaluate": {"bootstrap_resamples": 200, "figure_dpi": 50},
 }
 IDENTIFIER_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "AccessionNumber")
 
