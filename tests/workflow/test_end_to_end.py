@@ -84,3 +84,27 @@ def test_demo_identifiers_never_leave_the_key_file(tiny_run):
             content = _searchable(path)
             leaks += [f"{path.relative_to(work)}: {v}" for v in identifiers if v.encode() in content]
     assert not leaks, leaks
+
+
+def test_demo_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    """The report of a real run: every page renders with no console error and no network request, and every
+    image loads (Chromium is installed by .ci/run; skipped where it is absent)."""
+    from tests.unit.cdp import Browser, find_chromium
+
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    reports = tiny_run / "reports"
+    pages = [reports / "index.html", *sorted((reports / "subjects").glob("*.html"))]
+    images_js = "Array.from(document.images).map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0}))"
+    with Browser(chromium, tmp_path / "profile", tmp_path / "chromium.log") as browser:
+        browser.open()
+        for page in pages:
+            browser.load(page.resolve().as_uri())
+            images = browser.evaluate(images_js)
+            browser.screenshot(tmp_path / f"{page.stem}.png")
+            browser.drain(0.3)
+            assert browser.console_errors() == [], f"{page.name}: console errors"
+            external = [u for u in browser.requests() if not u.startswith(("file://", "data:"))]
+            assert external == [], f"{page.name}: network requests {external}"
+            assert images and all(i["ok"] for i in images), f"{page.name}: images {images}"
