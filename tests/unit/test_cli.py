@@ -22,3 +22,4 @@ def test_unknown_stage_fails():
     proc = subprocess.run([sys.executable, "-m", "pipeline", "nosuchstage"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
+
