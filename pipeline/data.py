@@ -74,15 +74,20 @@ def slice_axis_for(factors: Sequence[int]) -> int:
     return free[-1]
 
 
-def load_sr_pairs(data_dir: str | Path, modality: str, split: str | Sequence[str]) -> list[SRPair]:
-    """Read the SR pairs of one or several splits from `data_dir/subjects.tsv` (the preprocessing output)."""
+def subject_rows(data_dir: str | Path, split: str | Sequence[str]) -> tuple[Path, list[dict]]:
+    """The subjects.tsv of `data_dir` (the preprocessing output) and its rows of the split(s) `split`."""
     from pipeline.preprocess import read_subjects
 
     table = Path(data_dir) / "subjects.tsv"
     if not table.is_file():
         raise FileNotFoundError(f"{table}: no subjects table (run the preprocess stage first)")
     splits = {split} if isinstance(split, str) else set(split)
-    rows = [r for r in read_subjects(table) if r["split"] in splits]
+    return table, [r for r in read_subjects(table) if r["split"] in splits]
+
+
+def load_sr_pairs(data_dir: str | Path, modality: str, split: str | Sequence[str]) -> list[SRPair]:
+    """Read the SR pairs of one or several splits from `data_dir/subjects.tsv` (the preprocessing output)."""
+    table, rows = subject_rows(data_dir, split)
     pairs = []
     for row in rows:
         hr_path, lr_path, mask_path = row.get(modality), row.get(f"{modality}_lr"), row.get("mask")
@@ -97,7 +102,7 @@ def load_sr_pairs(data_dir: str | Path, modality: str, split: str | Sequence[str
         sr_factors(hr.shape, lr.shape, hr_aff, lr_aff, where=str(lr_path))
         pairs.append(SRPair(row["subject"], lr, hr, mask > 0, lr_aff, hr_aff, Path(hr_path)))
     if not pairs:
-        raise ValueError(f"{table}: no subject of split {sorted(splits)} has {modality}, {modality}_lr and mask")
+        raise ValueError(f"{table}: no subject of split {split!r} has {modality}, {modality}_lr and mask")
     factors = {sr_factors(p.hr.shape, p.lr.shape) for p in pairs}
     if len(factors) > 1:
         raise ValueError(f"{table}: subjects have different upsampling factors {sorted(factors)}")

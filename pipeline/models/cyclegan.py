@@ -74,13 +74,9 @@ class Volume:
 
 def load_domain(data_dir: str | Path, modality: str, split: str | Sequence[str]) -> list[Volume]:
     """The volumes of `modality` of the subjects of `split` in `data_dir/subjects.tsv` (preprocess output)."""
-    from pipeline.preprocess import read_subjects
+    from pipeline.data import subject_rows
 
-    table = Path(data_dir) / "subjects.tsv"
-    if not table.is_file():
-        raise FileNotFoundError(f"{table}: no subjects table (run the preprocess stage first)")
-    splits = {split} if isinstance(split, str) else set(split)
-    rows = [r for r in read_subjects(table) if r["split"] in splits]
+    table, rows = subject_rows(data_dir, split)
     if rows and modality not in rows[0]:
         raise ValueError(f"{table}: no column {modality!r} (columns: {', '.join(rows[0])})")
     vols = []
