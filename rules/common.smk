@@ -65,13 +65,32 @@ def evaluation_columns(model):
     return [cyc.get("source", "T1w"), cyc.get("target", "T2w")]
 
 
-def evaluation_inputs(wildcards):
-    """Each evaluated model's output for each subject of the evaluated splits that has the model's input and
-    ground truth (from the preprocess checkpoint's subjects.tsv)."""
+def preprocessed_rows(splits=None):
+    """The rows of the preprocess checkpoint's subjects.tsv (those of `splits`, when given)."""
     import csv
 
     with open(checkpoints.preprocess_scans.get().output.subjects, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["split"] in config["evaluate"]["splits"]]
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    return [r for r in rows if splits is None or r["split"] in splits]
+
+
+def subjects_with(split, *columns):
+    """Subjects of `split` that have a file in each of `columns`."""
+    return [r["subject"] for r in preprocessed_rows([split]) if all(r.get(c) for c in columns)]
+
+
+def subject_scan(subject, column):
+    """One subject's file in `column` (a path relative to the working directory, as subjects.tsv has it)."""
+    for row in preprocessed_rows():
+        if row["subject"] == subject and row.get(column):
+            return row[column]
+    raise ValueError(f"{subject}: no {column} in {PREPROCESS_DIR}/subjects.tsv")
+
+
+def evaluation_inputs(wildcards):
+    """Each evaluated model's output for each subject of the evaluated splits that has the model's input and
+    ground truth (from the preprocess checkpoint's subjects.tsv)."""
+    rows = preprocessed_rows(config["evaluate"]["splits"])
     return [inference_path(m, r["subject"]) for m in evaluated_models() for r in rows
             if all(r.get(c) for c in evaluation_columns(m))]
 
@@ -103,24 +122,12 @@ CYCLEGAN_TARGET = config.get("cyclegan", {}).get("target", "T2w")
 
 def cyclegan_subjects(split="test"):
     """Subjects of `split` with both the source and the target modality (from the preprocess checkpoint)."""
-    import csv
-
-    source, target = config["cyclegan"]["source"], config["cyclegan"]["target"]
-    with open(checkpoints.preprocess_scans.get().output.subjects, newline="") as fh:
-        return [r["subject"] for r in csv.DictReader(fh, delimiter="\t")
-                if r["split"] == split and r.get(source) and r.get(target)]
+    return subjects_with(split, config["cyclegan"]["source"], config["cyclegan"]["target"])
 
 
 def cyclegan_scan(wildcards):
-    """The source scan of one subject (a path relative to the working directory, as subjects.tsv has it)."""
-    import csv
-
-    source = config["cyclegan"]["source"]
-    with open(checkpoints.preprocess_scans.get().output.subjects, newline="") as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            if row["subject"] == wildcards.subject and row.get(source):
-                return row[source]
-    raise ValueError(f"{wildcards.subject}: no {source} in {PREPROCESS_DIR}/subjects.tsv")
+    """The source scan of one subject."""
+    return subject_scan(wildcards.subject, config["cyclegan"]["source"])
 
 
 def cyclegan_infer_targets(wildcards):
@@ -137,23 +144,12 @@ SRGAN_MODEL_FILES = {"srresnet": f"{SRGAN_DIR}/srresnet.pt", "srgan": f"{SRGAN_D
 
 def srgan_subjects(split="test"):
     """Subjects of `split` that have an SR input, from the preprocess checkpoint's subjects.tsv."""
-    import csv
-
-    column = f"{config['srgan']['modality']}_lr"
-    with open(checkpoints.preprocess_scans.get().output.subjects, newline="") as fh:
-        return [r["subject"] for r in csv.DictReader(fh, delimiter="\t") if r["split"] == split and r.get(column)]
+    return subjects_with(split, f"{config['srgan']['modality']}_lr")
 
 
 def srgan_scan(wildcards):
-    """The LR input of one subject (a path relative to the working directory, as subjects.tsv has it)."""
-    import csv
-
-    column = f"{config['srgan']['modality']}_lr"
-    with open(checkpoints.preprocess_scans.get().output.subjects, newline="") as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            if row["subject"] == wildcards.subject and row.get(column):
-                return row[column]
-    raise ValueError(f"{wildcards.subject}: no {column} in {PREPROCESS_DIR}/subjects.tsv")
+    """The LR input of one subject."""
+    return subject_scan(wildcards.subject, f"{config['srgan']['modality']}_lr")
 
 
 def srgan_model_file(wildcards):
