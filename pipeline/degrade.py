@@ -69,37 +69,34 @@ def _shape_along(n: int, axis: int, ndim: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def _move_band(x: np.ndarray, axis: int, n_out: int, freqs: np.ndarray, phase: np.ndarray) -> np.ndarray:
+    """Carry the spectral band `freqs` of `x` along `axis`, times `phase`, into a spectrum of length `n_out`.
+
+    Rescaled by n_out / n_in (ifft divides by the output length, the input spectrum carries a factor of the
+    input length), so intensities are preserved.
+    """
+    n_in = x.shape[axis]
+    spec = np.fft.fft(x, axis=axis)
+    kept = np.take(spec, freqs % n_in, axis=axis) * phase.reshape(_shape_along(freqs.size, axis, x.ndim))
+    out = np.zeros(x.shape[:axis] + (n_out,) + x.shape[axis + 1 :], dtype=np.complex128)
+    index = [slice(None)] * x.ndim
+    index[axis] = freqs % n_out
+    out[tuple(index)] = kept
+    return np.fft.ifft(out, axis=axis).real * (n_out / n_in)
+
+
 def _kspace_down(x: np.ndarray, scale: int, axis: int) -> np.ndarray:
     """Truncate the spectrum along `axis` to the central 1/scale and sample at the LR voxel centres."""
     n_hr = x.shape[axis]
-    n_lr = n_hr // scale
-    freqs = _centred_band(n_lr)
-    spec = np.fft.fft(x, axis=axis)
-    kept = np.take(spec, freqs % n_hr, axis=axis) * _phase(freqs, n_hr, scale).reshape(
-        _shape_along(freqs.size, axis, x.ndim)
-    )
-    lr_spec = np.zeros(x.shape[:axis] + (n_lr,) + x.shape[axis + 1 :], dtype=np.complex128)
-    index = [slice(None)] * x.ndim
-    index[axis] = freqs % n_lr
-    lr_spec[tuple(index)] = kept
-    # ifft over n_lr samples divides by n_lr; the HR spectrum carries a factor n_hr: rescale by n_lr/n_hr.
-    return np.fft.ifft(lr_spec, axis=axis).real * (n_lr / n_hr)
+    freqs = _centred_band(n_hr // scale)
+    return _move_band(x, axis, n_hr // scale, freqs, _phase(freqs, n_hr, scale))
 
 
 def _kspace_up(x: np.ndarray, scale: int, axis: int) -> np.ndarray:
     """Zero-filled k-space interpolation along `axis`: the exact inverse of `_kspace_down` on its band."""
-    n_lr = x.shape[axis]
-    n_hr = n_lr * scale
-    freqs = _centred_band(n_lr)
-    spec = np.fft.fft(x, axis=axis)
-    kept = np.take(spec, freqs % n_lr, axis=axis) * np.conj(_phase(freqs, n_hr, scale)).reshape(
-        _shape_along(freqs.size, axis, x.ndim)
-    )
-    hr_spec = np.zeros(x.shape[:axis] + (n_hr,) + x.shape[axis + 1 :], dtype=np.complex128)
-    index = [slice(None)] * x.ndim
-    index[axis] = freqs % n_hr
-    hr_spec[tuple(index)] = kept
-    return np.fft.ifft(hr_spec, axis=axis).real * (n_hr / n_lr)
+    n_hr = x.shape[axis] * scale
+    freqs = _centred_band(x.shape[axis])
+    return _move_band(x, axis, n_hr, freqs, np.conj(_phase(freqs, n_hr, scale)))
 
 
 def _block_mean(x: np.ndarray, scale: int, axis: int) -> np.ndarray:
