@@ -187,6 +187,7 @@ class SRGANConfig:
     patch_size: int = 64
     batch_size: int = 16
     flip: bool = True
+    context_slices: int = 0
     channels: int = 64
     n_blocks: int = 6
     norm: typing.Literal["batch", "instance", "none"] = "none"
@@ -226,6 +227,9 @@ class SRGANConfig:
                 raise ConfigError(f"srgan.{key}: must be >= 0, got {getattr(self, key)!r}")
         if self.pretrain_steps + self.gan_steps < 1:
             raise ConfigError("srgan: pretrain_steps + gan_steps must be >= 1")
+        if self.context_slices < 0 or (self.context_slices and self.spatial_dims != 2):
+            raise ConfigError(f"srgan.context_slices: must be >= 0, and 0 unless spatial_dims is 2; got "
+                              f"{self.context_slices!r}")
         if self.outer_kernel < 1 or self.outer_kernel % 2 == 0:
             raise ConfigError(f"srgan.outer_kernel: must be odd, got {self.outer_kernel!r}")
         if not 0 <= self.overlap < 1:

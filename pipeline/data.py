@@ -6,6 +6,9 @@ The upsampling factor per axis is read from the two grids (shape ratio, checked 
 A sampler draws the batch of step `k` from a generator seeded with ``(seed, k)`` (`pipeline.gan.loop.step_seed`),
 so a resumed run sees exactly the batches an uninterrupted one would: 2D in-plane slices or 3D patches,
 random crops whose centre lies inside the foreground mask, optional random flips.
+
+Memory does not grow with the cohort: `sr_pairs` reads one subject at a time, and a sampler given a
+`pipeline.volume_cache.VolumeCache` keeps its prepared arrays on disk and reads only the crops of a batch.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 
 from pipeline.gan.loop import step_seed
 from pipeline.io.nifti import load_nifti
+from pipeline.volume_cache import CachedArray, LazyVolumes, VolumeCache
 
 log = logging.getLogger(__name__)
 
@@ -85,34 +89,51 @@ def subject_rows(data_dir: str | Path, split: str | Sequence[str]) -> tuple[Path
     return table, [r for r in read_subjects(table) if r["split"] in splits]
 
 
-def load_sr_pairs(data_dir: str | Path, modality: str, split: str | Sequence[str]) -> list[SRPair]:
-    """Read the SR pairs of one or several splits from `data_dir/subjects.tsv` (the preprocessing output)."""
+def _read_sr_pair(row: dict, modality: str) -> SRPair:
+    """One subject's SR pair from its subjects.tsv row (shapes and grids checked)."""
+    hr_path, lr_path, mask_path = row[modality], row[f"{modality}_lr"], row["mask"]
+    hr, hr_aff = load_nifti(hr_path)
+    lr, lr_aff = load_nifti(lr_path)
+    mask, _ = load_nifti(mask_path)
+    if mask.shape != hr.shape:
+        raise ValueError(f"{mask_path}: mask shape {mask.shape} differs from {hr_path} {hr.shape}")
+    sr_factors(hr.shape, lr.shape, hr_aff, lr_aff, where=str(lr_path))
+    return SRPair(row["subject"], lr, hr, mask > 0, lr_aff, hr_aff, Path(hr_path))
+
+
+def sr_pairs(data_dir: str | Path, modality: str, split: str | Sequence[str]) -> LazyVolumes[SRPair]:
+    """The SR pairs of one or several splits of `data_dir/subjects.tsv`, read from disk on each access (one
+    subject in memory at a time when iterated; ``.names`` are the subjects)."""
     table, rows = subject_rows(data_dir, split)
-    pairs = []
+    kept = []
     for row in rows:
-        hr_path, lr_path, mask_path = row.get(modality), row.get(f"{modality}_lr"), row.get("mask")
-        if hr_path is None or lr_path is None or mask_path is None:
+        if row.get(modality) is None or row.get(f"{modality}_lr") is None or row.get("mask") is None:
             log.info("%s: no %s / %s_lr / mask; skipped", row["subject"], modality, modality)
             continue
-        hr, hr_aff = load_nifti(hr_path)
-        lr, lr_aff = load_nifti(lr_path)
-        mask, _ = load_nifti(mask_path)
-        if mask.shape != hr.shape:
-            raise ValueError(f"{mask_path}: mask shape {mask.shape} differs from {hr_path} {hr.shape}")
-        sr_factors(hr.shape, lr.shape, hr_aff, lr_aff, where=str(lr_path))
-        pairs.append(SRPair(row["subject"], lr, hr, mask > 0, lr_aff, hr_aff, Path(hr_path)))
-    if not pairs:
+        kept.append(row)
+    if not kept:
         raise ValueError(f"{table}: no subject of split {split!r} has {modality}, {modality}_lr and mask")
+    return LazyVolumes([r["subject"] for r in kept], lambda i: _read_sr_pair(kept[i], modality))
+
+
+def load_sr_pairs(data_dir: str | Path, modality: str, split: str | Sequence[str]) -> list[SRPair]:
+    """Read the SR pairs of one or several splits from `data_dir/subjects.tsv` (the preprocessing output)
+    into memory (all of them: `sr_pairs` reads them lazily)."""
+    table, _ = subject_rows(data_dir, split)
+    pairs = list(sr_pairs(data_dir, modality, split))
     factors = {sr_factors(p.hr.shape, p.lr.shape) for p in pairs}
     if len(factors) > 1:
         raise ValueError(f"{table}: subjects have different upsampling factors {sorted(factors)}")
     return pairs
 
 
-def _pad_to(a: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Zero-pad `a` at the end of each axis up to `shape` (no-op where already large enough)."""
+def _pad_to(a: np.ndarray | CachedArray, shape: Sequence[int]) -> np.ndarray | CachedArray:
+    """Zero-pad `a` at the end of each axis up to `shape` (no-op where already large enough; a cached
+    array is only seen padded, nothing is written)."""
     pad = [(0, max(0, s - n)) for n, s in zip(a.shape, shape, strict=True)]
-    return np.pad(a, pad) if any(p[1] for p in pad) else a
+    if not any(p[1] for p in pad):
+        return a
+    return a.padded(shape) if isinstance(a, CachedArray) else np.pad(a, pad)
 
 
 class SRPatchSampler:
@@ -127,16 +148,27 @@ class SRPatchSampler:
         interp: the generator's interpolation skip, precomputed on whole volumes (as at inference) and
             cropped with the HR patch; ``none`` for no skip.
         flip: random flips along the crop's axes (the upsampling conventions are flip-symmetric).
+        cache: keep the prepared arrays (padded LR and HR, skip, crop centres) in this on-disk cache, read
+            crop by crop (memory independent of the number of subjects; `close` deletes it); None: in memory.
+            With a lazy `pairs` (`sr_pairs`) one subject is in memory at a time while the sampler is built.
+        context_slices: 2D only: also give the `context_slices` LR slices on either side of each slice, as
+            extra input channels (2.5D; the centre slice is channel `context_slices`; indices beyond the volume
+            repeat its edge slice).
     """
 
     def __init__(self, pairs: Sequence[SRPair], spatial_dims: int, patch_size: int, batch_size: int, seed: int,
-                 interp: str = "zerofill", flip: bool = True) -> None:
+                 interp: str = "zerofill", flip: bool = True, context_slices: int = 0,
+                 cache: VolumeCache | None = None) -> None:
         from pipeline.nets.interp import interpolate
 
         if not pairs:
             raise ValueError("no training pairs")
         self.factors = sr_factors(pairs[0].hr.shape, pairs[0].lr.shape)
         self.spatial_dims, self.batch_size, self.seed, self.flip = spatial_dims, batch_size, seed, flip
+        if context_slices < 0 or (context_slices and spatial_dims != 2):
+            raise ValueError(f"context_slices must be >= 0 and needs 2D slices, got {context_slices} "
+                             f"with spatial_dims={spatial_dims}")
+        self.context = int(context_slices)
         if spatial_dims == 2:
             self.slice_axis: int | None = slice_axis_for(self.factors)
             self.axes = [a for a in range(3) if a != self.slice_axis]
@@ -149,27 +181,55 @@ class SRPatchSampler:
             if bad:
                 raise ValueError(f"patch_size {patch_size} is not divisible by the upsampling factor {bad[0]}")
             lr_patch = {a: patch_size // self.factors[a] for a in self.axes}
-        else:  # whole slices / volumes: pad every subject to the largest
-            lr_patch = {a: max(p.lr.shape[a] for p in pairs) for a in self.axes}
-        self.lr_patch = lr_patch
+        else:  # whole slices / volumes: pad every subject to the largest (known once all are read)
+            lr_patch = {}
+        self.cache = cache
+        # on disk, slices across the last axis are contiguous in Fortran order
+        order = "F" if self.slice_axis == 2 else "C"
+        self.subjects: list[str] = []
         self.lr, self.hr, self.skip, self.centres = [], [], [], []
-        for p in pairs:
-            lr_shape = [max(n, lr_patch.get(a, 0)) for a, n in enumerate(p.lr.shape)]
-            hr_shape = [n * f for n, f in zip(lr_shape, self.factors, strict=True)]
+        for p in pairs:  # one subject at a time (with a cache and lazy pairs, nothing accumulates)
+            factors = sr_factors(p.hr.shape, p.lr.shape)
+            if factors != self.factors:
+                raise ValueError(f"{p.subject}: upsampling factors {factors} differ from the first subject's "
+                                 f"{self.factors}")
+            arrays = {"lr": p.lr, "hr": p.hr}
             if interp != "none":
                 with torch.no_grad():
-                    skip = interpolate(torch.from_numpy(p.lr)[None, None], self.factors, interp)[0, 0].numpy()
-                self.skip.append(_pad_to(skip, hr_shape))
-            self.lr.append(_pad_to(p.lr, lr_shape))
-            self.hr.append(_pad_to(p.hr, hr_shape))
+                    arrays["skip"] = interpolate(torch.from_numpy(p.lr)[None, None], self.factors,
+                                                 interp)[0, 0].numpy()
             # LR voxels whose HR block centre lies in the foreground: the candidate crop centres
             centre = tuple(slice(f // 2, f // 2 + f * n, f) for f, n in zip(self.factors, p.lr.shape, strict=True))
-            cands = np.argwhere(p.mask[centre]).astype(np.int32)
-            if len(cands) == 0:
+            arrays["centres"] = np.argwhere(p.mask[centre]).astype(np.int32)
+            if len(arrays["centres"]) == 0:
                 raise ValueError(f"{p.subject}: empty foreground mask")
-            self.centres.append(cands)
-        log.info("sampler: %d subject(s), factors %s, %dD, LR crop %s, batch %d", len(pairs), self.factors,
-                 spatial_dims, [lr_patch[a] for a in self.axes], batch_size)
+            if cache is not None:
+                k = len(self.subjects)
+                arrays = {name: cache.put(f"sr{k:05d}_{name}", a, "C" if name == "centres" else order)
+                          for name, a in arrays.items()}
+            self.subjects.append(p.subject)
+            for name, store in (("lr", self.lr), ("hr", self.hr), ("skip", self.skip), ("centres", self.centres)):
+                if name in arrays:
+                    store.append(arrays[name])
+        if not self.subjects:
+            raise ValueError("no training pairs")
+        if not patch_size:
+            lr_patch = {a: max(x.shape[a] for x in self.lr) for a in self.axes}
+        self.lr_patch = lr_patch
+        for i in range(len(self.lr)):  # zero-pad every subject up to a crop
+            lr_shape = [max(n, lr_patch.get(a, 0)) for a, n in enumerate(self.lr[i].shape)]
+            hr_shape = [n * f for n, f in zip(lr_shape, self.factors, strict=True)]
+            self.lr[i], self.hr[i] = _pad_to(self.lr[i], lr_shape), _pad_to(self.hr[i], hr_shape)
+            if self.skip:
+                self.skip[i] = _pad_to(self.skip[i], hr_shape)
+        log.info("sampler: %d subject(s), factors %s, %dD, LR crop %s, batch %d%s", len(self.subjects),
+                 self.factors, spatial_dims, [lr_patch[a] for a in self.axes], batch_size,
+                 f"; volumes cached on disk in {cache.root} ({cache.nbytes / 2**20:.0f} MB)" if cache else "")
+
+    def close(self) -> None:
+        """Delete the on-disk cache, if any (the sampler cannot draw batches afterwards)."""
+        if self.cache is not None:
+            self.cache.close()
 
     @property
     def info(self) -> dict:
@@ -193,8 +253,10 @@ class SRPatchSampler:
             for a in range(3):
                 f = self.factors[a]
                 if a == self.slice_axis:
-                    lr_sl.append(slice(int(centre[a]), int(centre[a]) + 1))
-                    hr_sl.append(slice(int(centre[a]), int(centre[a]) + 1))
+                    c, n = int(centre[a]), self.lr[i].shape[a]
+                    lr_sl.append(np.clip(np.arange(c - self.context, c + self.context + 1), 0, n - 1)
+                                 if self.context else slice(c, c + 1))
+                    hr_sl.append(slice(c, c + 1))
                     continue
                 p, n = self.lr_patch[a], self.lr[i].shape[a]
                 start = int(np.clip(centre[a] - p // 2, 0, n - p))
@@ -205,14 +267,15 @@ class SRPatchSampler:
             if self.skip:
                 crops.append(self.skip[i][tuple(hr_sl)])
             crops = [np.flip(c, flips) if flips else c for c in crops]
-            if self.slice_axis is not None:
-                crops = [c.squeeze(self.slice_axis) for c in crops]
+            if self.slice_axis is not None:  # the slice axis becomes the channel axis (length 1 without context)
+                crops = [np.moveaxis(c, self.slice_axis, 0) for c in crops]
+            else:
+                crops = [c[None] for c in crops]
             lrs.append(crops[0])
             hrs.append(crops[1])
             if self.skip:
                 skips.append(crops[2])
-        batch = {"lr": torch.from_numpy(np.stack(lrs)[:, None].copy()),
-                 "hr": torch.from_numpy(np.stack(hrs)[:, None].copy())}
+        batch = {"lr": torch.from_numpy(np.stack(lrs).copy()), "hr": torch.from_numpy(np.stack(hrs).copy())}
         if skips:
-            batch["skip"] = torch.from_numpy(np.stack(skips)[:, None].copy())
+            batch["skip"] = torch.from_numpy(np.stack(skips).copy())
         return batch

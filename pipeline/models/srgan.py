@@ -47,7 +47,7 @@ def generator_kwargs(cfg: SRGANConfig, model_factors: Sequence[int]) -> dict[str
     return {
         "spatial_dims": cfg.spatial_dims,
         "factors": [int(f) for f in model_factors],
-        "in_channels": 1,
+        "in_channels": 1 + 2 * cfg.context_slices,
         "out_channels": 1,
         "channels": cfg.channels,
         "n_blocks": cfg.n_blocks,
@@ -95,9 +95,9 @@ def super_resolve(
 ) -> np.ndarray:
     """Super-resolve a whole (x, y, z) volume (normalised as in training) with an SRResNet.
 
-    `sr` is the model file's ``sr`` entry (factors per volume axis, spatial_dims, slice_axis).
+    `sr` is the model file's ``sr`` entry (factors per volume axis, spatial_dims, slice_axis, context_slices).
     2D: every slice along the slice axis is a window (tiled if larger than `roi_size`), `sw_batch_size`
-    slices per forward pass. 3D: MONAI `SlidingWindowInferer` windows of `roi_size` LR voxels per side,
+    slices per forward pass; with context, its neighbouring slices come along as channels (edges repeated). 3D: MONAI `SlidingWindowInferer` windows of `roi_size` LR voxels per side,
     Gaussian-blended. The interpolation skip is computed on the whole volume, as the training sampler does.
     Memory is bounded by the ROI size and the window batch (plus the input and output volumes).
     `tta`: average the learnt residual over the 8 flips/transposes of a 2D window (8 flips of a 3D window),
@@ -113,6 +113,10 @@ def super_resolve(
     two_d = sr["spatial_dims"] == 2
     slice_axis = sr.get("slice_axis")
     x = torch.movedim(x, slice_axis, 0)[:, None] if two_d else x[None, None]  # (N, 1, *spatial)
+    context = int(sr.get("context_slices", 0))
+    if two_d and context:  # (N, 1 + 2 context, *spatial): slice n with its neighbours n - context .. n + context
+        n = x.shape[0]
+        x = x[(torch.arange(n)[:, None] + torch.arange(-context, context + 1)).clamp(0, n - 1), 0]
     amp = Precision(device, precision)
     roi = [min(int(roi_size), n) for n in x.shape[2:]]
     inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian",
@@ -215,13 +219,25 @@ class SRGAN(GANModel):
 
     # -- data -----------------------------------------------------------------------------------------
     @classmethod
-    def prepare_data(cls, cfg: SRGANConfig, data_dir: str | Path, seed: int) -> tuple[Any, dict[str, Any]]:
-        """The training sampler and the constructor arguments it implies (factors, slice axis, metadata)."""
-        from pipeline.data import SRPatchSampler, load_sr_pairs
+    def prepare_data(cls, cfg: SRGANConfig, data_dir: str | Path, seed: int,
+                     cache_dir: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
+        """The training sampler and the constructor arguments it implies (factors, slice axis, metadata).
 
-        pairs = load_sr_pairs(data_dir, cfg.modality, "train")
-        sampler = SRPatchSampler(pairs, cfg.spatial_dims, cfg.patch_size, cfg.batch_size, seed,
-                                 interp=cfg.interp_skip, flip=cfg.flip)
+        The training subjects are read one at a time and their arrays cached on disk in a new folder under
+        `cache_dir` (None: the system's temporary folder); `sampler.close()` deletes it.
+        """
+        from pipeline.data import SRPatchSampler, sr_pairs
+        from pipeline.volume_cache import VolumeCache
+
+        pairs = sr_pairs(data_dir, cfg.modality, "train")
+        cache = VolumeCache(cache_dir, prefix="srgan-")
+        try:
+            sampler = SRPatchSampler(pairs, cfg.spatial_dims, cfg.patch_size, cfg.batch_size, seed,
+                                     interp=cfg.interp_skip, flip=cfg.flip, context_slices=cfg.context_slices,
+                                     cache=cache)
+        except BaseException:
+            cache.close()
+            raise
         meta: dict[str, Any] = {"modality": cfg.modality, "n_train_subjects": len(pairs)}
         norm_file = pairs[0].hr_path.parent / "normalisation.json" if pairs[0].hr_path else None
         if norm_file is not None and norm_file.is_file():
@@ -329,6 +345,7 @@ class SRGAN(GANModel):
                 "axes": [a for a, f in enumerate(self.factors) if f > 1],
                 "spatial_dims": self.cfg.spatial_dims,
                 "slice_axis": self.slice_axis,
+                "context_slices": self.cfg.context_slices,
                 "interp_skip": self.cfg.interp_skip,
             },
             "modality": self.meta.get("modality", self.cfg.modality),
@@ -343,34 +360,35 @@ class SRGAN(GANModel):
     def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         """PSNR (dB, inside the mask, output clipped to [0, 1]) on the validation subjects of the exported
         generators and of the interpolation skip alone; logged and returned (a quick check, not the evaluation)."""
-        from pipeline.data import load_sr_pairs
+        from pipeline.data import sr_pairs
         from pipeline.gan.checkpoint import load_checkpoint
         from pipeline.nets.interp import interpolate
 
         try:
-            pairs = load_sr_pairs(data_dir, self.cfg.modality, "val")
+            pairs = sr_pairs(data_dir, self.cfg.modality, "val")
         except ValueError:
             return {}
-        scores: dict[str, float] = {}
 
         def psnr(pred: np.ndarray, pair: Any) -> float:
             err = (np.clip(pred, 0.0, 1.0) - pair.hr)[pair.mask]
             return float(10 * np.log10(1.0 / max(float(np.mean(err**2)), 1e-12)))
 
-        if self.cfg.interp_skip != "none":
-            vals = []
-            for p in pairs:
-                with torch.no_grad():
-                    up = interpolate(torch.from_numpy(p.lr)[None, None], self.factors, self.cfg.interp_skip)
-                vals.append(psnr(up[0, 0].numpy(), p))
-            scores[self.cfg.interp_skip] = float(np.mean(vals))
+        generators = {}
         for name in ("srresnet", "model"):
             blob = load_checkpoint(Path(out_dir) / f"{name}.pt")
-            gen = build_generator(blob, self.device)
-            vals = [psnr(super_resolve(p.lr, gen, blob["sr"], self.device, self.cfg.roi_size,
-                                       self.cfg.sw_batch_size, self.cfg.overlap, tta=self.cfg.tta), p)
-                    for p in pairs]
-            scores["srgan" if name == "model" and blob["kind"] == "srgan" else name] = float(np.mean(vals))
+            key = "srgan" if name == "model" and blob["kind"] == "srgan" else name
+            generators[key] = (build_generator(blob, self.device), blob["sr"])
+        vals: dict[str, list[float]] = {}
+        for p in pairs:  # one subject in memory at a time
+            if self.cfg.interp_skip != "none":
+                with torch.no_grad():
+                    up = interpolate(torch.from_numpy(p.lr)[None, None], self.factors, self.cfg.interp_skip)
+                vals.setdefault(self.cfg.interp_skip, []).append(psnr(up[0, 0].numpy(), p))
+            for key, (gen, sr) in generators.items():
+                out = super_resolve(p.lr, gen, sr, self.device, self.cfg.roi_size, self.cfg.sw_batch_size,
+                                    self.cfg.overlap, tta=self.cfg.tta)
+                vals.setdefault(key, []).append(psnr(out, p))
+        scores = {k: float(np.mean(v)) for k, v in vals.items()}
         log.info("validation PSNR in the mask (%d subject(s)): %s", len(pairs),
                  ", ".join(f"{k} {v:.2f} dB" for k, v in scores.items()))
         return {"psnr_db": scores, "subjects": len(pairs)}

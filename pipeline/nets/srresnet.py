@@ -100,7 +100,8 @@ class SRResNet(nn.Module):
         channels: feature width; n_blocks: number of residual blocks.
         norm: ``batch`` (as in the paper), ``instance`` or ``none``.
         interp_skip: ``zerofill``/``bicubic``/``trilinear``/``nearest`` adds ``interp(lr)`` to the output;
-            ``none`` is the paper's network.
+            ``none`` is the paper's network. With an odd number of input channels and one output channel
+            (neighbouring slices as context, 2.5D), the skip interpolates the centre channel.
         outer_kernel: kernel size of the first and last convolution (9 in the paper).
         pad_pool: MONAI's pad + average-pool after each sub-pixel shuffle (against checkerboard artefacts);
             off by default: that fixed blur slows learning of the high frequencies SR is about.
@@ -130,8 +131,10 @@ class SRResNet(nn.Module):
         if len(factors) != spatial_dims:
             raise ValueError(f"{len(factors)} factors for spatial_dims={spatial_dims}")
         self.spatial_dims, self.factors, self.interp_skip = spatial_dims, factors, interp_skip
-        if interp_skip != "none" and in_channels != out_channels:
-            raise ValueError("an interpolation skip needs in_channels == out_channels")
+        if interp_skip != "none" and in_channels != out_channels and (out_channels != 1 or in_channels % 2 == 0):
+            raise ValueError("an interpolation skip needs in_channels == out_channels, or one output channel "
+                             "and an odd number of input channels (context around a centre channel)")
+        self.in_channels, self.out_channels = in_channels, out_channels
         self.head = nn.Sequential(_conv(spatial_dims, in_channels, channels, outer_kernel), nn.PReLU(channels))
         self.body = nn.Sequential(
             *(ResidualBlock(spatial_dims, channels, norm) for _ in range(n_blocks)),
@@ -174,6 +177,9 @@ class SRResNet(nn.Module):
         """The interpolation skip ``interp(lr)`` (None without one)."""
         if self.interp_skip == "none":
             return None
+        if self.in_channels != self.out_channels:  # context channels around the centre one (2.5D input)
+            c = self.in_channels // 2
+            lr = lr[:, c:c + 1]
         return interpolate(lr, self.factors, self.interp_skip)
 
     def forward(self, lr: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
