@@ -184,10 +184,10 @@ class SRGANConfig:
 
     modality: str = "T1w"
     spatial_dims: typing.Literal[2, 3] = 2
-    patch_size: int = 64
-    batch_size: int = 16
+    patch_size: int = 0
+    batch_size: int = 8
     flip: bool = True
-    context_slices: int = 0
+    context_slices: int = 2  # 2D only (3D patches have their through-plane context)
     channels: int = 64
     n_blocks: int = 6
     norm: typing.Literal["batch", "instance", "none"] = "none"
@@ -197,14 +197,15 @@ class SRGANConfig:
     discriminator: typing.Literal["patch", "vgg"] = "patch"
     d_channels: int = 32
     d_layers: int = 3
-    pretrain_steps: int = 2500
+    pretrain_steps: int = 3600
     gan_steps: int = 250
     pixel_loss: typing.Literal["l1", "mse"] = "mse"
     pixel_weight: float = 1.0
     adv_loss: typing.Literal["nonsaturating", "minimax", "lsgan", "hinge"] = "nonsaturating"
     adv_weight: float = 1e-3
     fm_weight: float = 0.0
-    lr: float = 2e-4
+    lr: float = 8e-4
+    warmup_steps: int = 200
     lr_gan: float = 5e-5
     lr_d: float = 1e-4
     lr_min_ratio: float = 0.01
@@ -222,14 +223,13 @@ class SRGANConfig:
         for key in ("batch_size", "channels", "log_every", "checkpoint_every", "sw_batch_size", "roi_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"srgan.{key}: must be >= 1, got {getattr(self, key)!r}")
-        for key in ("n_blocks", "pretrain_steps", "gan_steps", "patch_size", "fm_weight", "pixel_weight", "adv_weight"):
+        for key in ("n_blocks", "pretrain_steps", "gan_steps", "warmup_steps", "patch_size", "fm_weight", "pixel_weight", "adv_weight"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"srgan.{key}: must be >= 0, got {getattr(self, key)!r}")
         if self.pretrain_steps + self.gan_steps < 1:
             raise ConfigError("srgan: pretrain_steps + gan_steps must be >= 1")
-        if self.context_slices < 0 or (self.context_slices and self.spatial_dims != 2):
-            raise ConfigError(f"srgan.context_slices: must be >= 0, and 0 unless spatial_dims is 2; got "
-                              f"{self.context_slices!r}")
+        if self.context_slices < 0:
+            raise ConfigError(f"srgan.context_slices: must be >= 0, got {self.context_slices!r}")
         if self.outer_kernel < 1 or self.outer_kernel % 2 == 0:
             raise ConfigError(f"srgan.outer_kernel: must be odd, got {self.outer_kernel!r}")
         if not 0 <= self.overlap < 1:
@@ -265,16 +265,17 @@ class CycleGANConfig:
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.0
     pool_size: int = 50
-    lr: float = 5e-4
+    lr: float = 1e-3
     betas: tuple[float, float] = (0.5, 0.999)
-    n_steps: int = 1800
-    n_steps_decay: int = 800
+    n_steps: int = 1200
+    n_steps_decay: int = 1200
     log_every: int = 50
     checkpoint_every: int = 200
     precision: typing.Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     deterministic: bool = True
     sw_batch_size: int = 16
-    overlap: float = 0.5
+    overlap: float = 0.25
+    tta: bool = True
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "ngf", "ndf", "d_layers", "log_every", "checkpoint_every", "sw_batch_size",

@@ -5,7 +5,8 @@ The one training loop (`pipeline.gan.loop.train`) knows nothing about a model be
 * ``set_input(batch)`` - take one batch (a dict of tensors from the model's sampler);
 * ``optimize_step(step)`` - one iteration: the generator step with the discriminator(s) frozen, then the
   discriminator step with the generator frozen (and its output detached);
-* ``losses()`` - the last step's loss terms as floats; ``visuals()`` - a few tensors to look at;
+* ``losses()`` - the last step's loss terms as floats (``loss_tensors()``: as detached tensors on the device,
+  which is what the loop reads, without waiting for the device); ``visuals()`` - a few tensors to look at;
 * ``networks`` / ``optimizers`` / ``schedulers`` - dicts by name; ``state_dict()`` / ``load_state_dict()``
   cover all of them (the loop adds the step, RNG states, grad scaler and config);
 * ``total_steps`` - how many iterations the configuration asks for;
@@ -76,6 +77,20 @@ class Precision:
             self.scaler.load_state_dict(state["scaler"])
 
 
+
+def adam(params: Any, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    """Adam with PyTorch's fused kernel (one pass over all parameters; CPU and CUDA), else the default one.
+
+    Same update rule; on the CPU reference CycleGAN step the fused kernel takes the optimizer steps from about
+    55 to 20 ms.
+    """
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+    except (RuntimeError, ValueError):  # parameters on a device without a fused kernel
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+
+
 class GANModel:
     """Base class: holds the networks, optimizers and schedulers by name and (de)serialises them."""
 
@@ -114,6 +129,10 @@ class GANModel:
         """The loss terms of the last step (only the active ones)."""
         return {k: float(v.detach()) for k, v in self._losses.items()}
 
+    def loss_tensors(self) -> dict[str, torch.Tensor]:
+        """The loss terms of the last step as detached scalar tensors on the device (no host synchronisation)."""
+        return {k: v.detach() for k, v in self._losses.items()}
+
     def visuals(self) -> dict[str, torch.Tensor]:
         return {}
 
@@ -132,13 +151,23 @@ class GANModel:
 
     @contextlib.contextmanager
     def frozen(self, *names: str) -> Iterator[None]:
-        """Freeze the named networks (requires_grad False) for the duration of the block."""
+        """Freeze the named networks (requires_grad False) for the duration of the block.
+
+        Under DDP (`pipeline.gan.distributed`) a frozen network is also in its ``no_sync()``: its parameters get
+        no gradients in this block, so its gradient reducer must not wait for any.
+        """
+        from torch.nn.parallel import DistributedDataParallel
+
         from pipeline.gan.losses import set_requires_grad
 
         nets = [self.networks[n] for n in names]
         set_requires_grad(nets, False)
         try:
-            yield
+            with contextlib.ExitStack() as stack:
+                for net in nets:
+                    if isinstance(net, DistributedDataParallel):
+                        stack.enter_context(net.no_sync())
+                yield
         finally:
             set_requires_grad(nets, True)
 

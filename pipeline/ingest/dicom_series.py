@@ -91,8 +91,7 @@ def group_series(files: list[DicomFile]) -> list[Series]:
     """Group DICOM files by SeriesInstanceUID; a file without one is a series of its own."""
     groups: dict[str, list[DicomFile]] = defaultdict(list)
     for f in files:
-        uid = str(f.header.get("SeriesInstanceUID", "") or "").strip()
-        groups[uid or f"no-uid:{f.rel}"].append(f)
+        groups[f.series_uid or f"no-uid:{f.rel}"].append(f)
     return [Series(uid, fs) for uid, fs in groups.items()]
 
 

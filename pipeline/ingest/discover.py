@@ -5,12 +5,17 @@ are read here (`stop_before_pixels`). A DICOMDIR is listed as skipped: the files
 walk itself. Files that are plainly not images (`.json`, `.tsv`, README, ...) are listed as skipped
 "not an image file", so every file under `input_dir` is accounted for in the manifest; hidden files
 (`.DS_Store`, `.git/`) are ignored.
+
+Memory does not grow with the number of DICOM files: a `DicomFile` keeps its path and SeriesInstanceUID only;
+its header is read again when asked for, through a small cache (`HEADER_CACHE` files), so while the series
+are converted one after another only about one series' headers are in memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import warnings
@@ -34,13 +39,22 @@ DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _PLAUSIBLE_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "Modality", "SeriesInstanceUID", "StudyInstanceUID", "Rows")
 
 
+#: headers kept in memory (most recently used); every other header is read again from its file when asked for
+HEADER_CACHE = 1024
+
+
 @dataclasses.dataclass
 class DicomFile:
-    """A DICOM file's path (absolute and relative to input_dir) and header (no pixel data)."""
+    """A DICOM file's path (absolute and relative to input_dir) and SeriesInstanceUID; `header` (no pixel
+    data) is read from the file when asked for (cached for the most recently used `HEADER_CACHE` files)."""
 
     path: Path
     rel: str
-    header: object  # pydicom Dataset
+    series_uid: str = ""
+
+    @property
+    def header(self):  # a pydicom Dataset
+        return _cached_header(self.path)
 
 
 @dataclasses.dataclass
@@ -90,6 +104,11 @@ def read_dicom_header(path: Path):
     return ds
 
 
+@functools.lru_cache(maxsize=HEADER_CACHE)
+def _cached_header(path: Path):
+    return read_dicom_header(path)
+
+
 def _walk(root: Path) -> Iterator[Path]:
     """Every regular, non-hidden file under `root`, in a stable (sorted) order."""
     for dirpath, dirnames, filenames in os.walk(root):
@@ -111,6 +130,7 @@ def _not_image_by_name(name: str) -> bool:
 def discover(root: Path) -> Discovery:
     """Sort the files under `root` (absolute) into DICOM headers, NIfTI paths and skipped rows."""
     found = Discovery()
+    _cached_header.cache_clear()  # files may have changed since an earlier discovery in this process
     with quiet_pydicom():
         for path in _walk(root):
             found.n_files += 1
@@ -141,7 +161,7 @@ def discover(root: Path) -> Discovery:
                     ManifestRow(rel, reason="DICOMDIR index (the files it lists are read from the folder tree)")
                 )
                 continue
-            found.dicom.append(DicomFile(path, rel, header))
+            found.dicom.append(DicomFile(path, rel, str(header.get("SeriesInstanceUID", "") or "").strip()))
     log.info(
         "found %d files under %s: %d DICOM, %d NIfTI, %d other",
         found.n_files, root.name or root, len(found.dicom), len(found.nifti), len(found.skipped),

@@ -44,13 +44,14 @@ from torch import nn
 
 from pipeline import __version__
 from pipeline.config import CycleGANConfig, to_dict
-from pipeline.gan.base import GANModel, Precision
+from pipeline.gan.base import GANModel, Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.image_pool import ImagePool
 from pipeline.gan.loop import step_seed
 from pipeline.gan.losses import d_loss, g_loss
 from pipeline.io.nifti import load_nifti
 from pipeline.nets.resnet_generator import build_generator, init_weights, size_multiple
+from pipeline.volume_cache import CachedArray, LazyVolumes, VolumeCache
 
 log = logging.getLogger(__name__)
 
@@ -72,26 +73,38 @@ class Volume:
     affine: np.ndarray
 
 
-def load_domain(data_dir: str | Path, modality: str, split: str | Sequence[str]) -> list[Volume]:
-    """The volumes of `modality` of the subjects of `split` in `data_dir/subjects.tsv` (preprocess output)."""
+def _read_volume(row: dict, modality: str) -> Volume:
+    """One subject's image of `modality` and its mask, from its subjects.tsv row (checked)."""
+    path, mask_path = row[modality], row["mask"]
+    image, affine = load_nifti(path)
+    mask, _ = load_nifti(mask_path)
+    if mask.shape != image.shape:
+        raise ValueError(f"{mask_path}: mask shape {mask.shape} differs from {path} {image.shape}")
+    if not mask.any():
+        raise ValueError(f"{mask_path}: empty foreground mask")
+    return Volume(row["subject"], image, mask > 0, affine)
+
+
+def domain_volumes(data_dir: str | Path, modality: str, split: str | Sequence[str]) -> LazyVolumes[Volume]:
+    """The volumes of `modality` of the subjects of `split` in `data_dir/subjects.tsv` (preprocess output),
+    read from disk on each access (one in memory at a time when iterated; ``.names`` are the subjects)."""
     from pipeline.data import subject_rows
 
     table, rows = subject_rows(data_dir, split)
     if rows and modality not in rows[0]:
         raise ValueError(f"{table}: no column {modality!r} (columns: {', '.join(rows[0])})")
-    vols = []
-    for row in rows:
-        path, mask_path = row.get(modality), row.get("mask")
-        if path is None or mask_path is None:
-            continue
-        image, affine = load_nifti(path)
-        mask, _ = load_nifti(mask_path)
-        if mask.shape != image.shape:
-            raise ValueError(f"{mask_path}: mask shape {mask.shape} differs from {path} {image.shape}")
-        if not mask.any():
-            raise ValueError(f"{mask_path}: empty foreground mask")
-        vols.append(Volume(row["subject"], image, mask > 0, affine))
-    return vols
+    kept = [r for r in rows if r.get(modality) is not None and r.get("mask") is not None]
+    return LazyVolumes([r["subject"] for r in kept], lambda i: _read_volume(kept[i], modality))
+
+
+def load_domain(data_dir: str | Path, modality: str, split: str | Sequence[str]) -> list[Volume]:
+    """The volumes of `modality` of the subjects of `split`, all read into memory (see `domain_volumes`)."""
+    return list(domain_volumes(data_dir, modality, split))
+
+
+def _names(vols: Sequence[Volume]) -> list[str]:
+    """The subjects of `vols` (without reading a lazy sequence's volumes)."""
+    return list(vols.names) if isinstance(vols, LazyVolumes) else [v.subject for v in vols]
 
 
 def downsample(x: torch.Tensor, factor: int, spatial_dims: int) -> torch.Tensor:
@@ -126,8 +139,9 @@ class UnpairedSampler:
     (``A_subject`` / ``B_subject`` in the batch say which subjects were used). Crops are centred on random
     foreground voxels (2D: the slice through it across `slice_axis`); volumes smaller than a crop are
     zero-padded. With `train_downsample` the volumes are block-averaged first (the crops are on the coarse grid).
-    During the first `warmup_steps` steps the crops come from a grid `warmup_downsample` times coarser still
-    (a resolution curriculum: the contrast mapping is found on small images, then refined at full resolution).
+    During the first `warmup_steps` steps the crops come from a grid `warmup_downsample` times coarser still,
+    no larger than its whole slices (a resolution curriculum: the contrast mapping is found on small images
+    with the whole anatomy in view, then refined at full resolution; the image pools restart at the switch).
 
     Args:
         a_vols, b_vols: the training volumes of the source and target modality.
@@ -135,14 +149,17 @@ class UnpairedSampler:
             warmup_steps, warmup_downsample).
         seed: the run's seed.
         multiple: the generator's size multiple (whole-slice crops are rounded up to it).
+        cache: keep the prepared images and crop centres in this on-disk cache, read crop by crop (memory
+            independent of the number of subjects; `close` deletes it); None: in memory. With lazy volumes
+            (`domain_volumes`) one subject is in memory at a time while the sampler is built.
     """
 
     def __init__(self, a_vols: Sequence[Volume], b_vols: Sequence[Volume], cfg: CycleGANConfig, seed: int,
-                 multiple: int = 4) -> None:
+                 multiple: int = 4, cache: VolumeCache | None = None) -> None:
         if not a_vols or not b_vols:
             raise ValueError(f"unpaired sampling needs training volumes of both {cfg.source} ({len(a_vols)}) and "
                              f"{cfg.target} ({len(b_vols)})")
-        subjects = sorted({v.subject for v in a_vols} | {v.subject for v in b_vols})
+        subjects = sorted(set(_names(a_vols)) | set(_names(b_vols)))
         if len(subjects) < 2:
             raise ValueError(f"unpaired sampling needs at least 2 training subjects, got {subjects}")
         self.seed, self.batch_size, self.flip = seed, cfg.batch_size, cfg.flip
@@ -151,20 +168,26 @@ class UnpairedSampler:
         self.axes = [a for a in range(3) if a != self.slice_axis]
         self.subjects = subjects
         self.warmup_steps = cfg.warmup_steps if cfg.warmup_downsample > 1 else 0
+        self.cache = cache
         # grids: the training grid, and (for the warm-up) a coarser one; each {domain: {subject: (image, centres)}}
         self.grids, self.patches = [], []
         for factor in (self.factor, self.factor * cfg.warmup_downsample)[: 2 if self.warmup_steps else 1]:
-            domains = {"A": self._prepare(a_vols, factor), "B": self._prepare(b_vols, factor)}
+            domains = {"A": self._prepare(a_vols, factor, "A"), "B": self._prepare(b_vols, factor, "B")}
             shapes = [v[0].shape for d in domains.values() for v in d.values()]
-            if cfg.patch_size:
-                patch = {a: cfg.patch_size for a in self.axes}
+            whole = {a: _round_up(max(s[a] for s in shapes), multiple) for a in self.axes}
+            if not cfg.patch_size:
+                patch = whole
+            elif self.grids:  # warm-up grid: crops no larger than its (whole) slices, not mostly padding
+                patch = {a: min(cfg.patch_size, whole[a]) for a in self.axes}
             else:
-                patch = {a: _round_up(max(s[a] for s in shapes), multiple) for a in self.axes}
+                patch = {a: cfg.patch_size for a in self.axes}
             for dom in domains.values():
                 for key, (image, centres) in dom.items():
                     target = [max(n, patch.get(a, 0)) for a, n in enumerate(image.shape)]
                     pad = [(0, t - n) for n, t in zip(image.shape, target, strict=True)]
-                    dom[key] = (np.pad(image, pad) if any(p[1] for p in pad) else image, centres)
+                    if any(p[1] for p in pad):  # (a cached image is only seen padded: nothing is written)
+                        image = image.padded(target) if isinstance(image, CachedArray) else np.pad(image, pad)
+                    dom[key] = (image, centres)
             self.grids.append(domains)
             self.patches.append(patch)
         self.domains, self.patch = self.grids[0], self.patches[0]
@@ -177,9 +200,11 @@ class UnpairedSampler:
                  f"; warm-up: {self.warmup_steps} steps at downsample {self.factor * cfg.warmup_downsample}, crops "
                  f"{[self.patches[-1][a] for a in self.axes]}" if self.warmup_steps else "")
 
-    def _prepare(self, vols: Sequence[Volume], factor: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per subject: the image on a grid `factor` times coarser and the candidate crop centres (foreground)."""
-        out = {}
+    def _prepare(self, vols: Sequence[Volume], factor: int, tag: str = "") -> dict[str, tuple[Any, Any]]:
+        """Per subject: the image on a grid `factor` times coarser and the candidate crop centres (foreground),
+        as arrays or, with a cache, as `CachedArray` handles (one subject in memory at a time)."""
+        out: dict[str, tuple[Any, Any]] = {}
+        order = "F" if self.slice_axis == 2 else "C"  # on disk, slices across the last axis are contiguous
         for v in vols:
             image, mask = v.image, v.mask.astype(np.float32)
             if factor > 1:  # 2D: only the in-plane axes are coarsened
@@ -187,8 +212,18 @@ class UnpairedSampler:
             centres = np.argwhere(mask >= 0.5).astype(np.int32)
             if len(centres) == 0:
                 raise ValueError(f"{v.subject}: empty foreground mask on the training grid")
-            out[v.subject] = (np.ascontiguousarray(image, dtype=np.float32), centres)
+            image = np.ascontiguousarray(image, dtype=np.float32)
+            if self.cache is not None:
+                name = f"cyc{tag}{factor}_{len(out):05d}"
+                image = self.cache.put(f"{name}_image", image, order)
+                centres = self.cache.put(f"{name}_centres", centres)
+            out[v.subject] = (image, centres)
         return out
+
+    def close(self) -> None:
+        """Delete the on-disk cache, if any (the sampler cannot draw batches afterwards)."""
+        if self.cache is not None:
+            self.cache.close()
 
     def groups(self, rng: np.random.Generator) -> tuple[list[str], list[str]]:
         """Disjoint subject groups for the A and B crops of one step.
@@ -268,8 +303,11 @@ def build_discriminator(cfg: CycleGANConfig) -> nn.Module:
     """
     from monai.networks.nets import PatchDiscriminator
 
-    return PatchDiscriminator(spatial_dims=cfg.spatial_dims, channels=cfg.ndf, in_channels=1, out_channels=1,
-                              num_layers_d=cfg.d_layers, norm="INSTANCE", bias=True)
+    from pipeline.nets.fastconv import use_single_output_convs
+
+    return use_single_output_convs(PatchDiscriminator(spatial_dims=cfg.spatial_dims, channels=cfg.ndf, in_channels=1,
+                                                      out_channels=1, num_layers_d=cfg.d_layers, norm="INSTANCE",
+                                                      bias=True))
 
 
 def linear_decay(n_steps: int, n_steps_decay: int):
@@ -323,10 +361,8 @@ class CycleGAN(GANModel):
         self.networks = nets
         betas = tuple(cfg.betas)
         self.optimizers = {
-            "G": torch.optim.Adam(itertools.chain(nets["G_AB"].parameters(), nets["G_BA"].parameters()),
-                                  lr=cfg.lr, betas=betas),
-            "D": torch.optim.Adam(itertools.chain(nets["D_A"].parameters(), nets["D_B"].parameters()),
-                                  lr=cfg.lr, betas=betas),
+            "G": adam(itertools.chain(nets["G_AB"].parameters(), nets["G_BA"].parameters()), lr=cfg.lr, betas=betas),
+            "D": adam(itertools.chain(nets["D_A"].parameters(), nets["D_B"].parameters()), lr=cfg.lr, betas=betas),
         }
         decay = linear_decay(cfg.n_steps, cfg.n_steps_decay)
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(opt, decay) for k, opt in self.optimizers.items()}
@@ -341,15 +377,25 @@ class CycleGAN(GANModel):
 
     # -- data -----------------------------------------------------------------------------------------
     @classmethod
-    def prepare_data(cls, cfg: CycleGANConfig, data_dir: str | Path, seed: int) -> tuple[Any, dict[str, Any]]:
-        """The unpaired training sampler and the constructor arguments it implies (seed, ROI, metadata)."""
-        a_vols = load_domain(data_dir, cfg.source, "train")
-        b_vols = load_domain(data_dir, cfg.target, "train")
+    def prepare_data(cls, cfg: CycleGANConfig, data_dir: str | Path, seed: int,
+                     cache_dir: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
+        """The unpaired training sampler and the constructor arguments it implies (seed, ROI, metadata).
+
+        The training volumes are read one at a time and cached on disk in a new folder under `cache_dir`
+        (None: the system's temporary folder); `sampler.close()` deletes it.
+        """
+        a_vols = domain_volumes(data_dir, cfg.source, "train")
+        b_vols = domain_volumes(data_dir, cfg.target, "train")
         multiple = size_multiple(build_generator(generator_kwargs(cfg)["kind"], cfg.spatial_dims, ngf=1))
         if cfg.patch_size % multiple:
             raise ValueError(f"cyclegan.patch_size {cfg.patch_size} is not a multiple of {multiple}, which the "
                              f"{cfg.generator} generator needs")
-        sampler = UnpairedSampler(a_vols, b_vols, cfg, seed, multiple)
+        cache = VolumeCache(cache_dir, prefix="cyclegan-")
+        try:
+            sampler = UnpairedSampler(a_vols, b_vols, cfg, seed, multiple, cache=cache)
+        except BaseException:
+            cache.close()
+            raise
         meta: dict[str, Any] = {
             "n_train_subjects": len(sampler.subjects),
             "normalisation": {cfg.source: _normalisation(data_dir, a_vols, cfg.source),
@@ -407,6 +453,10 @@ class CycleGAN(GANModel):
         opt_d = self.optimizers["D"]
         opt_d.zero_grad(set_to_none=True)
         with self.frozen("G_AB", "G_BA"):
+            for dom, fake in (("A", fake_a), ("B", fake_b)):  # the curriculum changed the crop size: old
+                pool = self.pools[dom]                            # fakes (another grid) no longer apply
+                if pool.images and pool.images[0].shape[1:] != fake.shape[1:]:
+                    pool.images.clear()
             pooled_b = self.pools["B"].query(fake_b.detach())
             pooled_a = self.pools["A"].query(fake_a.detach())
             with amp.autocast():
@@ -458,7 +508,7 @@ class CycleGAN(GANModel):
             },
             "normalisation": copy.deepcopy(self.meta.get("normalisation", {})),
             "inference": {"roi_size": list(self.roi_size), "sw_batch_size": cfg.sw_batch_size,
-                          "overlap": cfg.overlap},
+                          "overlap": cfg.overlap, "tta": cfg.tta},
             "training": {"steps": steps, "n_train_subjects": self.meta.get("n_train_subjects"),
                          "config": to_dict(cfg)},
         }
@@ -471,17 +521,18 @@ class CycleGAN(GANModel):
         (output clipped to [0, 1]); logged and returned - a quick check, not the evaluation stage."""
         from pipeline.gan.checkpoint import load_checkpoint
 
-        a_vols = {v.subject: v for v in load_domain(data_dir, self.cfg.source, "val")}
-        b_vols = {v.subject: v for v in load_domain(data_dir, self.cfg.target, "val")}
-        common = sorted(set(a_vols) & set(b_vols))
+        a_vols = domain_volumes(data_dir, self.cfg.source, "val")  # read one subject at a time, below
+        b_vols = domain_volumes(data_dir, self.cfg.target, "val")
+        common = sorted(set(a_vols.names) & set(b_vols.names))
         if not common:
             return {}
         blob = load_checkpoint(Path(out_dir) / "model.pt")
         gen = load_generator(blob, "A2B", self.device)
         vals = []
         for s in common:
-            out = translate(a_vols[s].image, gen, blob, self.device)
-            err = (np.clip(out, 0.0, 1.0) - b_vols[s].image)[b_vols[s].mask]
+            out = translate(a_vols[a_vols.names.index(s)].image, gen, blob, self.device)
+            b = b_vols[b_vols.names.index(s)]
+            err = (np.clip(out, 0.0, 1.0) - b.image)[b.mask]
             vals.append(float(10 * np.log10(1.0 / max(float(np.mean(err**2)), 1e-12))))
         log.info("validation PSNR of %s -> %s in the mask (%d subject(s)): %.2f dB", self.cfg.source,
                  self.cfg.target, len(common), float(np.mean(vals)))
@@ -491,8 +542,8 @@ class CycleGAN(GANModel):
 def _normalisation(data_dir: str | Path, vols: Sequence[Volume], modality: str) -> dict[str, Any]:
     """The recorded normalisation of `modality` (method and its fixed parameters) from normalisation.json."""
     keys = ("method", "percentiles", "window", "unit", "range")
-    for v in vols:
-        path = Path(data_dir) / v.subject / "normalisation.json"
+    for subject in _names(vols):
+        path = Path(data_dir) / subject / "normalisation.json"
         if path.is_file():
             info = json.loads(path.read_text()).get(modality, {})
             return {k: info[k] for k in keys if k in info}
@@ -520,13 +571,17 @@ def translate(
     sw_batch_size: int | None = None,
     overlap: float | None = None,
     precision: str = "auto",
+    tta: bool | None = None,
 ) -> np.ndarray:
     """Translate a whole (x, y, z) volume (values in [0, 1]); the output (in [0, 1]) has the input's grid.
 
     2D models run on the slices across the model's slice axis, 3D models on the volume; both through MONAI's
     `SlidingWindowInferer` with windows of the training crop size (Gaussian-blended), so instance norm sees
     what it saw in training. With `train_downsample` the input is block-averaged first and the output
-    interpolated back.
+    interpolated back. With `tta` (default: the model file's ``inference.tta``) every window is
+    translated in each combination of flips of its spatial axes (4 in 2D, 8 in 3D) and the flipped-back
+    outputs averaged (test-time augmentation: the hallucinated texture of a GAN differs between flips, the
+    anatomy does not, so the average is closer to the target).
     """
     from monai.inferers import SlidingWindowInferer
 
@@ -550,10 +605,18 @@ def translate(
         padding_mode="constant", cval=0.0, sw_device=device, device=torch.device("cpu"),
     )
     amp = Precision(device, precision)
+    tta = bool(inference.get("tta", False) if tta is None else tta)
+    dims = list(range(2, x.dim()))
+    flip_sets = [list(c) for k in range(len(dims) + 1) for c in itertools.combinations(dims, k)] if tta else [[]]
 
     def predict(t: torch.Tensor) -> torch.Tensor:
-        with amp.autocast():
-            return (generator(t * 2.0 - 1.0).float() + 1.0) / 2.0  # [0, 1] <-> the generator's [-1, 1]
+        out = None
+        for flips in flip_sets:
+            with amp.autocast():
+                y = generator((t.flip(flips) if flips else t) * 2.0 - 1.0).float()
+            y = y.flip(flips) if flips else y
+            out = y if out is None else out + y
+        return (out / len(flip_sets) + 1.0) / 2.0  # [0, 1] <-> the generator's [-1, 1]
 
     with torch.inference_mode():
         out = inferer(x, predict)

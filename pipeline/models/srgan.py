@@ -23,7 +23,7 @@ from torch import nn
 
 from pipeline import __version__
 from pipeline.config import SRGANConfig, to_dict
-from pipeline.gan.base import GANModel, Precision
+from pipeline.gan.base import GANModel, Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.losses import d_loss, feature_matching_loss, g_loss, pixel_loss
 from pipeline.nets.srresnet import SRResNet
@@ -42,12 +42,17 @@ def cosine_factor(t: int, length: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t / length))
 
 
+def context_slices(cfg: SRGANConfig) -> int:
+    """Neighbouring slices on either side given as input channels (2D only; 3D patches have their own)."""
+    return cfg.context_slices if cfg.spatial_dims == 2 else 0
+
+
 def generator_kwargs(cfg: SRGANConfig, model_factors: Sequence[int]) -> dict[str, Any]:
     """The SRResNet constructor arguments (stored in the model file)."""
     return {
         "spatial_dims": cfg.spatial_dims,
         "factors": [int(f) for f in model_factors],
-        "in_channels": 1 + 2 * cfg.context_slices,
+        "in_channels": 1 + 2 * context_slices(cfg),
         "out_channels": 1,
         "channels": cfg.channels,
         "n_blocks": cfg.n_blocks,
@@ -63,8 +68,11 @@ def build_discriminator(cfg: SRGANConfig) -> nn.Module:
     if cfg.discriminator == "patch":
         from monai.networks.nets import PatchDiscriminator
 
-        return PatchDiscriminator(spatial_dims=cfg.spatial_dims, channels=cfg.d_channels, in_channels=1,
-                                  out_channels=1, num_layers_d=cfg.d_layers, norm="BATCH")
+        from pipeline.nets.fastconv import use_single_output_convs
+
+        return use_single_output_convs(PatchDiscriminator(spatial_dims=cfg.spatial_dims, channels=cfg.d_channels,
+                                                          in_channels=1, out_channels=1, num_layers_d=cfg.d_layers,
+                                                          norm="BATCH"))
     if cfg.discriminator == "vgg":
         from pipeline.nets.discriminators import VGGStyleDiscriminator
 
@@ -97,7 +105,8 @@ def super_resolve(
 
     `sr` is the model file's ``sr`` entry (factors per volume axis, spatial_dims, slice_axis, context_slices).
     2D: every slice along the slice axis is a window (tiled if larger than `roi_size`), `sw_batch_size`
-    slices per forward pass; with context, its neighbouring slices come along as channels (edges repeated). 3D: MONAI `SlidingWindowInferer` windows of `roi_size` LR voxels per side,
+    slices per forward pass; with context, its neighbouring slices come along as channels (edges repeated).
+    3D: MONAI `SlidingWindowInferer` windows of `roi_size` LR voxels per side,
     Gaussian-blended. The interpolation skip is computed on the whole volume, as the training sampler does.
     Memory is bounded by the ROI size and the window batch (plus the input and output volumes).
     `tta`: average the learnt residual over the 8 flips/transposes of a 2D window (8 flips of a 3D window),
@@ -189,14 +198,18 @@ class SRGAN(GANModel):
             G = G.to(memory_format=torch.channels_last) if cfg.spatial_dims == 2 else G
         self.networks = {"G": G, "D": D}
         self.optimizers = {
-            "G": torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas)),
-            "D": torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas)),
+            "G": adam(G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas)),
+            "D": adam(D.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas)),
         }
         P, N, r = cfg.pretrain_steps, cfg.gan_steps, cfg.lr_min_ratio
         gan_ratio = cfg.lr_gan / cfg.lr if cfg.lr > 0 else 0.0
 
+        warmup = min(cfg.warmup_steps, P)
+
         def g_factor(step: int) -> float:
-            return cosine_factor(step, P, r) if step < P else gan_ratio * cosine_factor(step - P, N, r)
+            if step < P:  # linear warmup, then cosine decay
+                return cosine_factor(step, P, r) * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
+            return gan_ratio * cosine_factor(step - P, N, r)
 
         def d_factor(step: int) -> float:
             return cosine_factor(step - P, N, r)
@@ -233,7 +246,7 @@ class SRGAN(GANModel):
         cache = VolumeCache(cache_dir, prefix="srgan-")
         try:
             sampler = SRPatchSampler(pairs, cfg.spatial_dims, cfg.patch_size, cfg.batch_size, seed,
-                                     interp=cfg.interp_skip, flip=cfg.flip, context_slices=cfg.context_slices,
+                                     interp=cfg.interp_skip, flip=cfg.flip, context_slices=context_slices(cfg),
                                      cache=cache)
         except BaseException:
             cache.close()
@@ -345,7 +358,7 @@ class SRGAN(GANModel):
                 "axes": [a for a, f in enumerate(self.factors) if f > 1],
                 "spatial_dims": self.cfg.spatial_dims,
                 "slice_axis": self.slice_axis,
-                "context_slices": self.cfg.context_slices,
+                "context_slices": context_slices(self.cfg),
                 "interp_skip": self.cfg.interp_skip,
             },
             "modality": self.meta.get("modality", self.cfg.modality),

@@ -136,6 +136,9 @@ def test_sampler_whole_slices_downsample_and_warmup():
     # resolution curriculum: whole slices at /4 (5, 6 -> 8, 8) for 3 steps, then at /2
     sampler = UnpairedSampler(a, b, tiny_cfg(patch_size=0, train_downsample=2, warmup_steps=3), seed=0)
     assert [tuple(sampler(s)["B"].shape[2:]) for s in (0, 2, 3, 9)] == [(8, 8), (8, 8), (12, 12), (12, 12)]
+    # crops larger than the warm-up grid's slices shrink to them there (9, 11 -> 12, 12), not mostly padding
+    sampler = UnpairedSampler(a, b, tiny_cfg(patch_size=16, warmup_steps=2), seed=0)
+    assert [tuple(sampler(s)["A"].shape[2:]) for s in (0, 1, 2)] == [(12, 12), (12, 12), (16, 16)]
 
 
 # ------------------------------------------------------------------------------------------ losses
@@ -338,6 +341,21 @@ def test_whole_slice_3d_and_downsampled_inference_shapes():
         assert out.shape == vol.shape and np.isfinite(out).all()
 
 
+def test_flip_tta_averages_the_flipped_translations():
+    vol = np.random.default_rng(1).random((12, 16, 3)).astype(np.float32)
+    torch.manual_seed(0)
+    net = nn.Conv2d(1, 1, 3, padding=1, bias=False).eval()  # not flip-equivariant (random kernel)
+    blob = {"translation": {"spatial_dims": 2, "slice_axis": 2, "train_downsample": 1},
+            "inference": {"roi_size": [12, 16], "sw_batch_size": 4, "overlap": 0.0, "tta": True}}
+    slices = torch.from_numpy(np.moveaxis(vol, 2, 0)[:, None].copy()) * 2 - 1
+    with torch.no_grad():
+        mean = sum(net(slices.flip(f)).flip(f) for f in ([], [2], [3], [2, 3])) / 4
+    expected = np.moveaxis(((mean + 1) / 2)[:, 0].numpy(), 0, 2)
+    np.testing.assert_allclose(translate(vol, net, blob), expected, atol=1e-5)  # tta from the model file
+    plain = translate(vol, net, blob, tta=False)
+    assert not np.allclose(plain, expected, atol=1e-3)
+
+
 def test_ct_output_is_written_in_hounsfield_units(tmp_path):
     from pipeline import infer
 
@@ -373,4 +391,6 @@ def test_full_config_file_is_valid():
     merged.update(yaml.safe_load(full.read_text()))
     jsonschema.validate(merged, yaml.safe_load((REPO / "config" / "config.schema.yaml").read_text()))
     cfg = load_params(str(full), CycleGANConfig, "cyclegan")
-    assert (cfg.generator, cfg.n_blocks, cfg.ngf, cfg.ndf) == ("resnet", 9, 64, 64)
+    demo = CycleGANConfig()  # the full run: the demo's recipe with wider nets and more steps
+    assert cfg.generator == "resnet" and cfg.ngf > demo.ngf and cfg.n_blocks > demo.n_blocks and cfg.tta
+    assert cfg.n_steps + cfg.n_steps_decay > demo.n_steps + demo.n_steps_decay and cfg.warmup_steps > 0

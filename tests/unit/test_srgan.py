@@ -89,7 +89,8 @@ def test_sampler_batches_and_crops_centred_in_the_mask(tmp_path, spatial_dims, s
     assert kwargs["factors"] == [scale if a in axes else 1 for a in range(3)]
     batch = sampler(0)
     lr_side = [8 // f for a, f in enumerate(kwargs["factors"]) if spatial_dims == 3 or a != 2]
-    assert batch["lr"].shape == (6, 1, *lr_side)
+    n_in = 1 + 2 * cfg.context_slices if spatial_dims == 2 else 1  # 2.5D: neighbouring slices as channels
+    assert batch["lr"].shape == (6, n_in, *lr_side)
     assert batch["hr"].shape == batch["skip"].shape == (6, 1, *([8] * spatial_dims))
     # every candidate centre is an LR voxel whose HR block centre lies in the mask
     f = sampler.factors
@@ -165,3 +166,27 @@ def test_2d_needs_a_free_slice_axis(tmp_path):
     data = make_sr_dataset(tmp_path, shape=(16, 16, 16), scale=2, axes=(0, 1, 2))
     with pytest.raises(ValueError, match="spatial_dims: 3"):
         SRGAN.prepare_data(tiny_cfg(spatial_dims=2, patch_size=8), data, 0)
+
+
+def test_context_slices_are_the_neighbours_in_order_with_edges_repeated():
+    """2.5D input: channel c of slice k is LR slice k + c - context (clamped), the centre channel is the slice
+    itself, and the skip interpolates only the centre channel."""
+    from pipeline.data import SRPair, SRPatchSampler
+    from pipeline.nets.srresnet import SRResNet
+
+    f, n_z, context = 2, 3, 2
+    lr = np.broadcast_to(np.arange(n_z, dtype=np.float32), (4, 4, n_z)).copy()  # value = slice index
+    hr = np.repeat(np.repeat(lr, f, 0), f, 1)
+    pair = SRPair("s", lr, hr, np.ones(hr.shape, bool), np.eye(4), np.eye(4))
+    sampler = SRPatchSampler([pair], 2, patch_size=0, batch_size=16, seed=0, interp="nearest", flip=False,
+                             context_slices=context)
+    b = sampler(0)
+    assert b["lr"].shape == (16, 2 * context + 1, 4, 4)
+    for lr_k, hr_k in zip(b["lr"], b["hr"], strict=True):
+        k = int(hr_k[0, 0, 0])
+        expected = np.clip(np.arange(k - context, k + context + 1), 0, n_z - 1)
+        assert lr_k[:, 0, 0].tolist() == expected.tolist()
+    net = SRResNet(2, (f, f), in_channels=2 * context + 1, channels=4, n_blocks=1, interp_skip="nearest")
+    assert torch.equal(net.skip(b["lr"]), b["hr"])  # nearest upsampling of the centre channel = hr here
+    with pytest.raises(ValueError, match="odd number of input channels"):
+        SRResNet(2, (f, f), in_channels=4, interp_skip="nearest")
