@@ -579,8 +579,8 @@ def translate(
     `SlidingWindowInferer` with windows of the training crop size (Gaussian-blended), so instance norm sees
     what it saw in training. With `train_downsample` the input is block-averaged first and the output
     interpolated back. With `tta` (default: the model file's ``inference.tta``) every window is
-    translated in each combination of flips of its spatial axes (4 in 2D, 8 in 3D) and the flipped-back
-    outputs averaged (test-time augmentation: the hallucinated texture of a GAN differs between flips, the
+    translated in each of its 8 flips/transposes (2D; 3D: its 8 flips) and the outputs, mapped back, are
+    averaged (test-time augmentation: the hallucinated texture of a GAN differs between flips, the
     anatomy does not, so the average is closer to the target).
     """
     from monai.inferers import SlidingWindowInferer
@@ -608,15 +608,18 @@ def translate(
     tta = bool(inference.get("tta", False) if tta is None else tta)
     dims = list(range(2, x.dim()))
     flip_sets = [list(c) for k in range(len(dims) + 1) for c in itertools.combinations(dims, k)] if tta else [[]]
+    views = [(f, t) for t in ((False, True) if tta and two_d else (False,)) for f in flip_sets]  # (flips, transpose)
 
     def predict(t: torch.Tensor) -> torch.Tensor:
         out = None
-        for flips in flip_sets:
+        for flips, transpose in views:
+            v = t.transpose(2, 3) if transpose else t
             with amp.autocast():
-                y = generator((t.flip(flips) if flips else t) * 2.0 - 1.0).float()
+                y = generator((v.flip(flips) if flips else v) * 2.0 - 1.0).float()
             y = y.flip(flips) if flips else y
+            y = y.transpose(2, 3) if transpose else y
             out = y if out is None else out + y
-        return (out / len(flip_sets) + 1.0) / 2.0  # [0, 1] <-> the generator's [-1, 1]
+        return (out / len(views) + 1.0) / 2.0  # [0, 1] <-> the generator's [-1, 1]
 
     with torch.inference_mode():
         out = inferer(x, predict)

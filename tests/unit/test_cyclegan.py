@@ -341,7 +341,7 @@ def test_whole_slice_3d_and_downsampled_inference_shapes():
         assert out.shape == vol.shape and np.isfinite(out).all()
 
 
-def test_flip_tta_averages_the_flipped_translations():
+def test_tta_averages_the_flipped_and_transposed_translations():
     vol = np.random.default_rng(1).random((12, 16, 3)).astype(np.float32)
     torch.manual_seed(0)
     net = nn.Conv2d(1, 1, 3, padding=1, bias=False).eval()  # not flip-equivariant (random kernel)
@@ -349,7 +349,9 @@ def test_flip_tta_averages_the_flipped_translations():
             "inference": {"roi_size": [12, 16], "sw_batch_size": 4, "overlap": 0.0, "tta": True}}
     slices = torch.from_numpy(np.moveaxis(vol, 2, 0)[:, None].copy()) * 2 - 1
     with torch.no_grad():
-        mean = sum(net(slices.flip(f)).flip(f) for f in ([], [2], [3], [2, 3])) / 4
+        flips = ([], [2], [3], [2, 3])
+        mean = (sum(net(slices.flip(f)).flip(f) for f in flips)
+                + sum(net(slices.transpose(2, 3).flip(f)).flip(f).transpose(2, 3) for f in flips)) / 8
     expected = np.moveaxis(((mean + 1) / 2)[:, 0].numpy(), 0, 2)
     np.testing.assert_allclose(translate(vol, net, blob), expected, atol=1e-5)  # tta from the model file
     plain = translate(vol, net, blob, tta=False)
