@@ -65,7 +65,7 @@ PEAK_SHAPES = [(1, 256, 64, 64), (8, 256, 32, 32), (4, 128, 64, 64), (16, 64, 48
                (2, 512, 32, 32)]
 PEAK_SHAPES_CUDA = [(64, 256, 64, 64), (32, 512, 32, 32), (128, 128, 64, 64)]
 
-SRGAN_SIZE = {"channels": 64, "n_blocks": 16, "patch_size": 96, "batch_size": 16}
+SRGAN_SIZE = {"channels": 64, "n_blocks": 16, "patch_size": 96, "batch_size": 16, "context_slices": 0}  # 1 channel
 #: the SRGAN paper's networks (SRResNet with batch norm, 9x9 outer kernels, x2 sub-pixel stages; VGG-style D)
 SRGAN_PAPER = {**SRGAN_SIZE, "norm": "batch", "outer_kernel": 9, "interp_skip": "none", "upsampler": "stages",
                "discriminator": "vgg", "d_channels": 64, "d_layers": 4}
