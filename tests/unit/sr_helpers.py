@@ -53,6 +53,7 @@ def make_sr_dataset(root: Path, shape=(32, 32, 8), scale: int = 4, axes=(0, 1), 
 def tiny_cfg(**overrides) -> SRGANConfig:
     """An SRGAN config small enough for unit tests (a few steps in a second or two)."""
     base = dict(channels=8, n_blocks=1, outer_kernel=3, d_channels=8, d_layers=2, patch_size=16, batch_size=4,
-                pretrain_steps=3, gan_steps=3, log_every=1, checkpoint_every=2, roi_size=16, sw_batch_size=4)
+                pretrain_steps=3, gan_steps=3, log_every=1, checkpoint_every=2, roi_size=16, sw_batch_size=4,
+                context_slices=0)  # 1-channel input (2.5D has its own tests)
     base.update(overrides)
     return dataclasses.replace(SRGANConfig(), **base)
