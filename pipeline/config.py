@@ -268,7 +268,7 @@ class CycleGANConfig:
     lr: float = 1e-3
     betas: tuple[float, float] = (0.5, 0.999)
     n_steps: int = 1200
-    n_steps_decay: int = 1800
+    n_steps_decay: int = 3000
     log_every: int = 50
     checkpoint_every: int = 200
     precision: typing.Literal["auto", "fp32", "bf16", "fp16"] = "auto"
