@@ -223,13 +223,12 @@ class SRGANConfig:
         for key in ("batch_size", "channels", "log_every", "checkpoint_every", "sw_batch_size", "roi_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"srgan.{key}: must be >= 1, got {getattr(self, key)!r}")
-        for key in ("n_blocks", "pretrain_steps", "gan_steps", "warmup_steps", "patch_size", "fm_weight", "pixel_weight", "adv_weight"):
+        for key in ("n_blocks", "pretrain_steps", "gan_steps", "warmup_steps", "context_slices", "patch_size",
+                    "fm_weight", "pixel_weight", "adv_weight"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"srgan.{key}: must be >= 0, got {getattr(self, key)!r}")
         if self.pretrain_steps + self.gan_steps < 1:
             raise ConfigError("srgan: pretrain_steps + gan_steps must be >= 1")
-        if self.context_slices < 0:
-            raise ConfigError(f"srgan.context_slices: must be >= 0, got {self.context_slices!r}")
         if self.outer_kernel < 1 or self.outer_kernel % 2 == 0:
             raise ConfigError(f"srgan.outer_kernel: must be odd, got {self.outer_kernel!r}")
         if not 0 <= self.overlap < 1:
