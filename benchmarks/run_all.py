@@ -4,6 +4,7 @@
     python benchmarks/run_all.py --quick                                   # sanity run: few repeats, small sizes
     python benchmarks/run_all.py --only peak,train --threads 2 --repeats 9
     python benchmarks/run_all.py --only train --device cuda               # CUDA only (default: CPU, + CUDA if present)
+    python benchmarks/run_all.py --only peak,train,infer --device cuda --precisions fp32,bf16   # fast path vs fp32
 
 Sections (`--only`, comma-separated; default all):
 
@@ -16,7 +17,11 @@ Sections (`--only`, comma-separated; default all):
            generator-only pretraining step and the adversarial step), CycleGAN at the reference's setting
            (resnet_6blocks, 64 filters, 128 x 128, batch 1, 1 channel; identity loss off = our default, and 0.5 =
            the reference's default), and the reference CycleGAN step re-implemented
-           (`reference_cyclegan.py`) timed interleaved with ours. Model FLOPs per step: ``FlopCounterMode``
+           (`reference_cyclegan.py`) timed interleaved with ours; on CUDA also CycleGAN at 2D 256 x 256
+           (resnet_9blocks, 64 filters: the paper's setting) and 3D 96^3 (resnet_6blocks, 32 filters), with
+           peak CUDA memory (``max_memory_allocated``). ``--precisions`` picks the CUDA precisions (``fp32``:
+           plain fp32, PyTorch's default TF32 convolutions; ``bf16``: the fast path, bf16 autocast), and
+           ``--cudnn-benchmark`` lets cuDNN autotune (what ``deterministic: false`` does in training). Model FLOPs per step: ``FlopCounterMode``
            over one full step (forwards and backwards of every network; textbook convolutions, i.e.
            `pipeline.nets.fastconv.reference_kernels`). Achieved GFLOP/s = FLOPs / median step time;
            fraction of peak = that / the conv peak of the same device and precision.
@@ -72,6 +77,9 @@ SRGAN_PAPER = {**SRGAN_SIZE, "norm": "batch", "outer_kernel": 9, "interp_skip": 
 CYCLEGAN_REF = {"generator": "resnet", "n_blocks": 6, "ngf": 64, "ndf": 64, "d_layers": 3, "batch_size": 1,
                 "patch_size": 128, "gan_loss": "lsgan", "pool_size": 50, "spatial_dims": 2, "lambda_identity": 0.0}
 
+CYCLEGAN_256 = {**CYCLEGAN_REF, "n_blocks": 9, "patch_size": 256}
+CYCLEGAN_3D = {**CYCLEGAN_REF, "spatial_dims": 3, "ngf": 32, "ndf": 32, "patch_size": 96}
+
 #: name -> (model, config overrides, phase, reference seconds per step on a 2-core machine at 2 threads, its label)
 TRAIN_CASES: dict[str, tuple[str, dict[str, Any], str, float | None, str]] = {
     "srgan paper, pretrain": ("srgan", SRGAN_PAPER, "pretrain", None, ""),
@@ -83,7 +91,11 @@ TRAIN_CASES: dict[str, tuple[str, dict[str, Any], str, float | None, str]] = {
                                            "CycleGAN reference"),
     "reference cyclegan re-implemented, identity 0.5": ("reference_cyclegan", {"lambda_identity": 0.5}, "step", 1.27,
                                                         "CycleGAN reference"),
+    "cyclegan 2D 256x256": ("cyclegan", CYCLEGAN_256, "step", None, ""),
+    "cyclegan 3D 96^3": ("cyclegan", CYCLEGAN_3D, "step", None, ""),
 }
+#: cases too slow for a CPU benchmark run (minutes per step there)
+CUDA_ONLY_CASES = {"cyclegan 2D 256x256", "cyclegan 3D 96^3"}
 REFERENCE_NOTE = (
     "Reference seconds per step: measured on a 2-core machine like this one (medians, 2 threads): BasicSR's "
     "MSRResNet-based SRGAN 1.40 s, the SRGAN paper's generator 1.62 s, the CycleGAN reference (junyanz) 1.27 s, "
@@ -116,13 +128,16 @@ def _devices(arg: str) -> list[str]:
     return [d.strip() for d in arg.split(",") if d.strip()]
 
 
-def _precisions(device: str) -> list[str]:
-    """The precisions the training steps run in on `device` (the configs' "auto"): fp32 on CPU, bf16/fp16 on CUDA."""
+def _precisions(device: str, requested: str = "auto") -> list[str]:
+    """The precisions to run on `device`: fp32 on CPU; on CUDA `requested` (comma-separated; auto: bf16/fp16)."""
     import torch
 
     from pipeline.gan.base import Precision
 
-    return [Precision(torch.device(device), "auto").mode]
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return ["fp32"]
+    return list(dict.fromkeys(Precision(dev, p.strip()).mode for p in requested.split(",") if p.strip()))
 
 
 def load_average() -> str:
@@ -300,7 +315,7 @@ def step_flops(step: Callable[[], None]) -> int:
 
 
 def train_steps(devices: list[str], repeats: int, warmup: int, cases: list[str],
-                peaks: dict[tuple[str, str], float]) -> list[dict[str, Any]]:
+                peaks: dict[tuple[str, str], float], precisions: str = "auto") -> list[dict[str, Any]]:
     """Time every case on every device, interleaved (one step of each case per round), so load drifts hit all."""
     import torch
 
@@ -308,20 +323,26 @@ def train_steps(devices: list[str], repeats: int, warmup: int, cases: list[str],
     for device in devices:
         dev = torch.device(device)
         built = {}
-        for name in cases:
-            model, overrides, phase, ref_s, ref_label = TRAIN_CASES[name]
-            if model == "reference_cyclegan" and dev.type != "cpu":
-                continue
-            step, desc = _build_step(model, overrides, phase, device, _precisions(device)[0])
-            for _ in range(warmup):
-                step()
-            _sync(dev)
-            flops = step_flops(step)
-            built[name] = (step, desc, flops, ref_s, ref_label)
-            log.info("%s on %s: %.1f GFLOP per step", name, device, flops / 1e9)
-        wall: dict[str, list[float]] = {k: [] for k in built}
-        cpu: dict[str, list[float]] = {k: [] for k in built}
-        peak_mem: dict[str, float] = {}
+        for precision in _precisions(device, precisions):
+            for name in cases:
+                model, overrides, phase, ref_s, ref_label = TRAIN_CASES[name]
+                if (model == "reference_cyclegan" and dev.type != "cpu") or (
+                        name in CUDA_ONLY_CASES and dev.type != "cuda"):
+                    continue
+                try:
+                    step, desc = _build_step(model, overrides, phase, device, precision)
+                    for _ in range(warmup):
+                        step()
+                    _sync(dev)
+                    flops = step_flops(step)
+                except torch.OutOfMemoryError as exc:
+                    log.error("%s on %s (%s): out of memory: %s", name, device, precision, exc)
+                    continue
+                built[(name, precision)] = (step, desc, flops, ref_s, ref_label)
+                log.info("%s on %s (%s): %.1f GFLOP per step", name, device, precision, flops / 1e9)
+        wall: dict[tuple[str, str], list[float]] = {k: [] for k in built}
+        cpu: dict[tuple[str, str], list[float]] = {k: [] for k in built}
+        peak_mem: dict[tuple[str, str], float] = {}
         for _ in range(repeats):
             for name, (step, *_rest) in built.items():
                 if dev.type == "cuda":
@@ -334,18 +355,20 @@ def train_steps(devices: list[str], repeats: int, warmup: int, cases: list[str],
                 cpu[name].append(time.process_time() - c0)
                 if dev.type == "cuda":
                     peak_mem[name] = torch.cuda.max_memory_allocated(dev) / 2**20
-        for name, (_, desc, flops, ref_s, ref_label) in built.items():
-            s = _stats(wall[name])
+        for (name, precision), (_, desc, flops, ref_s, ref_label) in built.items():
+            s = _stats(wall[name, precision])
             achieved = flops / s["median"] / 1e9
             peak = peaks.get((device, desc["precision"]))
             row = {"case": name, "device": device, "precision": desc["precision"], "config": desc["config"],
                    "parameters": desc["params"], "median_s": s["median"], "q1_s": s["q1"], "q3_s": s["q3"],
-                   "cpu_s": statistics.median(cpu[name]), "gflop_per_step": flops / 1e9, "gflops_per_s": achieved,
+                   "steps_per_s": 1 / s["median"],
+                   "cpu_s": statistics.median(cpu[name, precision]), "gflop_per_step": flops / 1e9, "gflops_per_s": achieved,
                    "fraction_of_peak": achieved / peak if peak else None, "repeats": repeats}
             if dev.type == "cpu" and ref_s:
                 row |= {"reference_s": ref_s, "reference": ref_label, "speedup_vs_reference": ref_s / s["median"]}
             if dev.type == "cuda":
-                row["peak_mem_mib"] = peak_mem.get(name)
+                row["peak_mem_mib"] = peak_mem.get((name, precision))
+                row["cudnn_benchmark"] = torch.backends.cudnn.benchmark
             rows.append(row)
     return rows
 
@@ -480,7 +503,8 @@ def report(info: dict[str, Any], results: dict[str, list[dict[str, Any]]], args:
            f"torch {info['torch']} ({info['cpu_capability']}); {info['threads']} torch CPU threads; commit "
            f"{info.get('git_commit', '?')}. Load average at start {info['load_average_start']}, at end "
            f"{info.get('load_average_end', '?')}{' (quick sanity run: few repeats, small sizes)' if args.quick else ''}.",
-           f"Command: `python benchmarks/run_all.py {' '.join(args.argv)}`", ""]
+           f"Command: `python benchmarks/run_all.py {' '.join(args.argv)}`"
+           + (f" (cuDNN autotuning {'on' if args.cudnn_benchmark else 'off'})" if "cuda_device" in info else ""), ""]
     if "peak" in results:
         out += ["## Conv peak", "",
                 "3x3 `conv2d`, stride 1, C_in = C_out, forward + backward (input and weight gradients), FLOPs from "
@@ -493,11 +517,12 @@ def report(info: dict[str, Any], results: dict[str, list[dict[str, Any]]], args:
                 "Median wall seconds per step (interquartile range), process CPU seconds per step, model FLOPs per "
                 "step (`FlopCounterMode` over one full step: forwards and backwards of all networks), achieved "
                 "GFLOP/s and its fraction of the conv peak above. Cases run interleaved.", "",
-                _table(results["train"], [("case", "case"), ("device", "device"), ("config", "configuration"),
-                                          ("median_s", "s/step"), ("q1_s", "q1"), ("q3_s", "q3"), ("cpu_s", "CPU s"),
+                _table(results["train"], [("case", "case"), ("device", "device"), ("precision", "precision"),
+                                          ("config", "configuration"), ("median_s", "s/step"), ("q1_s", "q1"), ("q3_s", "q3"), ("cpu_s", "CPU s"),
                                           ("gflop_per_step", "GFLOP/step"), ("gflops_per_s", "GFLOP/s"),
                                           ("fraction_of_peak", "of peak"), ("reference_s", "reference s"),
-                                          ("speedup_vs_reference", "reference / ours")], 3), "",
+                                          ("speedup_vs_reference", "reference / ours"),
+                                          ("peak_mem_mib", "CUDA MiB")], 3), "",
                 REFERENCE_NOTE, ""]
     if "infer" in results:
         out += ["## Whole-volume inference", "",
@@ -535,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=None, help="a finished workflow run (for demo and infer)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--quick", action="store_true", help="sanity run: 1 warm-up, 2 repeats, small sizes")
+    parser.add_argument("--precisions", default="auto", help="CUDA precisions, comma-separated: auto, fp32, bf16, fp16")
+    parser.add_argument("--cudnn-benchmark", action="store_true",
+                        help="let cuDNN autotune its kernels (training's `deterministic: false`); default: off")
     parser.add_argument("--infer-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.infer_worker:
@@ -545,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     if args.quick:
         args.repeats, args.warmup, args.ingest_repeats = min(args.repeats, 2), 1, 1
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -561,14 +590,14 @@ def main(argv: list[str] | None = None) -> int:
     if "peak" in sections or "train" in sections:
         rows = []
         for device in devices:
-            for precision in _precisions(device):
+            for precision in _precisions(device, args.precisions):
                 log.info("conv peak on %s (%s)", device, precision)
                 rows += conv_peak(device, precision, max(args.repeats, 3), args.quick)
         peaks = {(r["device"], r["precision"]): r["gflops_per_s"] for r in rows if r["is_peak"]}
         results["peak"] = rows
     if "train" in sections:
         cases = [c for c in TRAIN_CASES if not args.cases or any(s in c for s in args.cases.split(","))]
-        results["train"] = train_steps(devices, args.repeats, args.warmup, cases, peaks)
+        results["train"] = train_steps(devices, args.repeats, args.warmup, cases, peaks, args.precisions)
     if "infer" in sections:
         log.info("whole-volume inference")
         results["infer"] = inference(devices, args.run_dir, args.threads, 1 if args.quick else 3, args.quick)
