@@ -92,10 +92,11 @@ TRAIN_CASES: dict[str, tuple[str, dict[str, Any], str, float | None, str]] = {
     "reference cyclegan re-implemented, identity 0.5": ("reference_cyclegan", {"lambda_identity": 0.5}, "step", 1.27,
                                                         "CycleGAN reference"),
     "cyclegan 2D 256x256": ("cyclegan", CYCLEGAN_256, "step", None, ""),
+    "cyclegan 2D 256x256, batch 8": ("cyclegan", {**CYCLEGAN_256, "batch_size": 8}, "step", None, ""),
     "cyclegan 3D 96^3": ("cyclegan", CYCLEGAN_3D, "step", None, ""),
 }
 #: cases too slow for a CPU benchmark run (minutes per step there)
-CUDA_ONLY_CASES = {"cyclegan 2D 256x256", "cyclegan 3D 96^3"}
+CUDA_ONLY_CASES = {"cyclegan 2D 256x256", "cyclegan 2D 256x256, batch 8", "cyclegan 3D 96^3"}
 REFERENCE_NOTE = (
     "Reference seconds per step: measured on a 2-core machine like this one (medians, 2 threads): BasicSR's "
     "MSRResNet-based SRGAN 1.40 s, the SRGAN paper's generator 1.62 s, the CycleGAN reference (junyanz) 1.27 s, "
@@ -504,7 +505,8 @@ def report(info: dict[str, Any], results: dict[str, list[dict[str, Any]]], args:
            f"{info.get('git_commit', '?')}. Load average at start {info['load_average_start']}, at end "
            f"{info.get('load_average_end', '?')}{' (quick sanity run: few repeats, small sizes)' if args.quick else ''}.",
            f"Command: `python benchmarks/run_all.py {' '.join(args.argv)}`"
-           + (f" (cuDNN autotuning {'on' if args.cudnn_benchmark else 'off'})" if "cuda_device" in info else ""), ""]
+           + (f" (cuDNN autotuning {'on' if args.cudnn_benchmark else 'off'}, TF32 {'off' if args.no_tf32 else 'on'})"
+              if "cuda_device" in info else ""), ""]
     if "peak" in results:
         out += ["## Conv peak", "",
                 "3x3 `conv2d`, stride 1, C_in = C_out, forward + backward (input and weight gradients), FLOPs from "
@@ -561,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--quick", action="store_true", help="sanity run: 1 warm-up, 2 repeats, small sizes")
     parser.add_argument("--precisions", default="auto", help="CUDA precisions, comma-separated: auto, fp32, bf16, fp16")
+    parser.add_argument("--no-tf32", action="store_true",
+                        help="CUDA fp32 without TF32 (PyTorch's default runs fp32 convolutions in TF32)")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN autotune its kernels (training's `deterministic: false`); default: off")
     parser.add_argument("--infer-worker", default=None, help=argparse.SUPPRESS)
@@ -574,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     if args.quick:
         args.repeats, args.warmup, args.ingest_repeats = min(args.repeats, 2), 1, 1
     sections = [s.strip() for s in args.only.split(",") if s.strip()]

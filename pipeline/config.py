@@ -42,6 +42,9 @@ class DemoConfig:
     n_dicom: int = 4
     voxel_mm: float = 2.0
     seed: int = 20261122
+    # false: the noise-free twin of the cohort (same anatomy, contrast and bias field), for measuring what an
+    # ideal model could score against the noisy images (benchmarks/translation_ceiling.py)
+    noise: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

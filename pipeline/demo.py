@@ -274,8 +274,13 @@ def simulate_subject(cfg: DemoConfig, index: int, grid: tuple[np.ndarray, tuple[
         gain = rng.uniform(800.0, 2000.0) / signal.max()  # the brightest tissue at 800-2000 units
         sigma = gain * signal.max() / rng.uniform(18.0, 35.0)  # SNR of the brightest tissue
         clean = np.tensordot(signal * gain, fractions, axes=1) * bias
-        real = clean + f32(sigma) * rng.standard_normal(shape, dtype=f32)
-        imag = f32(sigma) * rng.standard_normal(shape, dtype=f32)
+        # the noise is drawn either way, so that a noise-free cohort's other draws match the noisy one's
+        noise_re, noise_im = (rng.standard_normal(shape, dtype=f32) for _ in range(2))
+        if not cfg.noise:
+            sigma = 0.0
+        real = clean + f32(sigma) * noise_re
+        imag = f32(sigma) * noise_im
+        del noise_re, noise_im
         magnitude = np.sqrt(real * real + imag * imag)  # Rician: the magnitude of complex Gaussian noise
         images[modality] = np.clip(np.round(magnitude), 0, 32767).astype(np.int16)
         sequences[modality] = (tr, te)

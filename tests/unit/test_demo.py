@@ -219,3 +219,18 @@ def test_rerun_replaces_cohort_and_bad_config_fails(tmp_path, caplog):
     assert cli_main(["demo", "--params", bad, "--out", str(tmp_path / "bad")]) == 1
     assert "n_dicom" in caplog.text
     assert not (tmp_path / "bad" / "participants.tsv").exists()
+
+
+def test_noise_free_twin_is_the_same_subject_without_noise(subjects):
+    noisy = subjects[1]
+    clean = demo.simulate_subject(dataclasses.replace(CFG, noise=False), 1)
+    np.testing.assert_array_equal(clean.fractions, noisy.fractions)  # same pose, warp and tissues
+    assert clean.sequences == noisy.sequences
+    brain = noisy.fractions.sum(axis=0) > 0.9
+    for modality, image in clean.images.items():
+        residual = noisy.images[modality].astype(np.float64) - image
+        # Rician noise: zero-mean where the signal is strong (in the brain), and the twin differs everywhere else
+        assert abs(residual[brain].mean()) < 0.05 * residual[brain].std()
+        assert residual[brain].std() > 5
+        # without noise, the background outside the head is exactly zero
+        assert image[noisy.fractions.sum(axis=0) == 0].max() == 0

@@ -1,0 +1,118 @@
+"""What an ideal T1w -> T2w translator could score on the demo's test subjects (run by hand, not in CI).
+
+    python benchmarks/translation_ceiling.py [--run-dir /path/to/finished/demo/run] [--models cyclegan ...]
+
+The demo's target images carry Rician noise that no translator can predict from the source, so SSIM and PSNR
+against them have a ceiling below 1 and infinity. This script measures it: in a temporary folder it simulates the
+demo cohort twice, with noise and without (``demo.noise: false``: same anatomy, contrast and bias field), runs
+the workflow's ingest and preprocess on each with `config/config.yaml`, and scores, on each test subject inside
+the noisy run's mask, with the workflow's own metrics (`pipeline.evaluate.masked_metrics`):
+
+- ``noise-free target``: the noise-free T2w, normalised by preprocessing on its own;
+- ``noise-free target, fitted``: the same after the least-squares affine intensity map onto the noisy T2w in the
+  mask. The map is fitted on the truth, so this oracle is slightly optimistic: it is the most a model that got
+  the physics exactly right could score;
+- ``noisy target, Gaussian sigma s``: the truth itself smoothed (what denoising alone costs; it keeps part of the
+  truth's own noise, so it is not reachable by a translator);
+- with ``--run-dir``: the run's model outputs (``results/infer/<model>/<subject>_T2w.nii.gz``).
+
+Prints a markdown table and writes it to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def prepare(root: Path, config: dict, noise: bool) -> Path:
+    """Simulate, ingest and preprocess the demo cohort under `root`; returns its subjects.tsv."""
+    demo = {**config.get("demo", {}), "noise": noise}
+    steps = [
+        ["demo", "--params", json.dumps(demo), "--out", "results/demo"],
+        ["ingest", "--input", "results/demo", "--out", "results/ingest", "--params", json.dumps(config["ingest"])],
+        ["preprocess", "--manifest", "results/ingest/manifest.tsv", "--out", "results/preprocess",
+         "--params", json.dumps(config["preprocess"]), "--seed", str(config["seed"])],
+    ]
+    root.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+        subprocess.run([sys.executable, "-m", "pipeline", *step], cwd=root, check=True, capture_output=True)
+    return root / "results" / "preprocess" / "subjects.tsv"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import nibabel as nib
+    from scipy.ndimage import gaussian_filter
+
+    from pipeline.config import EvaluateConfig, parse_section
+    from pipeline.evaluate import masked_metrics
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=REPO / "config" / "config.yaml")
+    parser.add_argument("--target", default="T2w")
+    parser.add_argument("--run-dir", type=Path, default=None, help="a finished run, to score its model outputs too")
+    parser.add_argument("--models", nargs="*", default=["cyclegan"], help="model folders under results/infer")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "translation_ceiling.md")
+    args = parser.parse_args(argv)
+
+    config = yaml.safe_load(args.config.read_text())
+    cfg = parse_section(EvaluateConfig, config.get("evaluate", {}), "evaluate")
+    splits = set(cfg.splits)
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="ceiling-") as tmp:
+        noisy_tsv = prepare(Path(tmp) / "noisy", config, noise=True)
+        clean_tsv = prepare(Path(tmp) / "clean", config, noise=False)
+        with noisy_tsv.open(newline="") as fh:
+            subjects = [r["subject"] for r in csv.DictReader(fh, delimiter="\t") if r["split"] in splits]
+
+        def load(path: Path) -> np.ndarray:
+            return np.asarray(nib.load(path).dataobj, dtype=np.float32)
+
+        for subject in subjects:
+            sub = f"results/preprocess/{subject}"
+            truth = load(noisy_tsv.parents[2] / sub / f"{args.target}.nii.gz")
+            mask = load(noisy_tsv.parents[2] / sub / "mask.nii.gz") > 0
+            clean = load(clean_tsv.parents[2] / sub / f"{args.target}.nii.gz")
+            design = np.stack([clean[mask], np.ones(int(mask.sum()), np.float32)], axis=1)
+            gain, offset = np.linalg.lstsq(design, truth[mask], rcond=None)[0]
+            candidates = {"noise-free target": clean, "noise-free target, fitted": gain * clean + offset}
+            for sigma in (0.5, 0.8, 1.0):
+                candidates[f"noisy target, Gaussian sigma {sigma}"] = gaussian_filter(truth, sigma)
+            if args.run_dir is not None:
+                for model in args.models:
+                    path = args.run_dir / "results" / "infer" / model / f"{subject}_{args.target}.nii.gz"
+                    if path.is_file():
+                        candidates[f"model: {model}"] = load(path)
+            for name, image in candidates.items():
+                scores.setdefault(name, {})[subject] = masked_metrics(image, truth, mask, cfg)
+
+    lines = [f"# Translation ceiling: {args.target} of the demo's {'/'.join(sorted(splits))} subjects", "",
+             f"Command: `python benchmarks/translation_ceiling.py {' '.join(argv or sys.argv[1:])}`", "",
+             "| image scored against the noisy target | " + " | ".join(f"SSIM {s}" for s in subjects)
+             + " | SSIM mean | PSNR mean (dB) |", "|---" * (len(subjects) + 3) + "|"]
+    for name, per in scores.items():
+        ssim = [per[s]["ssim"] for s in subjects]
+        psnr = statistics.mean(per[s]["psnr"] for s in subjects)
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in ssim)
+                     + f" | {statistics.mean(ssim):.3f} | {psnr:.2f} |")
+    text = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
