@@ -19,7 +19,8 @@ Sections (`--only`, comma-separated; default all):
            the reference's default), and the reference CycleGAN step re-implemented
            (`reference_cyclegan.py`) timed interleaved with ours; on CUDA also CycleGAN at 2D 256 x 256
            (resnet_9blocks, 64 filters: the paper's setting) and 3D 96^3 (resnet_6blocks, 32 filters), with
-           peak CUDA memory (``max_memory_allocated``). ``--precisions`` picks the CUDA precisions (``fp32``:
+           the case's own peak CUDA memory (its resident weights, gradients, optimiser moments and batch, plus
+           the transient peak of its step over ``memory_allocated`` before it). ``--precisions`` picks the CUDA precisions (``fp32``:
            plain fp32, PyTorch's default TF32 convolutions; ``bf16``: the fast path, bf16 autocast), and
            ``--cudnn-benchmark`` lets cuDNN autotune (what ``deterministic: false`` does in training). Model FLOPs per step: ``FlopCounterMode``
            over one full step (forwards and backwards of every network; textbook convolutions, i.e.
@@ -323,13 +324,14 @@ def train_steps(devices: list[str], repeats: int, warmup: int, cases: list[str],
     rows = []
     for device in devices:
         dev = torch.device(device)
-        built = {}
+        built, resident = {}, {}
         for precision in _precisions(device, precisions):
             for name in cases:
                 model, overrides, phase, ref_s, ref_label = TRAIN_CASES[name]
                 if (model == "reference_cyclegan" and dev.type != "cpu") or (
                         name in CUDA_ONLY_CASES and dev.type != "cuda"):
                     continue
+                before = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
                 try:
                     step, desc = _build_step(model, overrides, phase, device, precision)
                     for _ in range(warmup):
@@ -339,6 +341,8 @@ def train_steps(devices: list[str], repeats: int, warmup: int, cases: list[str],
                 except torch.OutOfMemoryError as exc:
                     log.error("%s on %s (%s): out of memory: %s", name, device, precision, exc)
                     continue
+                # the case's resident state: weights, gradients, optimiser moments, its batch
+                resident[(name, precision)] = torch.cuda.memory_allocated(dev) - before if dev.type == "cuda" else 0
                 built[(name, precision)] = (step, desc, flops, ref_s, ref_label)
                 log.info("%s on %s (%s): %.1f GFLOP per step", name, device, precision, flops / 1e9)
         wall: dict[tuple[str, str], list[float]] = {k: [] for k in built}
@@ -347,6 +351,7 @@ def train_steps(devices: list[str], repeats: int, warmup: int, cases: list[str],
         for _ in range(repeats):
             for name, (step, *_rest) in built.items():
                 if dev.type == "cuda":
+                    base = torch.cuda.memory_allocated(dev)
                     torch.cuda.reset_peak_memory_stats(dev)
                 _sync(dev)
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -355,7 +360,8 @@ def train_steps(devices: list[str], repeats: int, warmup: int, cases: list[str],
                 wall[name].append(time.perf_counter() - t0)
                 cpu[name].append(time.process_time() - c0)
                 if dev.type == "cuda":
-                    peak_mem[name] = torch.cuda.max_memory_allocated(dev) / 2**20
+                    # this case alone: its resident state + its step's transient peak (not the other cases')
+                    peak_mem[name] = (resident[name] + torch.cuda.max_memory_allocated(dev) - base) / 2**20
         for (name, precision), (_, desc, flops, ref_s, ref_label) in built.items():
             s = _stats(wall[name, precision])
             achieved = flops / s["median"] / 1e9
