@@ -14,7 +14,11 @@ the noisy run's mask, with the workflow's own metrics (`pipeline.evaluate.masked
   the physics exactly right could score;
 - ``noisy target, Gaussian sigma s``: the truth itself smoothed (what denoising alone costs; it keeps part of the
   truth's own noise, so it is not reachable by a translator);
-- with ``--run-dir``: the run's model outputs (``results/infer/<model>/<subject>_T2w.nii.gz``).
+- with ``--run-dir``: the run's model outputs (``results/infer/<model>/<subject>_T2w.nii.gz``);
+- with ``--paired-seconds N``: the same generator as the run's CycleGAN (``--run-dir``; else the default config's),
+  trained for N seconds with an L1 loss on *paired* T1w/T2w crops of the training subjects and applied with the
+  model file's inference settings: what supervision with the registered target would reach with this network,
+  the bound an unpaired model is measured against.
 
 Prints a markdown table and writes it to ``--out``.
 """
@@ -28,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +40,15 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+
+def default_blob() -> dict:
+    """A model file of the default CycleGAN config (untrained): its architecture and inference settings."""
+    from pipeline.config import CycleGANConfig
+    from pipeline.models.cyclegan import CycleGAN
+
+    cfg = CycleGANConfig()
+    return CycleGAN(cfg, roi_size=[cfg.patch_size] * cfg.spatial_dims).model_file(0)
 
 
 def prepare(root: Path, config: dict, noise: bool) -> Path:
@@ -52,18 +66,71 @@ def prepare(root: Path, config: dict, noise: bool) -> Path:
     return root / "results" / "preprocess" / "subjects.tsv"
 
 
+def paired_generator(subjects_tsv: Path, blob: dict, source: str, target: str, seconds: float, seed: int = 0):
+    """The blob's generator architecture, trained for `seconds` with L1 on paired (source, target) 2D crops."""
+    import nibabel as nib
+    import torch
+
+    from pipeline.models.cyclegan import build_generator
+
+    torch.manual_seed(seed)
+    kw = dict(blob["generator"]["kwargs"])
+    net = build_generator(kw.pop("kind"), **kw)
+    info = blob["translation"]
+    axis, crop, batch_size = info["slice_axis"], int(blob["inference"]["roi_size"][0]), 8
+    root = subjects_tsv.parents[2]
+    with subjects_tsv.open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["split"] == "train"]
+    pairs = []
+    for r in rows:
+        a, b, m = (np.moveaxis(np.asarray(nib.load(root / r[k]).dataobj, np.float32), axis, 0)
+                   for k in (source, target, "mask"))
+        keep = (m > 0).any(axis=(1, 2))
+        pairs.append((a[keep], b[keep]))
+    rng = np.random.default_rng(seed)
+
+    def draw() -> tuple:
+        xs, ys = [], []
+        for _ in range(batch_size):
+            a, b = pairs[rng.integers(len(pairs))]
+            z, i, j = rng.integers(len(a)), rng.integers(a.shape[1] - crop + 1), rng.integers(a.shape[2] - crop + 1)
+            xa, xb = a[z, i:i + crop, j:j + crop], b[z, i:i + crop, j:j + crop]
+            if rng.random() < 0.5:
+                xa, xb = xa[::-1], xb[::-1]
+            xs.append(np.ascontiguousarray(xa))
+            ys.append(np.ascontiguousarray(xb))
+        return (torch.from_numpy(np.stack(xs))[:, None] * 2 - 1, torch.from_numpy(np.stack(ys))[:, None] * 2 - 1)
+
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    start, steps = time.perf_counter(), 0
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for group in optimiser.param_groups:  # constant, then linear decay over the second half
+            group["lr"] = 1e-3 * min(1.0, 2.0 * (1.0 - elapsed / seconds))
+        x, y = draw()
+        loss = (net(x) - y).abs().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        steps += 1
+    return net.eval(), steps
+
+
 def main(argv: list[str] | None = None) -> int:
     import nibabel as nib
     from scipy.ndimage import gaussian_filter
 
     from pipeline.config import EvaluateConfig, parse_section
     from pipeline.evaluate import masked_metrics
+    from pipeline.gan.checkpoint import load_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=REPO / "config" / "config.yaml")
     parser.add_argument("--target", default="T2w")
     parser.add_argument("--run-dir", type=Path, default=None, help="a finished run, to score its model outputs too")
     parser.add_argument("--models", nargs="*", default=["cyclegan"], help="model folders under results/infer")
+    parser.add_argument("--source", default="T1w")
+    parser.add_argument("--paired-seconds", type=float, default=0.0,
+                        help="also train the generator with L1 on paired crops for this long (0: skip)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "translation_ceiling.md")
     args = parser.parse_args(argv)
 
@@ -76,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         clean_tsv = prepare(Path(tmp) / "clean", config, noise=False)
         with noisy_tsv.open(newline="") as fh:
             subjects = [r["subject"] for r in csv.DictReader(fh, delimiter="\t") if r["split"] in splits]
+        paired = None
+        if args.paired_seconds > 0:
+            from pipeline.models.cyclegan import translate
+
+            model_file = args.run_dir / "results" / "models" / "cyclegan" / "model.pt" if args.run_dir else None
+            blob = default_blob() if model_file is None or not model_file.is_file() else load_checkpoint(model_file)
+            paired, paired_steps = paired_generator(noisy_tsv, blob, args.source, args.target, args.paired_seconds)
 
         def load(path: Path) -> np.ndarray:
             return np.asarray(nib.load(path).dataobj, dtype=np.float32)
@@ -90,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             candidates = {"noise-free target": clean, "noise-free target, fitted": gain * clean + offset}
             for sigma in (0.5, 0.8, 1.0):
                 candidates[f"noisy target, Gaussian sigma {sigma}"] = gaussian_filter(truth, sigma)
+            if paired is not None:
+                candidates[f"paired L1 generator ({paired_steps} steps)"] = translate(
+                    load(noisy_tsv.parents[2] / sub / f"{args.source}.nii.gz"), paired, blob)
             if args.run_dir is not None:
                 for model in args.models:
                     path = args.run_dir / "results" / "infer" / model / f"{subject}_{args.target}.nii.gz"
