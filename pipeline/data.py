@@ -23,7 +23,7 @@ import torch
 
 from pipeline.gan.loop import step_seed
 from pipeline.io.nifti import load_nifti
-from pipeline.volume_cache import CachedArray, LazyVolumes, VolumeCache
+from pipeline.volume_cache import LazyVolumes, VolumeCache, pad_to
 
 log = logging.getLogger(__name__)
 
@@ -127,15 +127,6 @@ def load_sr_pairs(data_dir: str | Path, modality: str, split: str | Sequence[str
     return pairs
 
 
-def _pad_to(a: np.ndarray | CachedArray, shape: Sequence[int]) -> np.ndarray | CachedArray:
-    """Zero-pad `a` at the end of each axis up to `shape` (no-op where already large enough; a cached
-    array is only seen padded, nothing is written)."""
-    pad = [(0, max(0, s - n)) for n, s in zip(a.shape, shape, strict=True)]
-    if not any(p[1] for p in pad):
-        return a
-    return a.padded(shape) if isinstance(a, CachedArray) else np.pad(a, pad)
-
-
 class SRPatchSampler:
     """Batches of (lr, hr, skip) crops; ``sampler(step)`` is a pure function of (seed, step).
 
@@ -219,9 +210,9 @@ class SRPatchSampler:
         for i in range(len(self.lr)):  # zero-pad every subject up to a crop
             lr_shape = [max(n, lr_patch.get(a, 0)) for a, n in enumerate(self.lr[i].shape)]
             hr_shape = [n * f for n, f in zip(lr_shape, self.factors, strict=True)]
-            self.lr[i], self.hr[i] = _pad_to(self.lr[i], lr_shape), _pad_to(self.hr[i], hr_shape)
+            self.lr[i], self.hr[i] = pad_to(self.lr[i], lr_shape), pad_to(self.hr[i], hr_shape)
             if self.skip:
-                self.skip[i] = _pad_to(self.skip[i], hr_shape)
+                self.skip[i] = pad_to(self.skip[i], hr_shape)
         log.info("sampler: %d subject(s), factors %s, %dD, LR crop %s, batch %d%s", len(self.subjects),
                  self.factors, spatial_dims, [lr_patch[a] for a in self.axes], batch_size,
                  f"; volumes cached on disk in {cache.root} ({cache.nbytes / 2**20:.0f} MB)" if cache else "")

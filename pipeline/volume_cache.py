@@ -247,6 +247,15 @@ class VolumeCache:
         self.close()
 
 
+def pad_to(a: np.ndarray | CachedArray, shape: Sequence[int]) -> np.ndarray | CachedArray:
+    """Zero-pad `a` at the end of each axis up to `shape` (no-op where already large enough; a cached
+    array is only seen padded, nothing is written)."""
+    pad = [(0, max(0, s - n)) for n, s in zip(a.shape, shape, strict=True)]
+    if not any(p[1] for p in pad):
+        return a
+    return a.padded(shape) if isinstance(a, CachedArray) else np.pad(a, pad)
+
+
 def _remove(root: Path, parent: Path | None) -> None:
     shutil.rmtree(root, ignore_errors=True)
     if parent is not None:

@@ -51,7 +51,7 @@ from pipeline.gan.loop import step_seed
 from pipeline.gan.losses import d_loss, g_loss
 from pipeline.io.nifti import load_nifti
 from pipeline.nets.resnet_generator import build_generator, init_weights, size_multiple
-from pipeline.volume_cache import CachedArray, LazyVolumes, VolumeCache
+from pipeline.volume_cache import LazyVolumes, VolumeCache, pad_to
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +183,7 @@ class UnpairedSampler:
                 patch = {a: cfg.patch_size for a in self.axes}
             for dom in domains.values():
                 for key, (image, centres) in dom.items():
-                    target = [max(n, patch.get(a, 0)) for a, n in enumerate(image.shape)]
-                    pad = [(0, t - n) for n, t in zip(image.shape, target, strict=True)]
-                    if any(p[1] for p in pad):  # (a cached image is only seen padded: nothing is written)
-                        image = image.padded(target) if isinstance(image, CachedArray) else np.pad(image, pad)
-                    dom[key] = (image, centres)
+                    dom[key] = (pad_to(image, [patch.get(a, 0) for a in range(image.ndim)]), centres)
             self.grids.append(domains)
             self.patches.append(patch)
         self.domains, self.patch = self.grids[0], self.patches[0]
