@@ -2,7 +2,8 @@
 
 Until the pool holds `size` images every fake is stored and returned unchanged. Once full, each fake is, with
 probability 0.5, swapped for a randomly chosen stored one (which the new fake replaces), otherwise returned as
-is. The pool draws from its own seeded `torch.Generator`, and `state_dict()` holds both the images and that
+is. Fakes of another size than the stored ones (the crop size changed, e.g. at the end of a resolution
+curriculum) restart the pool: past fakes of another grid cannot be mixed into the batch. The pool draws from its own seeded `torch.Generator`, and `state_dict()` holds both the images and that
 generator's state, so a resumed run continues exactly.
 """
 
@@ -31,6 +32,8 @@ class ImagePool:
         """Return a batch like `images` (N, C, ...), mixing in stored fakes once the pool is full."""
         if self.size == 0:
             return images
+        if self.images and self.images[0].shape[1:] != images.shape[1:]:
+            self.images.clear()
         out = []
         for image in images.detach():
             image = image.unsqueeze(0)

@@ -449,10 +449,6 @@ class CycleGAN(GANModel):
         opt_d = self.optimizers["D"]
         opt_d.zero_grad(set_to_none=True)
         with self.frozen("G_AB", "G_BA"):
-            for dom, fake in (("A", fake_a), ("B", fake_b)):  # the curriculum changed the crop size: old
-                pool = self.pools[dom]                            # fakes (another grid) no longer apply
-                if pool.images and pool.images[0].shape[1:] != fake.shape[1:]:
-                    pool.images.clear()
             pooled_b = self.pools["B"].query(fake_b.detach())
             pooled_a = self.pools["A"].query(fake_a.detach())
             with amp.autocast():

@@ -206,6 +206,17 @@ def test_image_pool_fills_then_swaps_half_the_time():
     assert all(out[i].flatten()[0].item() < i for i in swapped)
 
 
+def test_image_pool_restarts_when_the_fake_size_changes():
+    pool = ImagePool(size=3, seed=5)
+    for _ in range(5):
+        pool.query(torch.rand(2, 1, 8, 8))
+    assert len(pool) == 3
+    larger = torch.rand(2, 1, 16, 16)
+    out = pool.query(larger)  # no stored 8x8 fake can be returned for a 16x16 batch: the pool starts again
+    assert torch.equal(out, larger)
+    assert len(pool) == 2 and all(im.shape == (1, 1, 16, 16) for im in pool.images)
+
+
 def test_image_pool_is_deterministic_and_resumable():
     fakes = _fakes(30)
     p1, p2 = ImagePool(4, seed=9), ImagePool(4, seed=9)
