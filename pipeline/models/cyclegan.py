@@ -51,6 +51,7 @@ from pipeline.gan.loop import step_seed
 from pipeline.gan.losses import d_loss, g_loss
 from pipeline.io.nifti import load_nifti
 from pipeline.nets.resnet_generator import build_generator, init_weights, size_multiple
+from pipeline.nets.tta import average, views
 from pipeline.volume_cache import LazyVolumes, VolumeCache, pad_to
 
 log = logging.getLogger(__name__)
@@ -598,20 +599,14 @@ def translate(
     )
     amp = Precision(device, precision)
     tta = bool(inference.get("tta", False) if tta is None else tta)
-    dims = list(range(2, x.dim()))
-    flip_sets = [list(c) for k in range(len(dims) + 1) for c in itertools.combinations(dims, k)] if tta else [[]]
-    views = [(f, t) for t in ((False, True) if tta and two_d else (False,)) for f in flip_sets]  # (flips, transpose)
+    tta_views = views(x.dim() - 2, two_d) if tta else [((), False)]
+
+    def run(v: torch.Tensor) -> torch.Tensor:
+        with amp.autocast():
+            return generator(v * 2.0 - 1.0).float()
 
     def predict(t: torch.Tensor) -> torch.Tensor:
-        out = None
-        for flips, transpose in views:
-            v = t.transpose(2, 3) if transpose else t
-            with amp.autocast():
-                y = generator((v.flip(flips) if flips else v) * 2.0 - 1.0).float()
-            y = y.flip(flips) if flips else y
-            y = y.transpose(2, 3) if transpose else y
-            out = y if out is None else out + y
-        return (out / len(views) + 1.0) / 2.0  # [0, 1] <-> the generator's [-1, 1]
+        return (average(run, t, tta_views) + 1.0) / 2.0  # [0, 1] <-> the generator's [-1, 1]
 
     with torch.inference_mode():
         out = inferer(x, predict)

@@ -27,6 +27,7 @@ from pipeline.gan.base import GANModel, Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.losses import d_loss, feature_matching_loss, g_loss, pixel_loss
 from pipeline.nets.srresnet import SRResNet
+from pipeline.nets.tta import average, views
 
 log = logging.getLogger(__name__)
 
@@ -131,25 +132,16 @@ def super_resolve(
     inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian",
                                    sw_device=device, device=torch.device("cpu"))
 
-    spatial = list(range(2, x.dim()))
     model_factors = [f for a, f in enumerate(factors) if not two_d or a != slice_axis]
-    variants: list[tuple[tuple[int, ...], bool]] = [((), False)]
-    if tta:
-        flips = [tuple(d for i, d in enumerate(spatial) if mask >> i & 1) for mask in range(2 ** len(spatial))]
-        can_transpose = two_d and model_factors[0] == model_factors[1]
-        variants = [(f, t) for f in flips for t in ((False, True) if can_transpose else (False,))]
+    can_transpose = two_d and model_factors[0] == model_factors[1]
+    tta_views = views(x.dim() - 2, can_transpose) if tta else [((), False)]
+
+    def run(v: torch.Tensor) -> torch.Tensor:
+        with amp.autocast():
+            return generator.residual(v).float()
 
     def residual(t: torch.Tensor) -> torch.Tensor:
-        total = None
-        for flip, transpose in variants:
-            v = torch.flip(t, flip) if flip else t
-            v = v.transpose(2, 3) if transpose else v
-            with amp.autocast():
-                r = generator.residual(v).float()
-            r = r.transpose(2, 3) if transpose else r
-            r = torch.flip(r, flip) if flip else r
-            total = r if total is None else total + r
-        return total / len(variants)
+        return average(run, t, tta_views)
 
     with torch.inference_mode():
         out = inferer(x, residual)

@@ -1,0 +1,36 @@
+"""Test-time augmentation: average a network's output over flipped (and transposed) views of its input.
+
+Used by whole-volume inference of both models (`pipeline.models.srgan.super_resolve`,
+`pipeline.models.cyclegan.translate`): the texture a GAN invents differs between the views, the anatomy does not,
+so the average is closer to the truth.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import torch
+
+#: (flipped axes, first two spatial axes transposed) of an (N, C, *spatial) tensor
+View = tuple[tuple[int, ...], bool]
+
+
+def views(spatial_dims: int, transpose: bool) -> list[View]:
+    """Every subset of the spatial axes flipped (the identity first); with `transpose`, each also with the first
+    two spatial axes swapped (2D: the 8 symmetries of the square; 3D without: the 8 flips)."""
+    axes = range(2, 2 + spatial_dims)
+    flips = [c for k in range(spatial_dims + 1) for c in itertools.combinations(axes, k)]
+    return [(f, t) for t in ((False, True) if transpose else (False,)) for f in flips]
+
+
+def average(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, views: list[View]) -> torch.Tensor:
+    """The mean over `views` of ``fn`` applied to each view of `x`, its output mapped back to `x`'s orientation."""
+    total = None
+    for flips, transpose in views:
+        v = x.transpose(2, 3) if transpose else x
+        y = fn(v.flip(flips) if flips else v)
+        y = y.flip(flips) if flips else y
+        y = y.transpose(2, 3) if transpose else y
+        total = y if total is None else total + y
+    return total / len(views)
