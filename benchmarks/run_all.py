@@ -391,7 +391,7 @@ def _infer_worker(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     dev = torch.device(spec["device"])
-    blob = _model_blob(spec["task"], spec.get("model_file"))
+    blob = model_blob(spec["task"], spec.get("model_file"))
     rng = np.random.default_rng(0)
     if spec["task"] == "sr":
         from pipeline.models.srgan import build_generator, super_resolve
@@ -434,7 +434,7 @@ def _infer_worker(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _model_blob(task: str, model_file: str | None) -> dict[str, Any]:
+def model_blob(task: str, model_file: str | None) -> dict[str, Any]:
     """A model file's content: the given one, or one built from the default config (untrained)."""
     if model_file:
         from pipeline.gan.checkpoint import load_checkpoint

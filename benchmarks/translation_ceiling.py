@@ -40,15 +40,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def default_blob() -> dict:
-    """A model file of the default CycleGAN config (untrained): its architecture and inference settings."""
-    from pipeline.config import CycleGANConfig
-    from pipeline.models.cyclegan import CycleGAN
-
-    cfg = CycleGANConfig()
-    return CycleGAN(cfg, roi_size=[cfg.patch_size] * cfg.spatial_dims).model_file(0)
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def prepare(root: Path, config: dict, noise: bool) -> Path:
@@ -117,11 +109,11 @@ def paired_generator(subjects_tsv: Path, blob: dict, source: str, target: str, s
 
 def main(argv: list[str] | None = None) -> int:
     import nibabel as nib
+    from run_all import model_blob
     from scipy.ndimage import gaussian_filter
 
     from pipeline.config import EvaluateConfig, parse_section
     from pipeline.evaluate import masked_metrics
-    from pipeline.gan.checkpoint import load_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=REPO / "config" / "config.yaml")
@@ -148,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.models.cyclegan import translate
 
             model_file = args.run_dir / "results" / "models" / "cyclegan" / "model.pt" if args.run_dir else None
-            blob = default_blob() if model_file is None or not model_file.is_file() else load_checkpoint(model_file)
+            blob = model_blob("translation", str(model_file) if model_file and model_file.is_file() else None)
             paired, paired_steps = paired_generator(noisy_tsv, blob, args.source, args.target, args.paired_seconds)
 
         def load(path: Path) -> np.ndarray:
