@@ -77,7 +77,6 @@ class Precision:
             self.scaler.load_state_dict(state["scaler"])
 
 
-
 def adam(params: Any, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
     """Adam with PyTorch's fused kernel (one pass over all parameters; CPU and CUDA), else the default one.
 
