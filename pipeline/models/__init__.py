@@ -16,3 +16,7 @@ def build_model(name: str, cfg: Any, **kwargs: Any) -> GANModel:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
     return MODELS[name](cfg, **kwargs)
+
+# The family registry (the model-contract work renames MODELS to this): name -> GANModel subclass, whose
+# `config_class` is the family's typed config section.
+FAMILIES = MODELS

@@ -1,0 +1,1 @@
+"""Image operations shared by the stages: geometry, intensity normalisation and masks, degradations."""

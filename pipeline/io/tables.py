@@ -1,0 +1,185 @@
+"""The two tables the stages pass on: `results/ingest/manifest.tsv` and `results/preprocess/subjects.tsv`.
+
+The one reader and writer of each, and the one rule for resolving the paths they hold (`resolve_path`).
+Paths are written relative to the working directory (`table_path`); a table read from elsewhere (another
+working directory, a copied results folder) still finds its files.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.io.atomic import write_text
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------------------------------ paths
+def resolve_path(value: str | Path, table: str | Path) -> Path:
+    """Resolve a path read from a table in `results/<stage>/`.
+
+    Tried in turn: as given (absolute, or relative to the current directory), relative to the working
+    directory the table implies (two levels above its folder), and relative to the table's folder. Returns the
+    first that exists, else the first candidate.
+    """
+    path = Path(value)
+    if path.is_absolute():
+        return path
+    table = Path(table)
+    candidates = [path, table.parent.parent.parent / path, table.parent / path]
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
+def table_path(path: str | Path) -> str:
+    """A path for a table: relative to the working directory when below it, else absolute."""
+    path = Path(path).absolute()
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _cell(value: Any) -> str:
+    """One line, no tabs: a TSV cell."""
+    return " ".join(str(value).split())
+
+
+def _write_tsv(path: str | Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Path:
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c, "")) for c in columns])
+    write_text(path, buf.getvalue())
+    return Path(path)
+
+
+def _read_tsv(path: Path, required: Sequence[str], what: str, hint: str) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found ({hint})")
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}")
+        return [{k: (v or "") for k, v in rec.items() if k is not None} for rec in reader]
+
+
+# ------------------------------------------------------------------------------------------ manifest.tsv
+INGESTED = "ingested"
+SKIPPED = "skipped"
+
+# The columns of the manifest, in order (docs/stages.md). `primary` is "yes" for the one series per subject and
+# modality that later stages use, "no" for further series of the same modality (kept as run-2, run-3, ...).
+MANIFEST_COLUMNS = ("source", "status", "reason", "subject", "modality", "shape", "spacing", "output", "primary")
+
+
+@dataclasses.dataclass
+class ManifestRow:
+    """One input series (DICOM) or file (NIfTI, or anything skipped)."""
+
+    source: str
+    status: str = SKIPPED
+    reason: str = ""
+    subject: str = ""
+    modality: str = ""
+    shape: str = ""
+    spacing: str = ""
+    output: str = ""
+    primary: str = ""
+
+
+def format_shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def format_spacing(spacing: tuple[float, ...]) -> str:
+    return "x".join(f"{float(s):.4g}" for s in spacing)
+
+
+def write_manifest(rows: Sequence[ManifestRow], path: str | Path) -> Path:
+    """Write `rows` as a tab-separated table with a header line, atomically."""
+    return _write_tsv(path, MANIFEST_COLUMNS, [dataclasses.asdict(r) for r in rows])
+
+
+def read_manifest(path: str | Path) -> list[ManifestRow]:
+    """Every row of a manifest (missing trailing columns read as empty)."""
+    path = Path(path)
+    rows = _read_tsv(path, ("subject", "modality", "status", "output"), "manifest", "run the ingest stage first")
+    return [ManifestRow(**{c: rec.get(c, "") for c in MANIFEST_COLUMNS}) for rec in rows]
+
+
+def ingested_scans(manifest: str | Path) -> dict[str, dict[str, Path]]:
+    """The scans later stages use: subject -> modality -> NIfTI path (checked to exist).
+
+    Rows whose `primary` column says "no" (further series of a modality) are left out; of several remaining
+    rows for one subject and modality the first is used.
+    """
+    manifest = Path(manifest)
+    scans: dict[str, dict[str, Path]] = {}
+    for line, row in enumerate(read_manifest(manifest), start=2):
+        if row.status != INGESTED:
+            continue
+        if row.primary.strip().lower() == "no":  # a further series of the same modality
+            log.debug("%s line %d: not the primary %s series; skipped", manifest, line, row.modality)
+            continue
+        subject, modality, output = row.subject.strip(), row.modality.strip(), row.output.strip()
+        if not subject or not modality or not output:
+            raise ValueError(f"{manifest}, line {line}: an ingested row needs subject, modality and output")
+        path = resolve_path(output, manifest)
+        if not path.is_file():
+            raise FileNotFoundError(f"{manifest}, line {line}: output {output!r} does not exist")
+        by_modality = scans.setdefault(subject, {})
+        if modality in by_modality:
+            log.warning("%s: several %s scans; using %s, ignoring %s", subject, modality, by_modality[modality],
+                        output)
+            continue
+        by_modality[modality] = path
+    if not scans:
+        raise ValueError(f"{manifest}: no row with status 'ingested'; nothing to preprocess")
+    return scans
+
+
+# ------------------------------------------------------------------------------------------ subjects.tsv
+SPLITS = ("train", "val", "test")
+SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def subjects_columns(modalities: Sequence[str], lr_modalities: Sequence[str]) -> list[str]:
+    """The columns of `subjects.tsv`: subject, split, one per modality, mask, one per SR input."""
+    return ["subject", "split", *modalities, "mask", *[f"{m}_lr" for m in lr_modalities]]
+
+
+def write_subjects(rows: Sequence[Mapping[str, Any]], modalities: Sequence[str], lr_modalities: Sequence[str],
+                   path: str | Path) -> Path:
+    """Write `subjects.tsv` atomically (paths as `table_path` gives them; empty where a subject lacks one)."""
+    columns = subjects_columns(modalities, lr_modalities)
+    return _write_tsv(path, columns, [{c: row.get(c) or "" for c in columns} for row in rows])
+
+
+def read_subjects(path: str | Path, splits: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Rows of `subjects.tsv` (of `splits` when given): ``subject`` and ``split`` as strings, every other column
+    a resolved `Path`, or None where empty."""
+    path = Path(path)
+    rows = _read_tsv(path, ("subject", "split"), "subjects table", "run the preprocess stage first")
+    wanted = None if splits is None else ({splits} if isinstance(splits, str) else set(splits))
+    out = []
+    for line, row in enumerate(rows, start=2):
+        if not SUBJECT_RE.match(row["subject"]):
+            raise ValueError(f"{path}, line {line}: subject label {row['subject']!r} is not a pseudonym like sub-001")
+        if row["split"] not in SPLITS:
+            raise ValueError(f"{path}, line {line}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
+        if wanted is not None and row["split"] not in wanted:
+            continue
+        item: dict[str, Any] = {"subject": row["subject"], "split": row["split"]}
+        for key, value in row.items():
+            if key not in item:
+                item[key] = resolve_path(value, path) if value else None
+        out.append(item)
+    return out
