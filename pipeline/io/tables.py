@@ -12,7 +12,7 @@ import dataclasses
 import io
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +50,27 @@ def _cell(value: Any) -> str:
     return " ".join(str(value).split())
 
 
-def _write_tsv(path: str | Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Path:
+def _write_tsv(path: str | Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
+               cell: Callable[[Any], str] = _cell) -> Path:
+    """Write a header line and `rows` (each cell through `cell`), atomically; csv quotes what needs it."""
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row.get(c, "")) for c in columns])
+        writer.writerow([cell(row.get(c, "")) for c in columns])
     write_text(path, buf.getvalue())
     return Path(path)
 
 
-def _read_tsv(path: Path, required: Sequence[str], what: str, hint: str) -> list[dict[str, str]]:
+def read_tsv(path: str | Path, required: Sequence[str], what: str = "table", hint: str = "") -> list[dict[str, str]]:
+    """The rows of a tab-separated table with a header line, as column -> text ("" where empty).
+
+    Raises FileNotFoundError (naming `what`, and `hint` if given) when there is no file, ValueError when a
+    `required` column is missing.
+    """
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} not found ({hint})")
+        raise FileNotFoundError(f"{path}: {what} not found" + (f" ({hint})" if hint else ""))
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t")
         missing = [c for c in required if c not in (reader.fieldnames or [])]
@@ -111,7 +119,7 @@ def write_manifest(rows: Sequence[ManifestRow], path: str | Path) -> Path:
 def read_manifest(path: str | Path) -> list[ManifestRow]:
     """Every row of a manifest (missing trailing columns read as empty)."""
     path = Path(path)
-    rows = _read_tsv(path, ("subject", "modality", "status", "output"), "manifest", "run the ingest stage first")
+    rows = read_tsv(path, ("subject", "modality", "status", "output"), "manifest", "run the ingest stage first")
     return [ManifestRow(**{c: rec.get(c, "") for c in MANIFEST_COLUMNS}) for rec in rows]
 
 
@@ -158,16 +166,19 @@ def subjects_columns(modalities: Sequence[str], lr_modalities: Sequence[str]) ->
 
 def write_subjects(rows: Sequence[Mapping[str, Any]], modalities: Sequence[str], lr_modalities: Sequence[str],
                    path: str | Path) -> Path:
-    """Write `subjects.tsv` atomically (paths as `table_path` gives them; empty where a subject lacks one)."""
+    """Write `subjects.tsv` atomically (paths as `table_path` gives them; empty where a subject lacks one).
+
+    Cells are written as given (a path keeps its spaces), not collapsed to one line like the manifest's.
+    """
     columns = subjects_columns(modalities, lr_modalities)
-    return _write_tsv(path, columns, [{c: row.get(c) or "" for c in columns} for row in rows])
+    return _write_tsv(path, columns, [{c: row.get(c) or "" for c in columns} for row in rows], cell=str)
 
 
 def read_subjects(path: str | Path, splits: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Rows of `subjects.tsv` (of `splits` when given): ``subject`` and ``split`` as strings, every other column
     a resolved `Path`, or None where empty."""
     path = Path(path)
-    rows = _read_tsv(path, ("subject", "split"), "subjects table", "run the preprocess stage first")
+    rows = read_tsv(path, ("subject", "split"), "subjects table", "run the preprocess stage first")
     wanted = None if splits is None else ({splits} if isinstance(splits, str) else set(splits))
     out = []
     for line, row in enumerate(rows, start=2):

@@ -1,11 +1,11 @@
-"""Degradations, upsampling baselines, the LR affine and histogram matching (pipeline.degrade)."""
+"""Degradations, upsampling baselines, the LR affine and histogram matching (pipeline.imaging.degrade)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.degrade import degrade, histogram_match, lowpass, lr_affine, upsample
+from pipeline.imaging.degrade import degrade, histogram_match, lowpass, lr_affine, upsample
 
 INPLANE, ALL, THROUGH = (0, 1), (0, 1, 2), (2,)
 

@@ -1,4 +1,4 @@
-"""Stage 3 (pipeline.preprocess): grid, orientation, normalisation, mask, split, SR inputs and the table."""
+"""Stage 3 (pipeline.preprocessing): grid, orientation, normalisation, mask, split, SR inputs and the table."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline import preprocess as pp
-from pipeline.config import ConfigError, PreprocessConfig, load_params, parse_section
-from pipeline.degrade import lr_affine
+from pipeline.config import ConfigError, PreprocessConfig, load_params
+from pipeline.imaging.degrade import lr_affine
+from pipeline.imaging.intensity import foreground_mask, normalise
 from pipeline.io.nifti import save_nifti
+from pipeline.io.tables import SPLITS, ingested_scans, read_subjects, write_subjects
+from pipeline.preprocessing.split import assign_splits, read_overrides
+from pipeline.preprocessing.subject import load_ras
 
 HEADER = "source\tstatus\treason\tsubject\tmodality\tshape\tspacing\toutput\tprimary\n"
 
@@ -129,7 +132,7 @@ def test_stage_writes_one_grid_per_subject(cohort):
     )
 
     # read_subjects resolves the paths, also from another working directory
-    got = pp.read_subjects(cohort / "results/preprocess/subjects.tsv", split="test")
+    got = read_subjects(cohort / "results/preprocess/subjects.tsv", splits="test")
     assert len(got) == 1 and got[0]["T1w"].is_file() and got[0]["PDw"] is None
 
 
@@ -163,7 +166,7 @@ def test_load_ras_keeps_world_position_of_a_voxel(tmp_path):
     lps_aff = lps_aff.copy()
     path = save_nifti(lps_data, lps_aff, tmp_path / "lps.nii.gz")
     assert nib.aff2axcodes(nib.load(path).affine) == ("L", "P", "S")
-    img = pp._load_ras(path)
+    img = load_ras(path)
     out_aff = img.affine.numpy()
     assert nib.aff2axcodes(out_aff) == ("R", "A", "S")
     voxel = np.argwhere(img[0].numpy() == 1.0)[0]
@@ -177,7 +180,7 @@ def test_normalise_mr_percentiles_and_ct_window():
     image = rng.normal(500.0, 100.0, (20, 20, 20)).astype(np.float32)
     mask = np.zeros(image.shape, np.uint8)
     mask[5:15, 5:15, 5:15] = 1
-    out, params = pp.normalise(image, "T1w", mask, cfg)
+    out, params = normalise(image, "T1w", mask, cfg)
     low, high = np.percentile(image[mask > 0], [0.5, 99.5])
     assert params["low"] == pytest.approx(low) and params["high"] == pytest.approx(high)
     assert out.min() == 0.0 and out.max() == 1.0 and out.dtype == np.float32
@@ -187,7 +190,7 @@ def test_normalise_mr_percentiles_and_ct_window():
     )
 
     hu = np.array([-3000.0, -1000.0, 500.0, 2000.0, 3000.0], np.float32).reshape(5, 1, 1)
-    out, params = pp.normalise(hu, "CT", None, cfg)
+    out, params = normalise(hu, "CT", None, cfg)
     np.testing.assert_allclose(out.ravel(), [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-6)
     assert params["unit"] == "HU" and params["window"] == [-1000.0, 2000.0]
 
@@ -195,7 +198,7 @@ def test_normalise_mr_percentiles_and_ct_window():
 def test_foreground_mask_fills_holes_and_keeps_largest_component():
     image = _head(shape=(24, 24, 24), seed=3)
     image[1:4, 1:4, 1:4] = 900.0  # a separate bright speck outside the head
-    mask = pp.foreground_mask(image)
+    mask = foreground_mask(image)
     assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
     grid = np.meshgrid(*[np.arange(24) - 11.5] * 3, indexing="ij")
     r = np.sqrt(sum((g / (0.36 * 24)) ** 2 for g in grid))
@@ -205,9 +208,9 @@ def test_foreground_mask_fills_holes_and_keeps_largest_component():
     assert mask[12, 12, 12] == 1  # the dark hole in the middle is filled
     assert mask[2, 2, 2] == 0  # the speck is not the head
     ct = image * 1.5 - 1000.0
-    assert 2 * np.sum(pp.foreground_mask(ct, is_ct=True) & truth) / (truth.sum() * 2) > 0.85
+    assert 2 * np.sum(foreground_mask(ct, is_ct=True) & truth) / (truth.sum() * 2) > 0.85
     with pytest.raises(ValueError, match="constant"):
-        pp.foreground_mask(np.zeros((8, 8, 8)))
+        foreground_mask(np.zeros((8, 8, 8)))
 
 
 # ------------------------------------------------------------------------------------------ split
@@ -222,39 +225,39 @@ RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
     ("n", "expected"), [(3, (1, 1, 1)), (5, (3, 1, 1)), (10, (6, 2, 2)), (12, (7, 3, 2))]
 )
 def test_split_counts(n, expected):
-    split = pp.assign_splits(_subjects(n), RATIOS, seed=1)
-    assert tuple(sum(v == s for v in split.values()) for s in pp.SPLITS) == expected
+    split = assign_splits(_subjects(n), RATIOS, seed=1)
+    assert tuple(sum(v == s for v in split.values()) for s in SPLITS) == expected
 
 
 def test_split_small_cohorts_and_zero_ratio():
-    assert set(pp.assign_splits(_subjects(1), RATIOS, 0).values()) == {"train"}
-    no_val = pp.assign_splits(_subjects(6), {"train": 0.8, "val": 0.0, "test": 0.2}, 0)
+    assert set(assign_splits(_subjects(1), RATIOS, 0).values()) == {"train"}
+    no_val = assign_splits(_subjects(6), {"train": 0.8, "val": 0.0, "test": 0.2}, 0)
     assert "val" not in no_val.values() and "test" in no_val.values()
 
 
 def test_split_is_deterministic_and_seeded():
     subjects = _subjects(20)
-    a = pp.assign_splits(subjects, RATIOS, seed=7)
-    assert pp.assign_splits(list(reversed(subjects)), RATIOS, seed=7) == a
-    others = [pp.assign_splits(subjects, RATIOS, seed=s) for s in range(8, 12)]
+    a = assign_splits(subjects, RATIOS, seed=7)
+    assert assign_splits(list(reversed(subjects)), RATIOS, seed=7) == a
+    others = [assign_splits(subjects, RATIOS, seed=s) for s in range(8, 12)]
     assert any(o != a for o in others)
 
 
 def test_split_overrides_pin_subjects_and_keep_ratios(tmp_path):
     path = tmp_path / "subjects.tsv"
     path.write_text("subject\tsplit\tnote\nsub-001\ttest\tpinned\nsub-002\ttest\t\nsub-003\t\tno override\n")
-    overrides = pp.read_overrides(path)
+    overrides = read_overrides(path)
     assert overrides == {"sub-001": "test", "sub-002": "test"}
-    split = pp.assign_splits(_subjects(10), RATIOS, seed=3, overrides=overrides)
+    split = assign_splits(_subjects(10), RATIOS, seed=3, overrides=overrides)
     assert split["sub-001"] == split["sub-002"] == "test"
-    assert tuple(sum(v == s for v in split.values()) for s in pp.SPLITS) == (6, 2, 2)
+    assert tuple(sum(v == s for v in split.values()) for s in SPLITS) == (6, 2, 2)
 
     path.write_text("subject\tsplit\nsub-001\ttesting\n")
     with pytest.raises(ValueError, match=r"subjects.tsv, line 2: split 'testing'"):
-        pp.read_overrides(path)
+        read_overrides(path)
     path.write_text("subject\tfold\nsub-001\t1\n")
     with pytest.raises(ValueError, match="missing column"):
-        pp.read_overrides(path)
+        read_overrides(path)
 
 
 def test_stage_uses_the_override_file(cohort):
@@ -270,23 +273,38 @@ def test_read_manifest_checks(tmp_path):
     manifest.parent.mkdir(parents=True)
     manifest.write_text("source\tstatus\n")
     with pytest.raises(ValueError, match="missing column"):
-        pp.read_manifest(manifest)
+        ingested_scans(manifest)
     manifest.write_text(HEADER + "x\tskipped\tbad\t\t\t\t\t\t\n")
     with pytest.raises(ValueError, match="no row with status 'ingested'"):
-        pp.read_manifest(manifest)
+        ingested_scans(manifest)
     # an output relative to the manifest's folder is found too
     save_nifti(np.ones((4, 4, 4)), np.eye(4), manifest.parent / "sub-001" / "a.nii.gz")
     manifest.write_text(HEADER + "x\tingested\t\tsub-001\tT1w\t\t\tsub-001/a.nii.gz\t\n")
-    assert pp.read_manifest(manifest)["sub-001"]["T1w"].is_file()
+    assert ingested_scans(manifest)["sub-001"]["T1w"].is_file()
     with pytest.raises(FileNotFoundError, match="manifest not found"):
-        pp.read_manifest(tmp_path / "none.tsv")
+        ingested_scans(tmp_path / "none.tsv")
 
+
+def test_subjects_table_round_trip_keeps_paths_as_written(tmp_path):
+    folder = tmp_path / "my  data" / "results" / "preprocess"
+    image = save_nifti(np.ones((4, 4, 4)), np.eye(4), folder / "sub-001" / "T1w.nii.gz")
+    rows = [{"subject": "sub-001", "split": "test", "T1w": image.as_posix(), "mask": ""},
+            {"subject": "sub-002", "split": "train"}]
+    table = write_subjects(rows, ["T1w", "T2w"], ["T1w"], folder / "subjects.tsv")
+    assert table.read_text().splitlines()[0] == "subject\tsplit\tT1w\tT2w\tmask\tT1w_lr"
+    got = read_subjects(table, splits=("test", "val"))
+    assert [r["subject"] for r in got] == ["sub-001"]
+    assert got[0]["T1w"] == image and got[0]["T2w"] is None and got[0]["mask"] is None  # the double space kept
+    assert len(read_subjects(table)) == 2
+    table.write_text("subject\tsplit\nsub-001\ttesting\n")
+    with pytest.raises(ValueError, match="line 2: split 'testing'"):
+        read_subjects(table)
 
 def test_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="thick_slice"):
         load_params('{"sr": {"method": "thick_slice"}}', PreprocessConfig, "preprocess")
     with pytest.raises(ConfigError, match="scale"):
-        parse_section(PreprocessConfig, {"sr": {"scale": 3}}, "preprocess")
+        load_params('{"sr": {"scale": 3}}', PreprocessConfig, "preprocess")
     with pytest.raises(ConfigError, match="mr_percentiles"):
-        parse_section(PreprocessConfig, {"mr_percentiles": [99, 1]}, "preprocess")
-    assert parse_section(PreprocessConfig, {"spacing": None}).spacing is None
+        load_params('{"mr_percentiles": [99, 1]}', PreprocessConfig, "preprocess")
+    assert load_params('{"spacing": null}', PreprocessConfig, "preprocess").spacing is None

@@ -1,0 +1,135 @@
+"""One subject's preprocessing: RAS, one grid for every modality, mask, normalisation, padding, SR inputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import PreprocessConfig
+from pipeline.imaging.intensity import background, foreground_mask, normalise
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("T1w", "T2w", "PDw", "FLAIR", "CT")
+SR_AXES = {"inplane": (0, 1), "all": (0, 1, 2), "through": (2,)}
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # nibabel's RAS+ world convention
+
+
+def load_ras(path: Path):
+    """Load a NIfTI as a channel-first MONAI MetaTensor, reoriented to RAS."""
+    from monai.transforms import LoadImage, Orientation
+
+    try:
+        # MONAI registers every reader it knows; some warn that an optional codec is missing.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*nvImageCodec.*", category=UserWarning)
+            loader = LoadImage(image_only=True, ensure_channel_first=True, reader="NibabelReader")
+        image = loader(str(path))
+    except Exception as exc:  # MONAI wraps reader errors in several types
+        raise ValueError(f"{path}: cannot be read as NIfTI ({exc})") from exc
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(
+            f"{path}: expected a 3-D scalar volume, got shape {tuple(image.shape[1:])} x {image.shape[0]} channel(s)"
+        )
+    return Orientation(axcodes="RAS", labels=RAS_LABELS)(image)
+
+
+def preprocess_subject(
+    subject: str, scans: Mapping[str, Path], cfg: PreprocessConfig, out_dir: str | Path
+) -> dict[str, Any]:
+    """Preprocess one subject's scans into `out_dir/<subject>/`; return {name: written path}."""
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import DivisiblePad, ResampleToMatch, Spacing
+
+    from pipeline.imaging.degrade import degrade, lr_affine
+    from pipeline.io.atomic import write_text
+    from pipeline.io.nifti import save_nifti
+
+    subject_dir = Path(out_dir) / subject
+    ref_modality = next((m for m in cfg.reference_modalities if m in scans), None) or sorted(scans)[0]
+    order = [ref_modality] + [m for m in modality_order(scans) if m != ref_modality]
+
+    # Geometry: reference to the target spacing, every other modality onto the reference grid.
+    grid: dict[str, Any] = {}
+    for modality in order:
+        image = load_ras(scans[modality])
+        pad = background(modality, cfg)
+        if modality == ref_modality:
+            if cfg.spacing is not None:
+                image = Spacing(pixdim=cfg.spacing, mode="bilinear", padding_mode="zeros")(image - pad) + pad
+            reference = image
+        else:
+            image = (
+                ResampleToMatch(mode="bilinear", padding_mode="zeros")(image - pad, img_dst=reference) + pad
+            )
+        grid[modality] = image
+
+    mask = foreground_mask(grid[ref_modality][0].numpy(), is_ct=ref_modality == "CT")
+    if not mask.any():
+        raise ValueError(f"{subject}: empty foreground mask on {scans[ref_modality]}")
+
+    params: dict[str, Any] = {}
+    channels = []
+    for modality in order:
+        normed, params[modality] = normalise(grid[modality][0].numpy(), modality, mask, cfg)
+        channels.append(normed)
+    channels.append(mask.astype(np.float32))
+
+    # Pad (value 0 = background after normalisation) so the SR axes divide by the scale; one grid for all.
+    axes = SR_AXES[cfg.sr.axes]
+    k = [cfg.sr.scale if a in axes else 1 for a in range(3)]
+    stacked = MetaTensor(torch.from_numpy(np.stack(channels)), affine=reference.affine.clone())
+    padded = DivisiblePad(k=k, mode="constant", method="symmetric")(stacked)
+    affine = padded.affine.numpy().astype(np.float64)
+    volumes = padded.numpy()
+
+    written: dict[str, Any] = {}
+    for i, modality in enumerate(order):
+        written[modality] = save_nifti(volumes[i], affine, subject_dir / f"{modality}.nii.gz")
+    written["mask"] = save_nifti(
+        (volumes[-1] > 0.5).astype(np.uint8), affine, subject_dir / "mask.nii.gz", dtype=np.uint8
+    )
+
+    for modality in cfg.sr.modalities:
+        if modality not in order:
+            continue
+        if modality == "CT" and cfg.sr.method == "kspace":
+            log.warning(
+                "%s: k-space truncation models an MR acquisition; applied to CT as configured", subject
+            )
+        lr = degrade(volumes[order.index(modality)], cfg.sr.scale, cfg.sr.method, axes)
+        written[f"{modality}_lr"] = save_nifti(
+            lr, lr_affine(affine, cfg.sr.scale, axes), subject_dir / f"{modality}_lr.nii.gz"
+        )
+        params[modality]["lr"] = {
+            "file": f"{modality}_lr.nii.gz",
+            "method": cfg.sr.method,
+            "scale": cfg.sr.scale,
+            "axes": list(axes),
+            "shape": list(lr.shape),
+            "value_range": [float(lr.min()), float(lr.max())],
+        }
+
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    for modality in order:
+        params[modality].update(
+            {
+                "reference": ref_modality,
+                "shape": list(volumes.shape[1:]),
+                "spacing": [round(float(s), 6) for s in spacing],
+            }
+        )
+    write_text(subject_dir / "normalisation.json", json.dumps(params, indent=2) + "\n")
+    return written
+
+
+def modality_order(names: Iterable[str]) -> list[str]:
+    """Known modalities in canonical order, then any others alphabetically."""
+    return [m for m in MODALITIES if m in names] + sorted(set(names) - set(MODALITIES))
