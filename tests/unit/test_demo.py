@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import gzip
 import json
 import re
@@ -16,25 +15,31 @@ import numpy as np
 import pydicom
 import pytest
 
-from pipeline import demo
 from pipeline.cli import main as cli_main
-from pipeline.config import DemoConfig, IngestConfig
+from pipeline.config import DemoConfig, IngestConfig, to_dict
+from pipeline.demo.cohort import generate_demo
+from pipeline.demo.simulate import MODALITIES, SEQUENCES, TISSUE_PARAMS, TISSUES, simulate_subject, spin_echo
 
 CFG = DemoConfig(n_subjects=3, n_dicom=2, voxel_mm=4.0, seed=5)
 IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "AccessionNumber", "StudyDate")
+
+
+def _with(**changes) -> DemoConfig:
+    """`CFG` with some keys changed (validated like any config)."""
+    return DemoConfig(**{**to_dict(CFG), **changes})
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     """The small cohort, generated once through the CLI."""
     out = tmp_path_factory.mktemp("demo")
-    assert cli_main(["demo", "--params", json.dumps(dataclasses.asdict(CFG)), "--out", str(out)]) == 0
+    assert cli_main(["demo", "--params", json.dumps(to_dict(CFG)), "--out", str(out)]) == 0
     return out
 
 
 @pytest.fixture(scope="module")
 def subjects():
-    return [demo.simulate_subject(CFG, i) for i in range(CFG.n_subjects)]
+    return [simulate_subject(CFG, i) for i in range(CFG.n_subjects)]
 
 
 def _participants(out):
@@ -57,12 +62,12 @@ def _canonical(data, affine) -> nib.Nifti1Image:
 
 # ------------------------------------------------------------------------------------------------ physics
 def test_signal_equation_orders_tissues():
-    sig = {m: {t: demo.spin_echo(p[2], p[0], p[1], *demo.SEQUENCES[m]) for t, p in demo.TISSUE_PARAMS.items()}
-           for m in demo.MODALITIES}
+    sig = {m: {t: spin_echo(p[2], p[0], p[1], *SEQUENCES[m]) for t, p in TISSUE_PARAMS.items()}
+           for m in MODALITIES}
     assert sig["T1w"]["WM"] > sig["T1w"]["GM"] > sig["T1w"]["CSF"]
     assert sig["T2w"]["CSF"] > sig["T2w"]["GM"] > sig["T2w"]["WM"]
     assert sig["PDw"]["CSF"] > sig["PDw"]["WM"] and sig["PDw"]["GM"] > sig["PDw"]["WM"]
-    assert demo.spin_echo(1.0, 1000.0, 100.0, 1000.0, 0.0) == pytest.approx(1 - np.exp(-1))
+    assert spin_echo(1.0, 1000.0, 100.0, 1000.0, 0.0) == pytest.approx(1 - np.exp(-1))
 
 
 def test_contrast_order_in_generated_images(subjects):
@@ -72,7 +77,7 @@ def test_contrast_order_in_generated_images(subjects):
         mean = {}
         for modality, image in subject.images.items():
             mean[modality] = {}
-            for t, tissue in enumerate(demo.TISSUES):
+            for t, tissue in enumerate(TISSUES):
                 voxels = image[pure & (dominant == t)]
                 assert voxels.size > 30, (subject.label, tissue)
                 mean[modality][tissue] = float(voxels.mean())
@@ -98,10 +103,10 @@ def test_subjects_differ_in_shape_and_intensity(subjects):
 
 # ------------------------------------------------------------------------------------------------ determinism
 def test_same_seed_same_voxels_other_seed_differs(subjects):
-    again = demo.simulate_subject(CFG, 1)
-    for modality in demo.MODALITIES:
+    again = simulate_subject(CFG, 1)
+    for modality in MODALITIES:
         np.testing.assert_array_equal(again.images[modality], subjects[1].images[modality])
-    other = demo.simulate_subject(dataclasses.replace(CFG, seed=6), 1)
+    other = simulate_subject(_with(seed=6), 1)
     assert not np.array_equal(other.images["T1w"], subjects[1].images["T1w"])
 
 
@@ -116,7 +121,7 @@ def test_layout_and_participants(cohort):
     bids = cohort / "bids"
     assert json.loads((bids / "dataset_description.json").read_text())["BIDSVersion"]
     assert (bids / "participants.tsv").read_text().splitlines()[1].startswith("sub-demo03\t")
-    for modality in demo.MODALITIES:
+    for modality in MODALITIES:
         path = bids / "sub-demo03" / "anat" / f"sub-demo03_{modality}.nii.gz"
         assert nib.load(path).get_data_dtype() == np.int16
         assert json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())["EchoTime"] > 0
@@ -130,7 +135,7 @@ def test_dicom_series_tags_and_modality_names(cohort):
         assert sorted(series) == [2, 3, 4]
         assert len({d.StudyInstanceUID for s in series.values() for d in s}) == 1
         for number, datasets in series.items():
-            modality = demo.MODALITIES[number - 2]
+            modality = MODALITIES[number - 2]
             first = datasets[0]
             assert first.Modality == "MR" and first.SOPClassUID == pydicom.uid.MRImageStorage
             assert str(first.PatientName).startswith("DEMO^") and first.PatientBirthDate and first.AccessionNumber
@@ -196,7 +201,7 @@ def test_dicom_subjects_match_simulation_through_dcm2niix(cohort, subjects, tmp_
         proc = subprocess.run(["dcm2niix", "-z", "y", "-f", "%s", "-o", str(out), str(cohort / row["path"])],
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        for number, modality in enumerate(demo.MODALITIES, start=2):
+        for number, modality in enumerate(MODALITIES, start=2):
             got = nib.as_closest_canonical(nib.load(out / f"{number}.nii.gz"))
             expected = _canonical(subjects[index].images[modality], subjects[index].affine)
             assert got.shape == expected.shape, (row["subject"], modality)
@@ -209,21 +214,25 @@ def test_dicom_subjects_match_simulation_through_dcm2niix(cohort, subjects, tmp_
 # ------------------------------------------------------------------------------------------------ CLI
 def test_rerun_replaces_cohort_and_bad_config_fails(tmp_path, caplog):
     out = tmp_path / "demo"
-    small = dataclasses.replace(CFG, n_dicom=1)
-    demo.generate_demo(CFG, out)
-    assert cli_main(["demo", "--params", json.dumps(dataclasses.asdict(small)), "--out", str(out)]) == 0
+    small = _with(n_dicom=1)
+    generate_demo(CFG, out)
+    assert cli_main(["demo", "--params", json.dumps(to_dict(small)), "--out", str(out)]) == 0
     assert [r["format"] for r in _participants(out)] == ["dicom", "bids", "bids"]
     assert len(list((out / "dicom").iterdir())) == 1  # the earlier run's second DICOM subject is gone
     assert "DEMO^" not in caplog.text
-    bad = json.dumps({"n_subjects": 3, "n_dicom": 4})
-    assert cli_main(["demo", "--params", bad, "--out", str(tmp_path / "bad")]) == 1
-    assert "n_dicom" in caplog.text
+    # the ranges the demo needs (DemoConfig's): n_subjects >= 1, 0 <= n_dicom <= n_subjects, voxel_mm 0.5-8
+    for key, bad in (("n_dicom", {"n_subjects": 3, "n_dicom": 4}), ("n_dicom", {"n_dicom": -1}),
+                     ("n_subjects", {"n_subjects": 0, "n_dicom": 0}), ("voxel_mm", {"voxel_mm": 0.4}),
+                     ("voxel_mm", {"voxel_mm": 8.5})):
+        caplog.clear()
+        assert cli_main(["demo", "--params", json.dumps(bad), "--out", str(tmp_path / "bad")]) == 1, bad
+        assert key in caplog.text, bad
     assert not (tmp_path / "bad" / "participants.tsv").exists()
 
 
 def test_noise_free_twin_is_the_same_subject_without_noise(subjects):
     noisy = subjects[1]
-    clean = demo.simulate_subject(dataclasses.replace(CFG, noise=False), 1)
+    clean = simulate_subject(_with(noise=False), 1)
     np.testing.assert_array_equal(clean.fractions, noisy.fractions)  # same pose, warp and tissues
     assert clean.sequences == noisy.sequences
     brain = noisy.fractions.sum(axis=0) > 0.9

@@ -1,12 +1,4 @@
-"""Stage 1: the embedded demo cohort, simulated offline from a real brain template.
-
-`python -m pipeline demo --params JSON --out DIR` writes an `input_dir` for the workflow:
-
-- `DIR/dicom/...`: the first `n_dicom` subjects as DICOM series (one file per slice; several folder layouts,
-  sagittal, coronal, reversed and oblique series, made-up patient identifiers such as "DEMO^ALICE" that the
-  ingest stage strips);
-- `DIR/bids/`: the others as a BIDS dataset (`sub-demoNN/anat/sub-demoNN_{T1w,T2w,PDw}.nii.gz`, no identifiers);
-- `DIR/participants.tsv`, written last (the rule's output): subject label, format, path, sex, age.
+"""The demo cohort's subjects, simulated from a real brain template (no files written here).
 
 Anatomy: the ICBM 2009a nonlinear symmetric MNI152 template's grey- and white-matter probability maps as packaged
 in the nilearn wheel (read from the installed files; nothing is downloaded); CSF is the template's brain mask minus
@@ -20,32 +12,19 @@ NeuroImage 5:S425, 1997): T1/T2 (ms)/PD = CSF 2569/329/1.0, GM 833/83/0.86, WM 5
 T1w TR 500 / TE 15 ms (short/short), T2w TR 4000 / TE 100 ms (long/long), PDw TR 4000 / TE 15 ms (long/short),
 which give WM > GM > CSF on T1w, CSF > GM > WM on T2w and CSF >= GM > WM on PDw.
 
-Deterministic: subject `i` draws everything from `numpy.random.default_rng([seed, i])` and DICOM UIDs derive from
-the seed, so the same config gives byte-identical voxels and UIDs.
+Deterministic: subject `i` draws everything from `numpy.random.default_rng([seed, i])`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import hashlib
 import importlib.util
-import json
-import logging
-import os
-import shutil
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from pipeline import __version__
-from pipeline.config import DemoConfig, load_params
-from pipeline.io.atomic import write_text
-
-log = logging.getLogger(__name__)
+from pipeline.config import DemoConfig
 
 MODALITIES = ("T1w", "T2w", "PDw")
 TISSUES = ("CSF", "GM", "WM")
@@ -72,7 +51,8 @@ MARGIN_MM = 10.0  # field of view beyond the template brain's bounding box, room
 # DICOM subjects cycle through these acquisitions. `axcodes`: where each array axis points (nibabel letters):
 # axis 0 runs along the image rows, axis 1 down the columns, axis 2 through the slices.
 # `tilt`: rotation of the whole slice stack about the brain centre (degrees about x, y, z); non-zero = oblique.
-# `prefix`: of the study folder's name; `layout`: how series folders and files are named (`_series_layout`).
+# `prefix`: of the study folder's name; `layout`: how series folders and files are named
+# (`pipeline.demo.write._series_layout`).
 DICOM_PROTOCOLS: tuple[dict, ...] = (
     {"tilt": (0.0, 0.0, 0.0), "position": "HFS", "layout": "study_series", "prefix": "ST",
      "series": {"T1w": ("T1 MPRAGE SAG", "PIR"), "T2w": ("t2_tse_tra", "LPS"), "PDw": ("PD AX", "LPS")}},
@@ -83,7 +63,6 @@ DICOM_PROTOCOLS: tuple[dict, ...] = (
     {"tilt": (-6.0, 8.0, 0.0), "position": "HFS", "layout": "uid_named", "prefix": "Q",
      "series": {"T1w": ("T1 MPRAGE SAG", "PIR"), "T2w": ("t2_tse_cor", "LIA"), "PDw": ("PD AXIAL", "LPI")}},
 )
-FAKE_NAMES = ("ALICE", "BOB", "CAROL", "DAVE", "ERIN", "FRANK", "GRACE", "HEIDI", "IVAN", "JUDY")
 
 
 # --------------------------------------------------------------------------------------------- template
@@ -172,20 +151,6 @@ def tilted_grid(affine: np.ndarray, degrees: tuple[float, float, float], centre:
     rot[:3, :3] = _rotation(degrees)
     rot[:3, 3] = centre - rot[:3, :3] @ centre
     return rot @ affine
-
-
-def reorient(data: np.ndarray, affine: np.ndarray, axcodes: str) -> tuple[np.ndarray, np.ndarray]:
-    """The same voxels with the array axes permuted/flipped to point along `axcodes` (e.g. "LPS")."""
-    from nibabel.orientations import (
-        apply_orientation,
-        axcodes2ornt,
-        inv_ornt_aff,
-        io_orientation,
-        ornt_transform,
-    )
-
-    transform = ornt_transform(io_orientation(affine), axcodes2ornt(tuple(axcodes)))
-    return apply_orientation(data, transform), affine @ inv_ornt_aff(transform, data.shape)
 
 
 # --------------------------------------------------------------------------------------------- physics
@@ -287,85 +252,6 @@ def simulate_subject(cfg: DemoConfig, index: int, grid: tuple[np.ndarray, tuple[
     return DemoSubject(index, subject_label(index), sex, age, affine, images, fractions, sequences)
 
 
-# --------------------------------------------------------------------------------------------- writing
-def _hex(*parts: object, n: int = 8) -> str:
-    return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:n].upper()
-
-
-def fake_identity(cfg: DemoConfig, subject: DemoSubject) -> dict[str, str]:
-    """Made-up, obviously fake but realistic patient/study identification for a DICOM subject."""
-    rng = np.random.default_rng([cfg.seed, subject.index, 1])  # separate stream: voxels do not depend on it
-    year = int(rng.integers(2016, 2024))
-    study_date = f"{year}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}"
-    return {
-        "PatientName": f"DEMO^{FAKE_NAMES[subject.index % len(FAKE_NAMES)]}",
-        "PatientID": f"DM{int(rng.integers(10**6, 10**7))}",
-        "PatientBirthDate": f"{year - subject.age}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}",
-        "PatientSex": subject.sex,
-        "PatientAge": f"{subject.age:03d}Y",
-        "StudyDate": study_date,
-        "SeriesDate": study_date,
-        "StudyTime": f"{int(rng.integers(7, 18)):02d}{int(rng.integers(0, 60)):02d}00",
-        "InstitutionName": "Demo University Hospital",
-        "ReferringPhysicianName": "DEMO^REFERRER",
-        "AccessionNumber": f"A{int(rng.integers(10**7, 10**8))}",
-        "StudyID": str(int(rng.integers(1000, 9999))),
-        "StudyDescription": "MRI BRAIN ROUTINE",
-    }
-
-
-def _series_layout(layout: str, key: str, series_number: int, description: str):
-    """(folder relative to the subject's DICOM root, file-name function) for one series."""
-    if layout == "study_series":  # <study>/<series>/IM0001 (no extension)
-        return f"SE{series_number:03d}_{description.replace(' ', '_')}", lambda k: f"IM{k + 1:04d}"
-    if layout == "flat_mixed":  # every series of the study in one folder
-        return "", lambda k: f"MR{series_number:02d}{k + 1:04d}.dcm"
-    if layout == "philips":  # DICOM/PA000000/ST000000/SE00000n/IM00000k (no extension)
-        return f"DICOM/PA000000/ST000000/SE{series_number - 1:06d}", lambda k: f"IM{k:06d}"
-    if layout == "uid_named":  # two hashed folder levels, files named by a hash
-        return f"{_hex(key, 'a', n=2)}/{_hex(key, 'b', n=6)}", lambda k: f"{_hex(key, k, n=16)}.dcm"
-    raise ValueError(f"unknown DICOM layout {layout!r}")
-
-
-def write_dicom_subject(cfg: DemoConfig, subject: DemoSubject, root: Path) -> Path:
-    """Write the subject's three series under `root` (the `dicom/` folder); return its study folder."""
-    from pipeline.io.dicom_write import write_dicom_series
-
-    protocol = DICOM_PROTOCOLS[subject.index % len(DICOM_PROTOCOLS)]
-    study_dir = root / f"{protocol['prefix']}{_hex(cfg.seed, subject.index)}"
-    identity = fake_identity(cfg, subject)
-    uid_seed = f"medgan-demo/{cfg.seed}/{subject.index}"
-    for series_number, modality in enumerate(MODALITIES, start=2):
-        description, axcodes = protocol["series"][modality]
-        data, affine = reorient(subject.images[modality], subject.affine, axcodes)
-        folder, file_name = _series_layout(protocol["layout"], f"{uid_seed}/{modality}", series_number,
-                                           description)
-        tr, te = subject.sequences[modality]
-        write_dicom_series(
-            data, affine, study_dir / folder, patient=identity, series_description=description,
-            series_number=series_number, patient_position=protocol["position"], file_name=file_name,
-            uid_seed=uid_seed,
-            extra={"RepetitionTime": f"{tr:.1f}", "EchoTime": f"{te:.1f}",
-                   "MagneticFieldStrength": f"{FIELD_STRENGTH_T}", "ImagedNucleus": "1H"},
-        )
-    return study_dir
-
-
-def write_bids_subject(subject: DemoSubject, root: Path) -> Path:
-    """Write `sub-<label>/anat/sub-<label>_<modality>.nii.gz` (+ JSON sidecar) under the BIDS `root`."""
-    from pipeline.io.nifti import save_nifti
-
-    anat = root / f"sub-{subject.label}" / "anat"
-    for modality in MODALITIES:
-        stem = anat / f"sub-{subject.label}_{modality}"
-        save_nifti(subject.images[modality], subject.affine, stem.with_suffix(".nii.gz"), dtype=np.int16)
-        tr, te = subject.sequences[modality]
-        sidecar = {"MagneticFieldStrength": FIELD_STRENGTH_T, "ScanningSequence": "SE",
-                   "MRAcquisitionType": "2D", "RepetitionTime": tr / 1000, "EchoTime": te / 1000}
-        write_text(stem.with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
-    return anat.parent
-
-
 def subject_grid(cfg: DemoConfig, index: int) -> tuple[np.ndarray, tuple[int, int, int]]:
     """The grid subject `index` is simulated on: the reference grid, tilted for oblique DICOM protocols."""
     template = load_template(cfg.voxel_mm)
@@ -375,82 +261,3 @@ def subject_grid(cfg: DemoConfig, index: int) -> tuple[np.ndarray, tuple[int, in
         if any(tilt):
             affine = tilted_grid(affine, tilt, template.centre)
     return affine, shape
-
-
-def check_config(cfg: DemoConfig) -> None:
-    if cfg.n_subjects < 1:
-        raise ValueError(f"demo.n_subjects must be >= 1, got {cfg.n_subjects}")
-    if not 0 <= cfg.n_dicom <= cfg.n_subjects:
-        raise ValueError(f"demo.n_dicom must be between 0 and n_subjects ({cfg.n_subjects}), got {cfg.n_dicom}")
-    if not 0.5 <= cfg.voxel_mm <= 8.0:
-        raise ValueError(f"demo.voxel_mm must be between 0.5 and 8 mm, got {cfg.voxel_mm}")
-
-
-def _tsv(rows: list[dict[str, object]]) -> str:
-    header = list(rows[0])
-    return "\n".join(["\t".join(header), *("\t".join(str(r[h]) for h in header) for r in rows)]) + "\n"
-
-
-def generate_demo(cfg: DemoConfig, out: str | Path) -> Path:
-    """Write the whole cohort under `out` (see the module docstring); return the participants.tsv path.
-
-    Everything is built in a hidden folder inside `out` and moved into place at the end, replacing `dicom/`
-    and `bids/` of an earlier run; `participants.tsv` is removed first and written last.
-    """
-    check_config(cfg)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    participants = out / "participants.tsv"
-    participants.unlink(missing_ok=True)
-    for stale in out.glob(".partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    work = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
-    rows, bids_rows = [], []
-    try:
-        for index in range(cfg.n_subjects):
-            start = time.perf_counter()
-            subject = simulate_subject(cfg, index)
-            if index < cfg.n_dicom:
-                where = write_dicom_subject(cfg, subject, work / "dicom")
-                fmt = "dicom"
-            else:
-                where = write_bids_subject(subject, work / "bids")
-                fmt = "bids"
-                bids_rows.append({"participant_id": f"sub-{subject.label}", "sex": subject.sex, "age": subject.age})
-            rows.append({"subject": subject.label, "format": fmt, "path": where.relative_to(work).as_posix(),
-                         "sex": subject.sex, "age": subject.age})
-            log.info("%s: %s, %s, %.1f s", subject.label, fmt, "x".join(map(str, subject.images["T1w"].shape)),
-                     time.perf_counter() - start)
-        if bids_rows:
-            description = {
-                "Name": "medgan-pipeline demo cohort (simulated from the MNI152 2009 template)",
-                "BIDSVersion": "1.9.0",
-                "DatasetType": "raw",
-                "GeneratedBy": [{"Name": "medgan-pipeline demo", "Version": __version__}],
-            }
-            write_text(work / "bids" / "dataset_description.json", json.dumps(description, indent=2) + "\n")
-            write_text(work / "bids" / "participants.tsv", _tsv(bids_rows))
-        for name in ("dicom", "bids"):
-            if (out / name).exists():
-                shutil.rmtree(out / name)
-            if (work / name).exists():
-                os.replace(work / name, out / name)
-        write_text(participants, _tsv(rows))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return participants
-
-
-# --------------------------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", help="the `demo` config section: inline JSON or a YAML file (default: defaults)")
-    parser.add_argument("--out", default="results/demo", help="output folder (default: %(default)s)")
-
-
-def main(args: argparse.Namespace) -> int:
-    cfg = load_params(args.params, DemoConfig, "demo")
-    start = time.perf_counter()
-    path = generate_demo(cfg, args.out)
-    log.info("demo cohort: %d subjects (%d DICOM) in %.1f s -> %s", cfg.n_subjects, cfg.n_dicom,
-             time.perf_counter() - start, path)
-    return 0
