@@ -22,8 +22,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.ingest.manifest import ManifestRow
 from pipeline.ingest.volume import describe_error
+from pipeline.io.tables import ManifestRow
 
 log = logging.getLogger(__name__)
 

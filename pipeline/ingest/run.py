@@ -23,19 +23,12 @@ import numpy as np
 from pipeline.config import IngestConfig
 from pipeline.ingest import dicom_series, nifti_inputs
 from pipeline.ingest.discover import discover, quiet_pydicom
-from pipeline.ingest.manifest import (
-    INGESTED,
-    SKIPPED,
-    ManifestRow,
-    format_shape,
-    format_spacing,
-    write_manifest,
-)
 from pipeline.ingest.modality import ModalityMatcher
 from pipeline.ingest.pseudonym import SubjectKey, assign_pseudonyms, write_key
 from pipeline.ingest.volume import SkipInput, Volume, describe_error, storage_dtype
 from pipeline.io.atomic import write_text
 from pipeline.io.nifti import save_nifti
+from pipeline.io.tables import INGESTED, SKIPPED, ManifestRow, format_shape, format_spacing, write_manifest
 
 log = logging.getLogger(__name__)
 

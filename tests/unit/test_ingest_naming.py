@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from pipeline.config import ConfigError, IngestConfig
-from pipeline.ingest.manifest import read_manifest
 from pipeline.ingest.modality import ModalityMatcher
 from pipeline.ingest.nifti_inputs import identify
 from pipeline.ingest.pseudonym import assign_pseudonyms
 from pipeline.ingest.run import ingest
 from pipeline.ingest.volume import SkipInput
+from pipeline.io.tables import read_manifest
 from tests.unit.ingest_helpers import SECRETS, affine_for, random_volume, write_series
 
 DEFAULT = ModalityMatcher(IngestConfig().modality_patterns)

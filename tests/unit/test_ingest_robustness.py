@@ -14,8 +14,8 @@ import pydicom
 import pytest
 
 from pipeline.config import IngestConfig
-from pipeline.ingest.manifest import read_manifest
 from pipeline.ingest.run import ingest
+from pipeline.io.tables import read_manifest
 from tests.conftest import REPO
 from tests.unit.ingest_helpers import affine_for, random_volume, write_series
 
