@@ -11,14 +11,7 @@ import pydicom
 import pytest
 
 from pipeline.io.dicom_write import write_dicom_series
-
-
-def _rotation(deg_x: float, deg_y: float, deg_z: float) -> np.ndarray:
-    ax, ay, az = np.deg2rad([deg_x, deg_y, deg_z])
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
+from tests.unit.ingest_helpers import rotation
 
 
 def _affine(columns: np.ndarray, origin) -> np.ndarray:
@@ -34,8 +27,8 @@ AFFINES = {
     "axial_reversed": _affine(np.diag([-0.9, -1.1, -3.0]), [10.0, 20.0, 60.0]),
     "coronal": _affine(np.array([[-1.5, 0, 0], [0, 0, 3.0], [0, -2.0, 0]]), [5.0, -7.0, 9.0]),
     "sagittal": _affine(np.array([[0, 0, -3.0], [-1.5, 0, 0], [0, -2.0, 0]]), [5.0, -7.0, 9.0]),
-    "oblique": _affine(_rotation(12, -7, 5) @ np.diag([1.5, 1.7, 2.5]), [3.0, 4.0, 5.0]),
-    "oblique_left_handed": _affine(_rotation(20, 0, 3) @ np.diag([-1.5, 1.7, 2.5]), [-3.0, 4.0, -5.0]),
+    "oblique": _affine(rotation(12, -7, 5) @ np.diag([1.5, 1.7, 2.5]), [3.0, 4.0, 5.0]),
+    "oblique_left_handed": _affine(rotation(20, 0, 3) @ np.diag([-1.5, 1.7, 2.5]), [-3.0, 4.0, -5.0]),
 }
 
 
