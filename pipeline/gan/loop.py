@@ -7,7 +7,7 @@ continues from its last checkpoint and, on CPU, ends with the same weights as an
 
 Data-parallel under `torchrun` (`pipeline.gan.distributed`): every rank trains the same networks, wrapped in
 DistributedDataParallel, on its own shard of each step's batch (the sampler's stream of ``(seed, step, rank)``,
-see `step_seed`), so one step sees ``world_size x batch_size`` samples. Rank 0 alone writes checkpoints,
+see `pipeline.gan.seeding.step_seed`), so one step sees ``world_size x batch_size`` samples. Rank 0 alone writes checkpoints,
 history.csv, the log lines and the model files; every rank resumes from the same checkpoint, which also holds
 each rank's RNG states and model-specific state (e.g. CycleGAN's pools of past fakes).
 
@@ -22,7 +22,6 @@ import csv
 import logging
 import math
 import os
-import random
 import sys
 import time
 import warnings
@@ -31,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pipeline.gan import distributed
@@ -63,38 +61,6 @@ class TrainResult:
     resumed_from: int
     elapsed_s: float
     exported: list[Path]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (call before building the model, so initial weights are seeded)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def configure_determinism(device: torch.device, deterministic: bool = True) -> None:
-    """Deterministic kernels where PyTorch has them (warn, not fail, where it has none)."""
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = not deterministic
-        torch.backends.cudnn.deterministic = deterministic
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-
-
-def step_seed(seed: int, step: int, rank: int | None = None) -> np.random.Generator:
-    """The generator a sampler uses for step `step`: independent streams, a pure function of (seed, step).
-
-    Under DDP (world size > 1) each rank draws its own shard of the step's batch from child `rank` of the
-    step's seed sequence (`numpy.random.SeedSequence` spawn key), a pure function of (seed, step, rank);
-    `rank` defaults to this process's rank. With one process the stream is that of (seed, step) alone, as
-    it always was.
-    """
-    if rank is None:
-        where = distributed.info()
-        rank = where.rank if where.enabled else None
-    if rank is None:
-        return np.random.default_rng([seed % 2**63, step])
-    return np.random.default_rng(np.random.SeedSequence([seed % 2**63, step], spawn_key=(int(rank),)))
 
 
 class _History:

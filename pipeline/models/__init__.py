@@ -1,22 +1,36 @@
-"""The models: a plain dict from name to class. Adding one = a module + an entry here + a config section."""
+"""The GAN families: a plain dict from name to family class (`pipeline.models.contract.Family`).
+
+Adding a family = one module under `pipeline/models/`, one entry here, one config block (see
+docs/adding-a-model.md). `config.models` lists the families a run trains.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pipeline.gan.base import GANModel
+from pipeline.models.contract import Family
 from pipeline.models.cyclegan import CycleGAN
 from pipeline.models.srgan import SRGAN
 
-MODELS: dict[str, type[GANModel]] = {"srgan": SRGAN, "cyclegan": CycleGAN}
+FAMILIES: dict[str, type[Family]] = {"srgan": SRGAN, "cyclegan": CycleGAN}
 
 
-def build_model(name: str, cfg: Any, **kwargs: Any) -> GANModel:
-    """Instantiate the model `name` with its config section `cfg` (and model-specific keyword arguments)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
-    return MODELS[name](cfg, **kwargs)
+def family(name: str) -> type[Family]:
+    """The family class called `name`."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; choose one of: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]
 
-# The family registry (the model-contract work renames MODELS to this): name -> GANModel subclass, whose
-# `config_class` is the family's typed config section.
-FAMILIES = MODELS
+
+def build_model(name: str, cfg: Any, **kwargs: Any) -> Family:
+    """Instantiate the family `name` with its config section `cfg` (and family-specific keyword arguments)."""
+    return family(name)(cfg, **kwargs)
+
+
+def family_of(blob: dict[str, Any]) -> type[Family]:
+    """The family that wrote a model file (files written before "family" was recorded: by their task)."""
+    name = blob.get("family") or {cls.file_task: n for n, cls in FAMILIES.items()}.get(blob.get("task", ""))
+    if name is None:
+        raise ValueError(f"model file of task {blob.get('task')!r} names no family this pipeline knows "
+                         f"({', '.join(FAMILIES)})")
+    return family(name)

@@ -10,7 +10,6 @@ adv_weight * J_G (+ fm_weight * discriminator feature matching)``, against a dis
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -21,18 +20,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import __version__
 from pipeline.config import SRGANConfig, to_dict
-from pipeline.gan.base import GANModel, Precision, adam
+from pipeline.gan.base import Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.losses import d_loss, feature_matching_loss, g_loss, pixel_loss
+from pipeline.imaging.geometry import hr_affine_from_lr
+from pipeline.models.contract import Family, Output, inference_settings
 from pipeline.nets.srresnet import SRResNet
-from pipeline.nets.tta import average, views
+from pipeline.nets.windows import as_batch, from_batch, sliding_window
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = "medgan-model/1"
-TASK = "super-resolution"
 
 
 def cosine_factor(t: int, length: int, min_ratio: float) -> float:
@@ -113,53 +111,37 @@ def super_resolve(
     `tta`: average the learnt residual over the 8 flips/transposes of a 2D window (8 flips of a 3D window),
     undone on the outputs (self-ensemble; 8x the compute).
     """
-    from monai.inferers import SlidingWindowInferer
-
     device = torch.device(device)
     factors = [int(f) for f in sr["factors"]]
-    if lr.ndim != 3:
-        raise ValueError(f"expected a 3-D volume, got shape {lr.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))
     two_d = sr["spatial_dims"] == 2
     slice_axis = sr.get("slice_axis")
-    x = torch.movedim(x, slice_axis, 0)[:, None] if two_d else x[None, None]  # (N, 1, *spatial)
+    x = as_batch(lr, sr["spatial_dims"], slice_axis)  # (N, 1, *spatial)
     context = int(sr.get("context_slices", 0))
     if two_d and context:  # (N, 1 + 2 context, *spatial): slice n with its neighbours n - context .. n + context
         n = x.shape[0]
         x = x[(torch.arange(n)[:, None] + torch.arange(-context, context + 1)).clamp(0, n - 1), 0]
-    amp = Precision(device, precision)
-    roi = [min(int(roi_size), n) for n in x.shape[2:]]
-    inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian",
-                                   sw_device=device, device=torch.device("cpu"))
-
     model_factors = [f for a, f in enumerate(factors) if not two_d or a != slice_axis]
     can_transpose = two_d and model_factors[0] == model_factors[1]
-    tta_views = views(x.dim() - 2, can_transpose) if tta else [((), False)]
-
-    def run(v: torch.Tensor) -> torch.Tensor:
-        with amp.autocast():
-            return generator.residual(v).float()
-
-    def residual(t: torch.Tensor) -> torch.Tensor:
-        return average(run, t, tta_views)
-
+    out = sliding_window(x, generator.residual, [int(roi_size)] * (x.dim() - 2), sw_batch_size, overlap, device,
+                         precision, tta, transpose=can_transpose)
     with torch.inference_mode():
-        out = inferer(x, residual)
         skip = generator.skip(x.to(device))
         if skip is not None:
             out = out + skip.float().cpu()
-    out = torch.movedim(out[:, 0], 0, slice_axis) if two_d else out[0, 0]
+    out = from_batch(out, sr["spatial_dims"], slice_axis)
     expected = tuple(n * f for n, f in zip(lr.shape, factors, strict=True))
     if tuple(out.shape) != expected:
         raise RuntimeError(f"output shape {tuple(out.shape)} != expected {expected}")
     return out.numpy().astype(np.float32)
 
 
-class SRGAN(GANModel):
+class SRGAN(Family):
     """SRGAN super-resolution: SRResNet pretraining, then adversarial fine-tuning."""
 
     name: ClassVar[str] = "srgan"
     config_class: ClassVar[type] = SRGANConfig
+    file_task: ClassVar[str] = "super-resolution"
+    inference_keys: ClassVar[tuple[str, ...]] = ("roi_size", "sw_batch_size", "overlap", "tta")
     loss_names: ClassVar[tuple[str, ...]] = ("pixel", "adv", "fm", "G", "D", "d_real", "d_fake")
 
     def __init__(
@@ -231,8 +213,9 @@ class SRGAN(GANModel):
         The training subjects are read one at a time and their arrays cached on disk in a new folder under
         `cache_dir` (None: the system's temporary folder); `sampler.close()` deletes it.
         """
-        from pipeline.data import SRPatchSampler, sr_pairs
-        from pipeline.volume_cache import VolumeCache
+        from pipeline.data.cache import VolumeCache
+        from pipeline.data.sr_sampler import SRPatchSampler
+        from pipeline.data.volumes import normalisation_method, recorded_normalisation, sr_pairs
 
         pairs = sr_pairs(data_dir, cfg.modality, "train")
         cache = VolumeCache(cache_dir, prefix="srgan-")
@@ -243,17 +226,11 @@ class SRGAN(GANModel):
         except BaseException:
             cache.close()
             raise
-        meta: dict[str, Any] = {"modality": cfg.modality, "n_train_subjects": len(pairs)}
-        norm_file = pairs[0].hr_path.parent / "normalisation.json" if pairs[0].hr_path else None
-        if norm_file is not None and norm_file.is_file():
-            info = json.loads(norm_file.read_text()).get(cfg.modality, {})
-            meta["normalisation"] = {k: info[k] for k in ("method", "percentiles", "window", "unit", "range")
-                                     if k in info}
-            lr_info = info.get("lr", {})
-            meta["degradation"] = {k: lr_info[k] for k in ("method", "scale", "axes") if k in lr_info}
-        else:
-            log.warning("no normalisation.json beside %s; the model file records no normalisation", pairs[0].hr_path)
-            meta["normalisation"] = {"method": "unknown"}
+        info = recorded_normalisation(data_dir, pairs.names, cfg.modality)
+        lr_info = info.get("lr", {})
+        meta: dict[str, Any] = {"modality": cfg.modality, "n_train_subjects": len(pairs),
+                                "normalisation": normalisation_method(info),
+                                "degradation": {k: lr_info[k] for k in ("method", "scale", "axes") if k in lr_info}}
         return sampler, {"factors": list(sampler.factors), "slice_axis": sampler.slice_axis, "meta": meta}
 
     # -- the contract ---------------------------------------------------------------------------------
@@ -337,11 +314,7 @@ class SRGAN(GANModel):
         """The self-describing model file: everything inference needs, loadable with weights_only=True."""
         scale = max(self.factors)
         return {
-            "format": MODEL_FORMAT,
-            "task": TASK,
-            "kind": kind,
-            "package_version": __version__,
-            "torch_version": str(torch.__version__),
+            **self.model_file_header(kind),
             "generator": {"class": "SRResNet", "kwargs": copy.deepcopy(self.g_kwargs)},
             "state_dict": {k: v.detach().to("cpu") for k, v in state.items()},
             "sr": {
@@ -362,10 +335,39 @@ class SRGAN(GANModel):
                          "gan_steps": self.cfg.gan_steps, "config": to_dict(self.cfg)},
         }
 
+    # -- the family contract ---------------------------------------------------------------------------
+    @classmethod
+    def outputs(cls, cfg: SRGANConfig) -> list[Output]:
+        """The SRResNet (end of phase 1) and the SRGAN (end of phase 2), reported side by side."""
+        return [Output(name, cls.name, file, "sr", f"{cfg.modality}_lr", cfg.modality, "sr")
+                for name, file in (("srresnet", "srresnet.pt"), ("srgan", "model.pt"))]
+
+    @classmethod
+    def load_generator(cls, blob: dict[str, Any], direction: str | None, device: str | torch.device) -> nn.Module:
+        return build_generator(blob, device)
+
+    @classmethod
+    def io_modalities(cls, blob: dict[str, Any], direction: str | None) -> tuple[tuple[str, dict], tuple[str, dict]]:
+        modality, norm = blob.get("modality", ""), blob.get("normalisation", {})
+        return (modality, norm), (modality, norm)
+
+    @classmethod
+    def apply(cls, generator: nn.Module, volume: np.ndarray, blob: dict[str, Any],
+              device: str | torch.device = "cpu", **settings: Any) -> np.ndarray:
+        s = inference_settings(blob, **settings)
+        return super_resolve(volume, generator, blob["sr"], device, roi_size=s.get("roi_size", 64),
+                             sw_batch_size=s.get("sw_batch_size", 16), overlap=s.get("overlap", 0.25),
+                             precision=s.get("precision", "auto"), tta=s.get("tta", False))
+
+    @classmethod
+    def output_affine(cls, affine: np.ndarray, blob: dict[str, Any]) -> np.ndarray:
+        """The HR grid the LR input came from (`pipeline.imaging.degrade.lr_affine` inverted)."""
+        return hr_affine_from_lr(affine, blob["sr"]["factors"])
+
     def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         """PSNR (dB, inside the mask, output clipped to [0, 1]) on the validation subjects of the exported
         generators and of the interpolation skip alone; logged and returned (a quick check, not the evaluation)."""
-        from pipeline.data import sr_pairs
+        from pipeline.data.volumes import sr_pairs
         from pipeline.gan.checkpoint import load_checkpoint
         from pipeline.nets.interp import interpolate
 
@@ -382,16 +384,15 @@ class SRGAN(GANModel):
         for name in ("srresnet", "model"):
             blob = load_checkpoint(Path(out_dir) / f"{name}.pt")
             key = "srgan" if name == "model" and blob["kind"] == "srgan" else name
-            generators[key] = (build_generator(blob, self.device), blob["sr"])
+            generators[key] = (build_generator(blob, self.device), blob)
         vals: dict[str, list[float]] = {}
         for p in pairs:  # one subject in memory at a time
             if self.cfg.interp_skip != "none":
                 with torch.no_grad():
                     up = interpolate(torch.from_numpy(p.lr)[None, None], self.factors, self.cfg.interp_skip)
                 vals.setdefault(self.cfg.interp_skip, []).append(psnr(up[0, 0].numpy(), p))
-            for key, (gen, sr) in generators.items():
-                out = super_resolve(p.lr, gen, sr, self.device, self.cfg.roi_size, self.cfg.sw_batch_size,
-                                    self.cfg.overlap, tta=self.cfg.tta)
+            for key, (gen, blob) in generators.items():
+                out = self.apply(gen, p.lr, blob, self.device)
                 vals.setdefault(key, []).append(psnr(out, p))
         scores = {k: float(np.mean(v)) for k, v in vals.items()}
         log.info("validation PSNR in the mask (%d subject(s)): %s", len(pairs),

@@ -1,9 +1,9 @@
 """Differentiable fixed upsampling of (N, C, *spatial) tensors by an integer factor per axis.
 
 Used as the interpolation skip of the SR generator (the network then learns only what interpolation misses).
-Every method of `pipeline.degrade.upsample` (zerofill, bicubic, trilinear, nearest) is linear and separable,
+Every method of `pipeline.imaging.degrade.upsample` (zerofill, bicubic, trilinear, nearest) is linear and separable,
 so along each axis it is a small matrix (HR length x LR length), built here by upsampling the identity with
-`pipeline.degrade.upsample` itself: the skip equals the classical baseline to float precision, with the same
+`pipeline.imaging.degrade.upsample` itself: the skip equals the classical baseline to float precision, with the same
 geometry convention (LR voxel centre = centre of its HR block), on any device and with autograd.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 INTERP_METHODS = ("zerofill", "bicubic", "trilinear", "nearest")
 
@@ -21,7 +22,7 @@ INTERP_METHODS = ("zerofill", "bicubic", "trilinear", "nearest")
 @functools.lru_cache(maxsize=64)
 def upsample_matrix(n_lr: int, scale: int, method: str) -> np.ndarray:
     """The (n_lr * scale, n_lr) matrix M with ``upsample(x) = M @ x`` along one axis (float64)."""
-    from pipeline.degrade import upsample
+    from pipeline.imaging.degrade import upsample
 
     if method not in INTERP_METHODS:
         raise ValueError(f"unknown interpolation {method!r}; choose one of {', '.join(INTERP_METHODS)}")
@@ -48,3 +49,23 @@ def interpolate(x: torch.Tensor, factors: Sequence[int], method: str) -> torch.T
             m = torch.tensor(upsample_matrix(out.shape[d], f, method), dtype=torch.float32, device=out.device)
             out = torch.movedim(torch.movedim(out, d, -1) @ m.T, -1, d)
     return out.to(dtype) if dtype.is_floating_point else out
+
+
+def downsample(x: torch.Tensor, factor: int, spatial_dims: int) -> torch.Tensor:
+    """Block-average (N, C, *spatial) by `factor` along its spatial axes (zero-padded up to a multiple)."""
+    if factor == 1:
+        return x
+    pad: list[int] = []
+    for n in reversed(x.shape[2:]):
+        pad += [0, (-n) % factor]
+    x = F.pad(x, pad)
+    return (F.avg_pool2d if spatial_dims == 2 else F.avg_pool3d)(x, factor)
+
+
+def upsample(x: torch.Tensor, factor: int, size: Sequence[int]) -> torch.Tensor:
+    """Inverse geometry of `downsample`: (bi/tri)linear interpolation by `factor`, cropped to `size`."""
+    if factor == 1:
+        return x
+    mode = "bilinear" if x.dim() == 4 else "trilinear"
+    up = F.interpolate(x, scale_factor=factor, mode=mode, align_corners=False)
+    return up[(slice(None), slice(None), *(slice(0, int(n)) for n in size))]

@@ -1,2 +1,41 @@
-"""Stage shim (being moved)."""
-from pipeline.infer import add_arguments, main  # noqa: F401
+"""Stage 5: `python -m pipeline infer --model MODEL --input SCAN --output OUT.nii.gz` (see `pipeline.inference`)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a model file (results/models/<family>/model.pt)")
+    parser.add_argument("--input", required=True, help="the scan: a NIfTI file or a DICOM series folder")
+    parser.add_argument("--output", required=True, help="output NIfTI (.nii.gz)")
+    parser.add_argument("--normalise", action="store_true",
+                        help="the input is raw: apply the model's recorded normalisation (output mapped back)")
+    parser.add_argument("--direction", default=None,
+                        help="which generator of a file that holds several (CycleGAN: A2B, the default, or B2A)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--roi-size", type=int, default=None, help="sliding-window side in input voxels "
+                        "(default: the model's)")
+    parser.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass (default: the model's)")
+    parser.add_argument("--overlap", type=float, default=None, help="window overlap in [0, 1) (default: the model's)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="self-ensemble over flips/transposes (default: the model's setting)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from pipeline.inference.run import infer_scan
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.overlap is not None and not 0 <= args.overlap < 1:
+        raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")
+    for name in ("roi_size", "sw_batch_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    infer_scan(args.model, args.input, args.output, direction=args.direction, normalise=args.normalise,
+               device=args.device, roi_size=args.roi_size, sw_batch_size=args.sw_batch_size,
+               overlap=args.overlap, tta=args.tta)
+    return 0

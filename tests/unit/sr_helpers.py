@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import SRGANConfig
-from pipeline.degrade import degrade, lr_affine
+from pipeline.imaging.degrade import degrade, lr_affine
 from pipeline.io.nifti import save_nifti
 
 SPLITS = ("train", "train", "val", "test")
@@ -56,4 +55,4 @@ def tiny_cfg(**overrides) -> SRGANConfig:
                 pretrain_steps=3, gan_steps=3, log_every=1, checkpoint_every=2, roi_size=16, sw_batch_size=4,
                 context_slices=0)  # 1-channel input (2.5D has its own tests)
     base.update(overrides)
-    return dataclasses.replace(SRGANConfig(), **base)
+    return SRGANConfig(**base)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -12,20 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.config import CycleGANConfig
+from pipeline.config import CycleGANConfig, to_dict
+from pipeline.data.unpaired_sampler import UnpairedSampler
+from pipeline.data.volumes import Volume
 from pipeline.gan.checkpoint import load_checkpoint
 from pipeline.gan.image_pool import ImagePool
-from pipeline.gan.loop import LoopSettings, seed_everything, train
+from pipeline.gan.loop import LoopSettings, train
+from pipeline.gan.seeding import seed_everything
 from pipeline.io.nifti import load_nifti, save_nifti
 from pipeline.models import build_model
-from pipeline.models.cyclegan import (
-    CycleGAN,
-    UnpairedSampler,
-    Volume,
-    linear_decay,
-    load_generator,
-    translate,
-)
+from pipeline.models.cyclegan import CycleGAN, linear_decay
 from pipeline.nets.resnet_generator import ResnetGenerator, TanhUNet, build_generator
 
 SPLITS = ("train", "train", "train", "train", "val", "test")
@@ -37,7 +32,7 @@ def tiny_cfg(**overrides) -> CycleGANConfig:
     base = dict(ngf=4, n_blocks=1, ndf=4, d_layers=2, patch_size=16, batch_size=2, pool_size=2, n_steps=3, warmup_steps=0,
                 n_steps_decay=3, log_every=1, checkpoint_every=2, sw_batch_size=8)
     base.update(overrides)
-    return dataclasses.replace(CycleGANConfig(), **base)
+    return CycleGANConfig(**base)
 
 
 def _volumes(i: int, shape=SHAPE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -282,7 +277,7 @@ def test_one_step_in_2d_and_3d(dims):
     assert model.visuals()["fake_B"].shape == shape
     assert any(not torch.equal(before[k], v) for k, v in model.networks["D_A"].state_dict().items())
     with pytest.raises(ValueError, match="too small"):
-        CycleGAN(dataclasses.replace(cfg, d_layers=3), roi_size=[12] * dims)
+        CycleGAN(CycleGANConfig(**{**to_dict(cfg), "d_layers": 3}), roi_size=[12] * dims)
 
 
 # ------------------------------------------------------------------------------------------ training + inference
@@ -310,13 +305,13 @@ def test_resume_is_exact_including_the_image_pools(data, tmp_path):
 
 def _infer_args(model, scan, out, direction, **kw):
     base = dict(model=str(model), input=str(scan), output=str(out), normalise=False, direction=direction,
-                device="cpu", roi_size=0, sw_batch_size=0, threads=0)
+                device="cpu", roi_size=None, sw_batch_size=None, overlap=None, tta=None, threads=0)
     base.update(kw)
     return argparse.Namespace(**base)
 
 
 def test_inference_both_directions_in_input_geometry(data, tmp_path):
-    from pipeline import infer
+    from pipeline.stages import infer
 
     cfg = tiny_cfg(n_steps=1, n_steps_decay=1)
     _run(data, tmp_path / "m", cfg)
@@ -335,7 +330,7 @@ def test_inference_both_directions_in_input_geometry(data, tmp_path):
         assert 0.0 <= outs[direction].min() and outs[direction].max() <= 1.0
     assert not np.allclose(outs["A2B"], outs["B2A"])  # two different generators
     # the same as calling the generator by hand
-    direct = translate(src, load_generator(blob, "A2B"), blob)
+    direct = CycleGAN.apply(CycleGAN.load_generator(blob, "A2B", "cpu"), src, blob)
     np.testing.assert_allclose(direct, outs["A2B"], atol=1e-6)
     with pytest.raises(ValueError, match="direction"):
         infer.main(_infer_args(model, scan, tmp_path / "x.nii.gz", "sideways"))
@@ -348,7 +343,7 @@ def test_whole_slice_3d_and_downsampled_inference_shapes():
         blob = {"translation": {"spatial_dims": dims, "slice_axis": 2 if dims == 2 else None,
                                 "train_downsample": factor},
                 "inference": {"roi_size": roi, "sw_batch_size": 4, "overlap": 0.25}}
-        out = translate(vol, net, blob)
+        out = CycleGAN.apply(net, vol, blob)
         assert out.shape == vol.shape and np.isfinite(out).all()
 
 
@@ -364,13 +359,35 @@ def test_tta_averages_the_flipped_and_transposed_translations():
         mean = (sum(net(slices.flip(f)).flip(f) for f in flips)
                 + sum(net(slices.transpose(2, 3).flip(f)).flip(f).transpose(2, 3) for f in flips)) / 8
     expected = np.moveaxis(((mean + 1) / 2)[:, 0].numpy(), 0, 2)
-    np.testing.assert_allclose(translate(vol, net, blob), expected, atol=1e-5)  # tta from the model file
-    plain = translate(vol, net, blob, tta=False)
+    np.testing.assert_allclose(CycleGAN.apply(net, vol, blob), expected, atol=1e-5)  # tta from the model file
+    plain = CycleGAN.apply(net, vol, blob, tta=False)
     assert not np.allclose(plain, expected, atol=1e-3)
 
 
+def test_infer_no_tta_changes_a_cyclegan_output(data, tmp_path):
+    """`python -m pipeline infer --no-tta` reaches CycleGAN inference (it used to be ignored for translation)."""
+    from pipeline.cli import main as cli
+
+    cfg = tiny_cfg(n_steps=1, n_steps_decay=1)
+    _run(data, tmp_path / "m", cfg)
+    model = tmp_path / "m" / "model.pt"
+    assert load_checkpoint(model)["inference"]["tta"] is True
+    scan = data / "sub-006" / "T1w.nii.gz"
+    outs = {}
+    for flag in ("--tta", "--no-tta"):
+        out = tmp_path / f"{flag}.nii.gz"
+        assert cli(["infer", "--model", str(model), "--input", str(scan), "--output", str(out), flag]) == 0
+        outs[flag] = load_nifti(out)[0]
+    blob = load_checkpoint(model)
+    net = CycleGAN.load_generator(blob, "A2B", "cpu")
+    src = load_nifti(scan)[0]
+    np.testing.assert_allclose(outs["--no-tta"], CycleGAN.apply(net, src, blob, tta=False), atol=1e-6)
+    np.testing.assert_allclose(outs["--tta"], CycleGAN.apply(net, src, blob, tta=True), atol=1e-6)
+    assert np.abs(outs["--tta"] - outs["--no-tta"]).max() > 1e-4
+
+
 def test_ct_output_is_written_in_hounsfield_units(tmp_path):
-    from pipeline import infer
+    from pipeline.stages import infer
 
     data = make_translation_dataset(tmp_path / "ct", splits=("train", "train", "test"), ct=True)
     cfg = tiny_cfg(target="CT", n_steps=1, n_steps_decay=0)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from pipeline.gan.checkpoint import load_checkpoint
-from pipeline.gan.loop import step_seed
+from pipeline.gan.seeding import step_seed
 from tests.conftest import REPO
 from tests.unit.sr_helpers import make_sr_dataset, smooth_volume, tiny_cfg
 
@@ -52,7 +52,6 @@ def make_translation_dataset(root: Path, n: int = 5) -> Path:
 
 
 def _cfg(name: str, **overrides):
-    import dataclasses
 
     from pipeline.config import CycleGANConfig
 
@@ -61,15 +60,15 @@ def _cfg(name: str, **overrides):
                            **overrides})
     base = dict(ngf=4, n_blocks=1, ndf=4, d_layers=2, patch_size=16, batch_size=2, pool_size=2, n_steps=3,
                 warmup_steps=0, n_steps_decay=3, log_every=1, checkpoint_every=2)
-    return dataclasses.replace(CycleGANConfig(), **{**base, **overrides})
+    return CycleGANConfig(**{**base, **overrides})
 
 
 def _build(name: str, data: Path, cfg):
-    from pipeline.gan.loop import seed_everything
-    from pipeline.models import MODELS, build_model
+    from pipeline.gan.seeding import seed_everything
+    from pipeline.models import FAMILIES, build_model
 
     seed_everything(SEED)
-    sampler, kwargs = MODELS[name].prepare_data(cfg, data, SEED, cache_dir=Path(data).parent / "cache")
+    sampler, kwargs = FAMILIES[name].prepare_data(cfg, data, SEED, cache_dir=Path(data).parent / "cache")
     _SAMPLERS.append(sampler)
     return build_model(name, cfg, **kwargs), sampler
 

@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
 from pipeline.cli import main as cli
-from pipeline.data import hr_affine_from_lr
-from pipeline.degrade import degrade, lr_affine, upsample
+from pipeline.config import to_dict
+from pipeline.imaging.degrade import degrade, lr_affine, upsample
+from pipeline.imaging.geometry import hr_affine_from_lr
 from pipeline.io.nifti import load_nifti, save_nifti
 from pipeline.models.srgan import SRGAN
 from tests.unit.sr_helpers import smooth_volume, tiny_cfg
@@ -171,5 +170,5 @@ def test_model_file_is_self_describing(tmp_path):
     assert {"format", "task", "kind", "package_version", "generator", "state_dict", "sr", "normalisation",
             "inference", "training"} <= set(blob)
     assert blob["sr"]["factors"] == [4, 4, 1] and blob["sr"]["slice_axis"] == 2
-    assert blob["training"]["config"] == dataclasses.asdict(tiny_cfg()) | {"betas": blob["training"]["config"]["betas"]}
+    assert blob["training"]["config"] == to_dict(tiny_cfg()) | {"betas": blob["training"]["config"]["betas"]}
     assert nib  # nibabel is what the tests read outputs with (via pipeline.io.nifti)

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from pipeline.gan.checkpoint import load_checkpoint
-from pipeline.gan.loop import LoopSettings, NonFiniteLossError, seed_everything, train
+from pipeline.gan.loop import LoopSettings, NonFiniteLossError, train
+from pipeline.gan.seeding import seed_everything
 from pipeline.models import build_model
 from pipeline.models.srgan import SRGAN
 from tests.conftest import REPO

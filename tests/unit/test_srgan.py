@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.degrade import upsample
 from pipeline.gan.checkpoint import load_checkpoint
-from pipeline.models import MODELS, build_model
+from pipeline.imaging.degrade import upsample
+from pipeline.models import FAMILIES, build_model
 from pipeline.models.srgan import SRGAN, cosine_factor
 from pipeline.nets.discriminators import VGGStyleDiscriminator
 from pipeline.nets.interp import INTERP_METHODS, interpolate
@@ -75,7 +75,7 @@ def test_discriminators_return_features_and_logits(dims):
 
 
 def test_build_model_names_the_choices():
-    assert "srgan" in MODELS
+    assert "srgan" in FAMILIES
     with pytest.raises(ValueError, match="srgan"):
         build_model("pix2pix", tiny_cfg())
 
@@ -110,7 +110,8 @@ def sampler_mask_at(data, i, c):
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_crop_lr_hr_and_skip_are_aligned(flip):
-    from pipeline.data import SRPair, SRPatchSampler
+    from pipeline.data.sr_sampler import SRPatchSampler
+    from pipeline.data.volumes import SRPair
 
     f = 4
     i, j = np.meshgrid(np.arange(32.0), np.arange(24.0), indexing="ij")
@@ -137,7 +138,8 @@ def test_cosine_schedule():
 
 @pytest.mark.parametrize(("spatial_dims", "disc"), [(2, "patch"), (3, "vgg")])
 def test_two_phases_and_both_generators_exported(tmp_path, spatial_dims, disc):
-    from pipeline.gan.loop import LoopSettings, seed_everything, train
+    from pipeline.gan.loop import LoopSettings, train
+    from pipeline.gan.seeding import seed_everything
 
     shape, axes, scale = ((32, 32, 8), (0, 1), 4) if spatial_dims == 2 else ((16, 16, 16), (0, 1, 2), 2)
     data = make_sr_dataset(tmp_path / "d", shape=shape, scale=scale, axes=axes)
@@ -171,7 +173,8 @@ def test_2d_needs_a_free_slice_axis(tmp_path):
 def test_context_slices_are_the_neighbours_in_order_with_edges_repeated():
     """2.5D input: channel c of slice k is LR slice k + c - context (clamped), the centre channel is the slice
     itself, and the skip interpolates only the centre channel."""
-    from pipeline.data import SRPair, SRPatchSampler
+    from pipeline.data.sr_sampler import SRPatchSampler
+    from pipeline.data.volumes import SRPair
     from pipeline.nets.srresnet import SRResNet
 
     f, n_z, context = 2, 3, 2

@@ -3,7 +3,6 @@ nothing stays mapped, and building a cached sampler holds a bounded number of vo
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import tracemalloc
 
@@ -12,9 +11,10 @@ import pytest
 import torch
 
 from pipeline.config import CycleGANConfig
-from pipeline.data import SRPair, SRPatchSampler, sr_pairs
-from pipeline.models.cyclegan import UnpairedSampler, Volume
-from pipeline.volume_cache import CachedArray, LazyVolumes, VolumeCache
+from pipeline.data.cache import CachedArray, LazyVolumes, VolumeCache
+from pipeline.data.sr_sampler import SRPatchSampler
+from pipeline.data.unpaired_sampler import UnpairedSampler
+from pipeline.data.volumes import SRPair, Volume, sr_pairs
 from tests.unit.sr_helpers import make_sr_dataset
 
 KEYS = [
@@ -134,7 +134,7 @@ def test_sr_sampler_3d_and_lazy_pairs_unchanged_with_cache(tmp_path):
 def _cyc_cfg(**kw) -> CycleGANConfig:
     base = dict(patch_size=8, batch_size=3, warmup_steps=0, warmup_downsample=2, train_downsample=1)
     base.update(kw)
-    return dataclasses.replace(CycleGANConfig(), **base)
+    return CycleGANConfig(**base)
 
 
 def _volumes(n, seed=0):

@@ -1,8 +1,8 @@
-"""Stage 4: train a model.
+"""Training a GAN family on the preprocessed subjects (stage 4: `pipeline.stages.train`).
 
 `python -m pipeline train srgan --data results/preprocess --out results/models/srgan --params JSON`
 
-One subcommand per model of `pipeline.models.MODELS`; the model's config section comes as `--params`
+One subcommand per family of `pipeline.models.FAMILIES`; the family's config section comes as `--params`
 (inline JSON or a YAML file; omitted: the defaults). Training resumes from `<out>/checkpoints/last.pt` when it
 exists and was written with the same configuration (`--fresh` ignores it). Writes `<out>/history.csv`, the
 checkpoints and the model file(s) (for SRGAN `model.pt` and `srresnet.pt`), then logs the validation scores.
@@ -16,7 +16,6 @@ world size is part of the configuration a checkpoint must match to be resumed fr
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -31,73 +30,62 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pipeline.models import MODELS
-
-    sub = parser.add_subparsers(dest="model", metavar="<model>", required=True)
-    for name, cls in MODELS.items():
-        p = sub.add_parser(name, help=(cls.__doc__ or name).strip().splitlines()[0])
-        p.add_argument("--data", required=True, help="the preprocess stage's folder (with subjects.tsv)")
-        p.add_argument("--out", required=True, help=f"output folder (results/models/{name})")
-        p.add_argument("--params", default=None, help=f"the `{name}` config section: inline JSON or a YAML file")
-        p.add_argument("--seed", type=int, default=42, help="seed of sampling and initialisation (config `seed`)")
-        p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
-        p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-        p.add_argument("--fresh", action="store_true", help="delete existing checkpoints and start from scratch")
-
-
-def main(args: argparse.Namespace) -> int:
+def run_training(name: str, params: str | None, data: str | Path, out: str | Path, seed: int = 42,
+                 device: str = "auto", threads: int = 0, fresh: bool = False) -> int:
+    """Train the family `name` with its config section `params` (inline JSON, a YAML file, or None: defaults)."""
     import torch
 
     from pipeline.config import load_params
     from pipeline.gan import distributed
-    from pipeline.models import MODELS
+    from pipeline.models import family
 
-    cls = MODELS[args.model]
-    cfg = load_params(args.params, cls.config_class, args.model)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    where, device = distributed.setup(args.device)  # under torchrun: join the process group; else one process
+    cls = family(name)
+    cfg = load_params(params, cls.config_class, name)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    where, dev = distributed.setup(device)  # under torchrun: join the process group; else one process
     try:
-        return _train(args, cls, cfg, where, device)
+        return _train(name, data, out, seed, fresh, cls, cfg, where, dev)
     finally:
         distributed.teardown()
 
 
-def _train(args: argparse.Namespace, cls: type, cfg: Any, where: DistInfo, device: torch.device) -> int:
+def _train(name: str, data: str | Path, out: str | Path, seed: int, fresh: bool, cls: type, cfg: Any,
+           where: DistInfo, device: torch.device) -> int:
     import torch
 
     from pipeline.config import to_dict
     from pipeline.gan import distributed
     from pipeline.gan.base import Precision
-    from pipeline.gan.loop import LoopSettings, configure_determinism, seed_everything, train
+    from pipeline.gan.loop import LoopSettings, train
+    from pipeline.gan.seeding import configure_determinism, seed_everything
     from pipeline.models import build_model
 
     if not where.is_main:  # rank 0 logs for every rank; the others only warn
         logging.getLogger().setLevel(logging.WARNING)
     configure_determinism(device, getattr(cfg, "deterministic", True))
-    out_dir = Path(args.out)
-    if args.fresh and where.is_main and (out_dir / "checkpoints").is_dir():
+    out_dir = Path(out)
+    if fresh and where.is_main and (out_dir / "checkpoints").is_dir():
         shutil.rmtree(out_dir / "checkpoints")
     distributed.barrier()  # no rank looks for a checkpoint before --fresh removed it
-    seed_everything(args.seed)
+    seed_everything(seed)
     # the training volumes are cached on disk under <out>/cache and read crop by crop (deleted after training)
-    sampler, kwargs = cls.prepare_data(cfg, args.data, args.seed, cache_dir=out_dir / "cache")
+    sampler, kwargs = cls.prepare_data(cfg, data, seed, cache_dir=out_dir / "cache")
     precision = Precision(device, getattr(cfg, "precision", "auto"))
-    model = build_model(args.model, cfg, device=device, precision=precision, **kwargs)
+    model = build_model(name, cfg, device=device, precision=precision, **kwargs)
     # the resolved configuration, as plain JSON data (stored in checkpoints; resuming needs an equal one)
-    resolved = {"model": args.model, "seed": args.seed, "data": str(args.data), "params": to_dict(cfg)}
+    resolved = {"model": name, "seed": seed, "data": str(data), "params": to_dict(cfg)}
     if where.enabled:  # each rank draws its own shard: the global batch, and so the run, depends on it
         resolved["world_size"] = where.world_size
     config = json.loads(json.dumps(resolved))
     n_params = {k: sum(p.numel() for p in v.parameters()) for k, v in model.networks.items()}
-    log.info("train %s on %s (%s, %s threads): %s; parameters %s", args.model, device, precision.mode,
+    log.info("train %s on %s (%s, %s threads): %s; parameters %s", name, device, precision.mode,
              torch.get_num_threads(), json.dumps(config["params"], sort_keys=True), n_params)
     if where.enabled:
         batch = getattr(cfg, "batch_size", None)
         log.info("data-parallel over %d processes (%s): %s samples per step, %s per process", where.world_size,
                  torch.distributed.get_backend(), batch * where.world_size if batch else "?", batch or "?")
-    settings = LoopSettings(seed=args.seed, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every)
+    settings = LoopSettings(seed=seed, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every)
     result = train(model, sampler, out_dir, settings, config)
     if hasattr(sampler, "close"):
         sampler.close()
@@ -111,7 +99,7 @@ def _train(args: argparse.Namespace, cls: type, cfg: Any, where: DistInfo, devic
     if where.enabled:
         summary["world_size"] = where.world_size
     if hasattr(model, "validate"):
-        summary["validation"] = model.validate(args.data, out_dir)
+        summary["validation"] = model.validate(data, out_dir)
     from pipeline.io.atomic import write_text
 
     write_text(out_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")

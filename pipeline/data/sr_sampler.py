@@ -1,130 +1,27 @@
-"""Training data for the models: volumes from the preprocessing stage, batches as pure functions of the step.
+"""The super-resolution training sampler: batches of (lr, hr, skip) crops, a pure function of (seed, step).
 
-Super-resolution pairs (`load_sr_pairs`, `SRPatchSampler`): the HR image (`<modality>`), its LR input
-(`<modality>_lr`, a coarser grid overlaying it) and the foreground mask, from `results/preprocess/subjects.tsv`.
-The upsampling factor per axis is read from the two grids (shape ratio, checked against the affines).
-A sampler draws the batch of step `k` from a generator seeded with ``(seed, k)`` (`pipeline.gan.loop.step_seed`),
-so a resumed run sees exactly the batches an uninterrupted one would: 2D in-plane slices or 3D patches,
-random crops whose centre lies inside the foreground mask, optional random flips.
-
-Memory does not grow with the cohort: `sr_pairs` reads one subject at a time, and a sampler given a
-`pipeline.volume_cache.VolumeCache` keeps its prepared arrays on disk and reads only the crops of a batch.
+2D in-plane slices (optionally with neighbouring LR slices as channels: 2.5D) or 3D patches, random crops whose
+centre lies inside the foreground mask, optional random flips; the upsampling factor per axis is read from the
+two grids. The batch of step `k` comes from a generator seeded with ``(seed, k)``
+(`pipeline.gan.seeding.step_seed`), so a resumed run sees exactly the batches an uninterrupted one would.
+Given a `pipeline.data.cache.VolumeCache`, the prepared arrays are kept on disk and only the crops of a batch
+are read.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.gan.loop import step_seed
-from pipeline.io.nifti import load_nifti
-from pipeline.volume_cache import LazyVolumes, VolumeCache, pad_to
+from pipeline.data.cache import VolumeCache, pad_to
+from pipeline.data.volumes import SRPair
+from pipeline.gan.seeding import step_seed
+from pipeline.imaging.geometry import slice_axis_for, sr_factors
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class SRPair:
-    """One subject's super-resolution pair (arrays (x, y, z); `mask` on the HR grid)."""
-
-    subject: str
-    lr: np.ndarray
-    hr: np.ndarray
-    mask: np.ndarray
-    lr_affine: np.ndarray
-    hr_affine: np.ndarray
-    hr_path: Path | None = None
-
-
-def sr_factors(hr_shape: Sequence[int], lr_shape: Sequence[int], hr_affine: np.ndarray | None = None,
-               lr_affine: np.ndarray | None = None, where: str = "") -> tuple[int, ...]:
-    """Integer upsampling factor per axis from the HR and LR shapes (checked against the voxel sizes)."""
-    if len(hr_shape) != len(lr_shape):
-        raise ValueError(f"{where}: HR shape {tuple(hr_shape)} and LR shape {tuple(lr_shape)} differ in rank")
-    factors = []
-    for n_hr, n_lr in zip(hr_shape, lr_shape, strict=True):
-        if n_lr <= 0 or n_hr % n_lr:
-            raise ValueError(f"{where}: HR shape {tuple(hr_shape)} is not an integer multiple of LR {tuple(lr_shape)}")
-        factors.append(n_hr // n_lr)
-    if hr_affine is not None and lr_affine is not None:
-        ratio = np.linalg.norm(lr_affine[:3, :3], axis=0) / np.linalg.norm(hr_affine[:3, :3], axis=0)
-        if not np.allclose(ratio, factors, rtol=1e-3):
-            raise ValueError(f"{where}: voxel-size ratio {np.round(ratio, 3).tolist()} does not match the "
-                             f"shape ratio {factors}")
-    return tuple(factors)
-
-
-def hr_affine_from_lr(lr_affine: np.ndarray, factors: Sequence[int]) -> np.ndarray:
-    """The HR affine of which `lr_affine` is `pipeline.degrade.lr_affine` (its exact inverse): voxel size
-    divided by the factor, LR voxel `m` centred on HR index `m*f + (f - 1)/2`."""
-    lr_to_hr = np.eye(4)
-    for axis, f in enumerate(factors):
-        lr_to_hr[axis, axis] = f
-        lr_to_hr[axis, 3] = (f - 1) / 2.0
-    return np.asarray(lr_affine, dtype=np.float64) @ np.linalg.inv(lr_to_hr)
-
-
-def slice_axis_for(factors: Sequence[int]) -> int:
-    """The axis 2D models slice along: the last axis that is not upsampled (z for in-plane SR)."""
-    free = [i for i, f in enumerate(factors) if f == 1]
-    if not free:
-        raise ValueError(f"every axis is upsampled (factors {tuple(factors)}): 2D slices cannot do this; "
-                         "use spatial_dims: 3")
-    return free[-1]
-
-
-def subject_rows(data_dir: str | Path, split: str | Sequence[str]) -> tuple[Path, list[dict]]:
-    """The subjects.tsv of `data_dir` (the preprocessing output) and its rows of the split(s) `split`."""
-    from pipeline.preprocess import read_subjects
-
-    table = Path(data_dir) / "subjects.tsv"
-    if not table.is_file():
-        raise FileNotFoundError(f"{table}: no subjects table (run the preprocess stage first)")
-    splits = {split} if isinstance(split, str) else set(split)
-    return table, [r for r in read_subjects(table) if r["split"] in splits]
-
-
-def _read_sr_pair(row: dict, modality: str) -> SRPair:
-    """One subject's SR pair from its subjects.tsv row (shapes and grids checked)."""
-    hr_path, lr_path, mask_path = row[modality], row[f"{modality}_lr"], row["mask"]
-    hr, hr_aff = load_nifti(hr_path)
-    lr, lr_aff = load_nifti(lr_path)
-    mask, _ = load_nifti(mask_path)
-    if mask.shape != hr.shape:
-        raise ValueError(f"{mask_path}: mask shape {mask.shape} differs from {hr_path} {hr.shape}")
-    sr_factors(hr.shape, lr.shape, hr_aff, lr_aff, where=str(lr_path))
-    return SRPair(row["subject"], lr, hr, mask > 0, lr_aff, hr_aff, Path(hr_path))
-
-
-def sr_pairs(data_dir: str | Path, modality: str, split: str | Sequence[str]) -> LazyVolumes[SRPair]:
-    """The SR pairs of one or several splits of `data_dir/subjects.tsv`, read from disk on each access (one
-    subject in memory at a time when iterated; ``.names`` are the subjects)."""
-    table, rows = subject_rows(data_dir, split)
-    kept = []
-    for row in rows:
-        if row.get(modality) is None or row.get(f"{modality}_lr") is None or row.get("mask") is None:
-            log.info("%s: no %s / %s_lr / mask; skipped", row["subject"], modality, modality)
-            continue
-        kept.append(row)
-    if not kept:
-        raise ValueError(f"{table}: no subject of split {split!r} has {modality}, {modality}_lr and mask")
-    return LazyVolumes([r["subject"] for r in kept], lambda i: _read_sr_pair(kept[i], modality))
-
-
-def load_sr_pairs(data_dir: str | Path, modality: str, split: str | Sequence[str]) -> list[SRPair]:
-    """Read the SR pairs of one or several splits from `data_dir/subjects.tsv` (the preprocessing output)
-    into memory (all of them: `sr_pairs` reads them lazily)."""
-    table, _ = subject_rows(data_dir, split)
-    pairs = list(sr_pairs(data_dir, modality, split))
-    factors = {sr_factors(p.hr.shape, p.lr.shape) for p in pairs}
-    if len(factors) > 1:
-        raise ValueError(f"{table}: subjects have different upsampling factors {sorted(factors)}")
-    return pairs
 
 
 class SRPatchSampler:

@@ -1,0 +1,90 @@
+"""Apply a trained model to a whole scan, for any family.
+
+`python -m pipeline infer --model results/models/srgan/model.pt --input SCAN --output OUT.nii.gz`
+
+SCAN is a NIfTI file or a DICOM series folder. The model file says what it needs (family, normalisation,
+generator, inference settings). Inputs are taken as normalised to [0, 1] as the preprocess stage does, unless
+`normalise` is set (then the recorded normalisation of the input modality is applied; a raw CT in HU is windowed
+automatically). The output is mapped back to the input's units when input and output are one modality (SR), and
+to Hounsfield units when the output modality has a fixed HU window (CT); other outputs stay in [0, 1]. It is
+written on the grid the family gives: for super-resolution the HR grid whose affine is the inverse of
+`pipeline.imaging.degrade.lr_affine` (so it overlays the ground truth exactly), else the input's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def device_for(name: str):
+    """A torch device from `auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`, ..."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def normalise_scan(data: np.ndarray, norm: dict[str, Any], modality: str) -> tuple[np.ndarray, float, float]:
+    """Apply a model file's recorded normalisation to a raw scan; return it and (low, high) to map back."""
+    from pipeline.config import PreprocessConfig
+    from pipeline.imaging.intensity import foreground_mask, normalise
+
+    method = norm.get("method")
+    if method == "percentile":
+        cfg = PreprocessConfig(mr_percentiles=tuple(norm["percentiles"]))
+        mask = foreground_mask(data, is_ct=False)
+    elif method == "window":
+        cfg = PreprocessConfig(ct_window=tuple(norm["window"]))
+        mask, modality = None, "CT"
+    else:
+        raise ValueError(f"the model file records no usable normalisation ({norm}); normalise the input yourself")
+    normed, params = normalise(data, modality, mask, cfg)
+    return normed, float(params["low"]), float(params["high"])
+
+
+def infer_scan(model: str | Path, input_path: str | Path, output: str | Path, direction: str | None = None,
+               normalise: bool = False, device: str = "auto", **settings: Any) -> Path:
+    """Apply the model file `model` to the scan `input_path`, write `output` (NIfTI); see the module docstring.
+
+    `direction` picks the generator of a file that holds several (CycleGAN: A2B, B2A); `settings` override the
+    model file's inference settings (roi_size, sw_batch_size, overlap, tta; None: the file's).
+    """
+    from pipeline.inference.scans import read_scan
+    from pipeline.io.nifti import save_nifti
+    from pipeline.models import family_of
+    from pipeline.models.contract import load_model_file
+
+    blob = load_model_file(model)
+    family = family_of(blob)
+    direction = family.direction(direction)
+    (src, src_norm), (dst, dst_norm) = family.io_modalities(blob, direction)
+    dev = device_for(device)
+    data, affine = read_scan(input_path)
+    raw = data.min() < -0.5 or data.max() > 1.5
+    low = high = None
+    if normalise or (raw and src_norm.get("method") == "window"):
+        data, low, high = normalise_scan(data, src_norm, src)
+    elif raw:
+        log.warning("%s: intensities span [%.3g, %.3g] but the model expects [0, 1] (use --normalise for raw scans)",
+                    input_path, float(data.min()), float(data.max()))
+    generator = family.load_generator(blob, direction, dev)
+    started = time.perf_counter()
+    out = family.apply(generator, data, blob, dev, **settings)
+    unit = "normalised [0, 1]"
+    if dst == src and low is not None:  # the input's own units
+        out, unit = low + out * (high - low), "the input's units"
+    elif dst != src and dst_norm.get("method") == "window":
+        w_low, w_high = (float(v) for v in dst_norm["window"])
+        out, unit = w_low + np.clip(out, 0.0, 1.0) * (w_high - w_low), dst_norm.get("unit", "HU")
+    save_nifti(out, family.output_affine(affine, blob), output)
+    log.info("%s -> %s: %s %s -> %s %s, %s (%s %s, %.1f s on %s)", input_path, output, src, data.shape, dst,
+             out.shape, unit, family.name, blob.get("kind"), time.perf_counter() - started, dev)
+    return Path(output)
