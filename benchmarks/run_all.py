@@ -490,7 +490,7 @@ def _results(run_dir: Path) -> Path:
 
 def demo_rows(run_dir: Path) -> list[dict[str, Any]]:
     """Per rule of a finished run: jobs, summed wall seconds, peak RSS (Snakemake benchmark records)."""
-    from pipeline.report.build import read_benchmarks
+    from pipeline.report.inputs import read_benchmarks
 
     folder = _results(run_dir) / "benchmarks"
     if not folder.is_dir():

@@ -1,2 +1,46 @@
-"""Stage shim (being moved)."""
-from pipeline.evaluate import add_arguments, main  # noqa: F401
+"""Stage 6, evaluate: metrics, statistics and figures of the generator outputs the model families export.
+
+    python -m pipeline evaluate --subjects results/preprocess/subjects.tsv --outputs OUTPUTS_JSON \
+        --degradation SR_JSON --params EVALUATE_JSON
+
+`--outputs` is a JSON list (inline, or a file) with one object per generator output:
+`{"name", "family", "task", "input", "truth", "desc"}` (see `pipeline.evaluation.tasks`). The library is
+`pipeline.evaluation`; this module only parses the arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--subjects", type=Path, required=True, help="results/preprocess/subjects.tsv")
+    parser.add_argument("--outputs", required=True,
+                        help='the generator outputs to evaluate, a JSON list (inline or a file) of objects '
+                             '{"name", "family", "task": "sr"|"translation", "input", "truth", "desc"}')
+    parser.add_argument("--degradation", default="", help="the preprocessing's SR settings as JSON (method, scale, axes)")
+    parser.add_argument("--infer", type=Path, default=Path("results/infer"), help="folder of model outputs (<name>/<subject>_<desc>.nii.gz)")
+    parser.add_argument("--histories", type=Path, default=Path("results/models"), help="folder of <family>/history.csv")
+    parser.add_argument("--metrics", type=Path, default=Path("results/metrics"), help="output folder of <name>.csv and summary.json")
+    parser.add_argument("--figures", type=Path, default=Path("results/figures"), help="output folder of the figures")
+    parser.add_argument("--params", default=None, help="the `evaluate` config section (inline JSON or YAML file)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from pipeline.config import EvaluateConfig, load_params
+    from pipeline.evaluation.run import evaluate
+    from pipeline.evaluation.tasks import parse_json, parse_outputs
+
+    cfg = load_params(args.params, EvaluateConfig, "evaluate")
+    evaluate(
+        args.subjects,
+        parse_outputs(parse_json(args.outputs, "--outputs")),
+        cfg,
+        degradation=parse_json(args.degradation, "--degradation") if args.degradation else {},
+        infer_dir=args.infer,
+        histories=args.histories,
+        metrics_dir=args.metrics,
+        figures_dir=args.figures,
+    )
+    return 0

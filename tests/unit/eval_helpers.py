@@ -17,6 +17,13 @@ SPACING = (2.0, 2.0, 2.0)
 SUBJECTS = [("sub-001", "train"), ("sub-002", "test"), ("sub-003", "test"), ("sub-004", "test")]
 XSS = "<script>alert(1)</script>"
 XSS_IMG = "<img src=x onerror=alert(2)>"
+# The generator outputs the families export: SRGAN's two (phase 1 SRResNet, phase 2 SRGAN) and CycleGAN's one.
+OUTPUTS = [
+    {"name": "srresnet", "family": "srgan", "task": "sr", "input": "T1w_lr", "truth": "T1w", "desc": "sr"},
+    {"name": "srgan", "family": "srgan", "task": "sr", "input": "T1w_lr", "truth": "T1w", "desc": "sr"},
+    {"name": "cyclegan", "family": "cyclegan", "task": "translation", "input": "T1w", "truth": "T2w", "desc": "T2w"},
+]
+FAMILIES = ("srgan", "cyclegan")
 
 
 @contextlib.contextmanager
@@ -45,7 +52,7 @@ def phantom(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def make_cohort(root: Path, *, seed: int = 0) -> Path:
     """Write results/{preprocess,infer,models,benchmarks,ingest} under `root`; return the subjects.tsv path."""
-    from pipeline.degrade import degrade, lr_affine
+    from pipeline.imaging.degrade import degrade, lr_affine
     from pipeline.io.nifti import save_nifti
 
     rng = np.random.default_rng(seed)
@@ -75,8 +82,8 @@ def make_cohort(root: Path, *, seed: int = 0) -> Path:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    for model in ("srgan", "srresnet", "cyclegan"):
-        hist = root / "results/models" / model / "history.csv"
+    for family in FAMILIES:  # one history per trained family (SRGAN's holds the SRResNet pretraining too)
+        hist = root / "results/models" / family / "history.csv"
         hist.parent.mkdir(parents=True, exist_ok=True)
         (hist.parent / "train_summary.json").write_text(json.dumps(
             {"steps": 400, "resumed_from": 0, "train_seconds": 1834.2, "device": "cuda", "precision": "bf16",
@@ -114,9 +121,9 @@ def make_cohort(root: Path, *, seed: int = 0) -> Path:
     return table
 
 
-def evaluate_args(**overrides) -> list[str]:
-    args = ["evaluate", "--subjects", "results/preprocess/subjects.tsv", "--sr", "srresnet", "srgan",
+def evaluate_args(outputs: list[dict[str, str]] | None = None, **overrides) -> list[str]:
+    """The evaluate command line of the cohort (`OUTPUTS` unless given); `overrides` go into --params."""
+    return ["evaluate", "--subjects", "results/preprocess/subjects.tsv",
+            "--outputs", json.dumps(OUTPUTS if outputs is None else outputs),
             "--degradation", json.dumps({"method": "kspace", "scale": 2, "axes": "inplane", "modalities": ["T1w"]}),
-            "--translation", "cyclegan", "--source", "T1w", "--target", "T2w",
             "--params", json.dumps({"bootstrap_resamples": 2000, "figure_dpi": 60, **overrides})]
-    return args

@@ -1,4 +1,5 @@
-"""Evaluation: the masked metric protocol (checked against MONAI), statistics, baselines and the stage's outputs."""
+"""Evaluation: the masked metric protocol (checked against MONAI), statistics, baselines, the outputs list and
+the stage's outputs."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import evaluate as ev
-from pipeline.config import ConfigError, EvaluateConfig, parse_section
-from tests.unit.eval_helpers import SUBJECTS, evaluate_args, make_cohort, working_dir
+from pipeline.config import ConfigError, EvaluateConfig, load_params
+from pipeline.evaluation import metrics as ev
+from pipeline.evaluation import statistics as st
+from pipeline.evaluation.cases import sr_geometry
+from pipeline.evaluation.tasks import Output, build_tasks, parse_json, parse_outputs
+from pipeline.stages import evaluate as stage
+from tests.unit.eval_helpers import OUTPUTS, SUBJECTS, evaluate_args, make_cohort, working_dir
 
 CFG = EvaluateConfig(bootstrap_resamples=2000)
 
@@ -104,72 +109,110 @@ def test_shape_mismatch_and_empty_mask_are_errors():
 
 
 def test_config_rejects_bad_values():
-    with pytest.raises(ConfigError, match="splits"):
-        parse_section(EvaluateConfig, {"splits": ["holdout"]})
-    with pytest.raises(ConfigError, match="sr_baselines"):
-        parse_section(EvaluateConfig, {"sr_baselines": ["lanczos"]})
-    with pytest.raises(ConfigError, match="ssim_window"):
-        parse_section(EvaluateConfig, {"ssim_window": 8})
+    for bad, key in (({"splits": ["holdout"]}, "splits"), ({"sr_baselines": ["lanczos"]}, "sr_baselines"),
+                     ({"ssim_window": 8}, "ssim_window")):
+        with pytest.raises(ConfigError, match=key):
+            load_params(json.dumps(bad), EvaluateConfig, "evaluate")
 
 
 # ------------------------------------------------------------------------------------------ statistics
 def test_bootstrap_is_seeded_and_handles_small_n():
     values = [30.1, 31.5, 29.8, 32.2, 30.9]
-    assert ev.bootstrap_ci(values, CFG) == ev.bootstrap_ci(values, CFG)
-    lo, hi = ev.bootstrap_ci(values, CFG)
+    assert st.bootstrap_ci(values, CFG) == st.bootstrap_ci(values, CFG)
+    lo, hi = st.bootstrap_ci(values, CFG)
     assert lo < np.mean(values) < hi
-    assert ev.bootstrap_ci([30.0], CFG) == (None, None)
-    d = ev.describe([30.0], CFG)
+    assert st.bootstrap_ci([30.0], CFG) == (None, None)
+    d = st.describe([30.0], CFG)
     assert d["n"] == 1 and d["mean"] == 30.0 and d["sd"] is None and d["ci_low"] is None
-    assert ev.describe([1.0, math.inf, 3.0], CFG)["n_nonfinite"] == 1
+    assert st.describe([1.0, math.inf, 3.0], CFG)["n_nonfinite"] == 1
 
 
 def test_paired_comparison_directions():
     rng = np.random.default_rng(1)
     base = rng.normal(30, 1, size=10)
-    better = ev.compare(list(base + 2 + 0.1 * rng.standard_normal(10)), list(base), "psnr", CFG)
+    better = st.compare(list(base + 2 + 0.1 * rng.standard_normal(10)), list(base), "psnr", CFG)
     assert better["verdict"] == "better" and better["mean_diff"] == pytest.approx(2, abs=0.2)
     assert better["wilcoxon_p"] < 0.01 and better["ci_low"] > 0
     # Lower is better for MAE: a larger error is worse.
-    worse = ev.compare(list(base + 1), list(base), "mae", CFG)
+    worse = st.compare(list(base + 1), list(base), "mae", CFG)
     assert worse["verdict"] == "worse"
     # Too few subjects for the test: the interval may exclude 0 but the verdict stays open, with the reason.
-    few = ev.compare([31.0, 32.0, 33.0], [30.0, 30.5, 31.0], "psnr", CFG)
+    few = st.compare([31.0, 32.0, 33.0], [30.0, 30.5, 31.0], "psnr", CFG)
     assert few["verdict"] == "inconclusive" and "cannot reach" in few["note"]
-    one = ev.compare([31.0], [30.0], "psnr", CFG)
+    one = st.compare([31.0], [30.0], "psnr", CFG)
     assert one["verdict"] == "n/a" and one["wilcoxon_p"] is None and "n = 1" in one["note"]
-    same = ev.compare([30.0, 31.0], [30.0, 31.0], "psnr", CFG)
+    same = st.compare([30.0, 31.0], [30.0, 31.0], "psnr", CFG)
     assert same["wilcoxon_p"] == 1.0 and same["verdict"] == "inconclusive"
 
 
 # ------------------------------------------------------------------------------------------ baselines
 def test_sr_geometry_from_shapes():
-    assert ev.sr_geometry((16, 16, 24), (32, 32, 24), {"scale": 2, "axes": "inplane"}, "x") == (2, (0, 1))
-    assert ev.sr_geometry((8, 8, 6), (32, 32, 24), {}, "x") == (4, (0, 1, 2))
+    assert sr_geometry((16, 16, 24), (32, 32, 24), {"scale": 2, "axes": "inplane"}, "x") == (2, (0, 1))
+    assert sr_geometry((8, 8, 6), (32, 32, 24), {}, "x") == (4, (0, 1, 2))
     with pytest.raises(ValueError, match="scale 2"):
-        ev.sr_geometry((16, 16, 24), (32, 32, 24), {"scale": 4}, "lr.nii.gz")
+        sr_geometry((16, 16, 24), (32, 32, 24), {"scale": 4}, "lr.nii.gz")
     with pytest.raises(ValueError, match="integer multiple"):
-        ev.sr_geometry((15, 16, 24), (32, 32, 24), {}, "lr.nii.gz")
+        sr_geometry((15, 16, 24), (32, 32, 24), {}, "lr.nii.gz")
 
 
-def _args(**kw):
-    base = {"subjects": "s.tsv", "sr": [], "sr_modality": "", "degradation": "", "translation": [],
-            "source": "T1w", "target": "T2w"}
-    return argparse.Namespace(**{**base, **kw})
+COLUMNS = ["subject", "split", "T1w", "T2w", "PDw", "mask", "T1w_lr"]
+SR, SRRESNET, CYCLEGAN = (Output(**o) for o in (OUTPUTS[1], OUTPUTS[0], OUTPUTS[2]))
+
+
+def _tasks(outputs, degradation=None):
+    return build_tasks(outputs, {} if degradation is None else degradation, CFG, COLUMNS, "s.tsv")
 
 
 def test_zerofill_baseline_only_for_kspace_degradation():
-    rows = [{"subject": "sub-001", "split": "test", "mask": "m", "T1w": "a", "T1w_lr": "b", "T2w": "c"}]
-    kspace = ev.build_tasks(_args(sr=["srgan"], degradation='{"method": "kspace", "scale": 2}'), CFG, rows)
+    kspace = _tasks([SR], {"method": "kspace", "scale": 2})
     assert kspace[0].baselines == ["bicubic", "trilinear", "zerofill"] and kspace[0].source == "T1w_lr"
-    bicubic = ev.build_tasks(_args(sr=["srgan"], degradation='{"method": "bicubic"}'), CFG, rows)
+    assert kspace[0].description == "super-resolution x2 of T1w (kspace, ?)"
+    bicubic = _tasks([SR], {"method": "bicubic"})
     assert "zerofill" not in bicubic[0].baselines
-    trans = ev.build_tasks(_args(translation=["cyclegan"]), CFG, rows)
-    assert trans[0].desc == "T2w" and trans[0].baselines == ["identity", "histogram_match"]
-    with pytest.raises(ValueError, match="nothing to evaluate"):
-        ev.build_tasks(_args(), CFG, rows)
+    trans = _tasks([CYCLEGAN])
+    assert trans[0].outputs[0].desc == "T2w" and trans[0].baselines == ["identity", "histogram_match"]
+    assert trans[0].description == "translation T1w → T2w" and trans[0].degradation == {}
     with pytest.raises(ValueError, match="no column 'FLAIR'"):
-        ev.build_tasks(_args(translation=["cyclegan"], target="FLAIR"), CFG, rows)
+        _tasks([Output("cyclegan", "cyclegan", "translation", "T1w", "FLAIR", "FLAIR")])
+    with pytest.raises(ValueError, match="--degradation: expected a JSON object"):
+        _tasks([SR], ["kspace"])
+
+
+def test_outputs_of_one_task_share_a_block_and_a_new_family_needs_no_code():
+    """Outputs with the same kind, input and truth are one task, whatever their family; other pairs are tasks
+    of their own, named apart."""
+    toy = Output("toysr", "toy", "sr", "T1w_lr", "T1w", "toy")
+    tasks = _tasks([SRRESNET, SR, CYCLEGAN, toy])
+    assert [t.name for t in tasks] == ["sr", "translation"]
+    assert tasks[0].models == ["srresnet", "srgan", "toysr"] and tasks[0].kind == "sr"
+    pd = Output("pd2t2", "cyclegan", "translation", "PDw", "T2w", "T2w")
+    tasks = _tasks([CYCLEGAN, pd])
+    assert [t.name for t in tasks] == ["translation-T1w-T2w", "translation-PDw-T2w"]
+    assert [t.source for t in tasks] == ["T1w", "PDw"] and all(t.kind == "translation" for t in tasks)
+
+
+def test_outputs_list_is_checked():
+    assert parse_outputs(parse_json(json.dumps(OUTPUTS), "--outputs"))[0] == SRRESNET
+    bad = [
+        ([], "non-empty JSON list"),
+        ([{**OUTPUTS[0], "task": "inpainting"}], r"task: 'inpainting' is not one of sr, translation"),
+        ([{k: v for k, v in OUTPUTS[0].items() if k != "family"}], r"missing key\(s\) \['family'\]"),
+        ([{**OUTPUTS[0], "colour": "red"}], r"unknown key\(s\) \['colour'\]"),
+        ([{**OUTPUTS[0], "name": "../etc"}], "not a plain name"),
+        ([{**OUTPUTS[0], "desc": 2}], "expected a non-empty string"),
+        ([OUTPUTS[0], OUTPUTS[0]], "a model is named twice"),
+    ]
+    for data, match in bad:
+        with pytest.raises(ValueError, match=match):
+            parse_outputs(data)
+    with pytest.raises(ValueError, match="neither inline JSON nor an existing file"):
+        parse_json("outputs.json", "--outputs")
+
+
+def test_outputs_from_a_file(tmp_path):
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(OUTPUTS))
+    assert [o.name for o in parse_outputs(parse_json(str(path), "--outputs"))] == ["srresnet", "srgan", "cyclegan"]
 
 
 # ------------------------------------------------------------------------------------------ the stage
@@ -209,7 +252,10 @@ def test_stage_writes_metrics_summary_and_figures(evaluated_cohort):
     for sub in test_subjects:  # each point links to its subject page
         assert f'xlink:href="subjects/{sub}.html#srgan"' in svg
     assert "<script" not in svg
-    assert set(figs["training"]) == {"srgan", "srresnet", "cyclegan"}
+    # One training curve per family: SRGAN's history holds the SRResNet pretraining too.
+    assert set(figs["training"]) == {"srgan", "cyclegan"}
+    assert [o["name"] for o in summary["outputs"]] == ["srresnet", "srgan", "cyclegan"]
+    assert {o["name"]: o["family"] for o in summary["outputs"]}["srresnet"] == "srgan"
 
 
 def test_missing_or_misplaced_output_is_a_clear_error(tmp_path):
@@ -222,15 +268,15 @@ def test_missing_or_misplaced_output_is_a_clear_error(tmp_path):
     save_nifti(data[:-2], affine, out)  # wrong grid
     args = evaluate_args()
     with working_dir(tmp_path), pytest.raises(ValueError, match=r"sub-003_sr\.nii\.gz: shape"):
-        ev.main(cli_parse(args))
+        stage.main(cli_parse(args))
     with working_dir(tmp_path):  # through the CLI: a one-line error and exit status 1, no traceback
         assert cli.main(args) == 1
     out.unlink()
     with working_dir(tmp_path), pytest.raises(FileNotFoundError, match=r"sub-003_sr\.nii\.gz: no output of model srgan"):
-        ev.main(cli_parse(args))
+        stage.main(cli_parse(args))
 
 
 def cli_parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    ev.add_arguments(parser)
+    stage.add_arguments(parser)
     return parser.parse_args(argv[1:])  # drop the stage name

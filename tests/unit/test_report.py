@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ReportConfig
-from pipeline.report import build
+from pipeline.report import build, inputs
 from tests.unit.eval_helpers import SUBJECTS, XSS, XSS_IMG, working_dir
 
 TEST_SUBJECTS = sorted(s for s, split in SUBJECTS if split == "test")
@@ -76,8 +76,24 @@ def test_every_subject_figure_and_strip_plot_link(reported_cohort):
         for model in ("srgan", "srresnet", "cyclegan"):
             assert f'src="../assets/subjects/{sub}/{model}.png"' in page
     assert index.count("<svg ") == 8  # 4 metrics x 2 tasks, inlined
-    assert (reported_cohort / "assets/training/srgan.png").is_file()
     assert (reported_cohort / "assets/data/summary.json").is_file()
+
+
+def test_one_training_curve_per_family_shown_for_each_of_its_outputs(reported_cohort, evaluated_cohort):
+    """A real run writes only results/models/srgan/history.csv for SRGAN and SRResNet (phase 1 of the same
+    training): the report shows that family's curve, naming both outputs."""
+    models = evaluated_cohort / "results/models"
+    assert sorted(p.name for p in models.iterdir()) == ["cyclegan", "srgan"]  # no srresnet/history.csv
+    assert sorted(p.name for p in (reported_cohort / "assets/training").iterdir()) == ["cyclegan.png", "srgan.png"]
+    index = (reported_cohort / "index.html").read_text()
+    training = index[index.index('<section id="training"'):index.index('<section id="run"')]
+    for family, outputs in (("srgan", ("srresnet", "srgan")), ("cyclegan", ("cyclegan",))):
+        figure = re.search(rf'<figure id="training-{family}">(.*?)</figure>', training, re.DOTALL)
+        assert figure, f"no training curve of the {family} family"
+        assert f'src="assets/training/{family}.png"' in figure.group(1)
+        caption = figure.group(1).split("<figcaption>")[1]
+        assert all(name in caption for name in outputs), caption
+    assert "<td>srgan</td><td>srresnet, srgan</td>" in training  # the training summary of the family
 
 
 def test_dicom_text_is_escaped_and_identifiers_never_shown(reported_cohort):
@@ -124,10 +140,10 @@ def test_report_shows_the_summary_numbers_it_is_given(evaluated_cohort, tmp_path
 
 
 def test_benchmarks_grouped_by_rule(evaluated_cohort):
-    rows = {b["rule"]: b for b in build.read_benchmarks(evaluated_cohort / "results/benchmarks")}
+    rows = {b["rule"]: b for b in inputs.read_benchmarks(evaluated_cohort / "results/benchmarks")}
     assert rows["infer_srgan"]["jobs"] == 2 and rows["infer_srgan"]["seconds"] == pytest.approx(6.0)
     assert list(rows)[:3] == ["generate_demo", "ingest", "preprocess"]  # workflow order
-    assert build.read_benchmarks(evaluated_cohort / "nowhere") == []
+    assert inputs.read_benchmarks(evaluated_cohort / "nowhere") == []
 
 
 def test_formatting_helpers():
@@ -136,7 +152,7 @@ def test_formatting_helpers():
     assert build.fmt_metric(None, "psnr") == "–" and build.fmt_metric(float("inf"), "psnr") == "∞"
     assert build.fmt_p(0.0004) == "< 0.001" and build.fmt_p(0.0421) == "0.042" and build.fmt_p(None) == "–"
     assert build.fmt_seconds(4.2) == "4.2 s" and build.fmt_seconds(1834) == "30 min 34 s"
-    assert build._redact("no geometry (dicom/DOE^JOHN/1.dcm)", "dicom/DOE^JOHN") == "no geometry [path]"
+    assert inputs._redact("no geometry (dicom/DOE^JOHN/1.dcm)", "dicom/DOE^JOHN") == "no geometry [path]"
 
 
 def test_missing_summary_is_a_clear_error(tmp_path):

@@ -1,0 +1,228 @@
+"""The evaluation of a run: score every task's outputs and baselines, summarise, write CSVs, summary.json and
+the figures (per-subject panels, group strip plots, one training curve per model family)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import EvaluateConfig, to_dict
+from pipeline.evaluation.cases import BASELINE_LABELS, load_case, load_prediction, make_baseline
+from pipeline.evaluation.metrics import METRIC_LABELS, METRICS, masked_metrics, protocol
+from pipeline.evaluation.statistics import compare, describe
+from pipeline.evaluation.tasks import Output, Task, build_tasks
+from pipeline.io.atomic import write_text
+from pipeline.io.tables import read_subjects
+
+log = logging.getLogger(__name__)
+
+
+def _clip(x: np.ndarray, cfg: EvaluateConfig) -> np.ndarray:
+    return np.clip(x, 0.0, cfg.data_range) if cfg.clip else x
+
+
+def evaluate_task(
+    task: Task,
+    rows: list[dict[str, Any]],
+    table: Path,
+    infer_dir: Path,
+    figures_dir: Path,
+    cfg: EvaluateConfig,
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, dict[str, str]]]:
+    """Score a task's outputs and baselines on the selected subjects; returns (rows, summary, figure paths)."""
+    from pipeline.evaluation import figures
+
+    in_splits = [r for r in rows if r["split"] in cfg.splits]
+    selected = [r for r in in_splits if r.get(task.target) and r.get(task.source)]
+    for r in in_splits:
+        if r not in selected:
+            log.warning("%s: %s has no %s and %s images; not part of the %s evaluation",
+                        table, r["subject"], task.source, task.target, task.name)
+    if not selected:
+        raise ValueError(f"{table}: no subject of split(s) {list(cfg.splits)} has {task.source} and {task.target}")
+    records: list[dict[str, Any]] = []
+    for row in selected:
+        case = load_case(row, task, table)
+        log.info("%s %s: scoring %d baseline(s) and %d model(s)", task.name, case.subject, len(task.baselines), len(task.models))
+        for method in task.baselines:
+            values = masked_metrics(make_baseline(task, case, method), case.truth, case.mask, cfg)
+            records.append({"subject": case.subject, "split": case.split, "method": method, "kind": "baseline", **values})
+        for out in task.outputs:
+            pred = load_prediction(infer_dir, out.name, case, out.desc)
+            values = masked_metrics(pred, case.truth, case.mask, cfg)
+            records.append({"subject": case.subject, "split": case.split, "method": out.name, "kind": "model", **values})
+
+    summary = summarise_task(task, records, cfg)
+    strongest = summary["strongest_baseline"]
+
+    # Second pass for the figures: the strongest baseline is known only now.
+    paths: dict[str, dict[str, str]] = {}
+    for row in selected:
+        case = load_case(row, task, table)
+        base = _clip(make_baseline(task, case, strongest), cfg)
+        for out in task.outputs:
+            model = out.name
+            pred = _clip(load_prediction(infer_dir, model, case, out.desc), cfg)
+            values = {r["method"]: r for r in records if r["subject"] == case.subject and r["method"] in (model, strongest)}
+            png = figures_dir / case.subject / f"{model}.png"
+            figures.subject_panels(
+                png,
+                source=case.source,
+                baseline=base,
+                output=pred,
+                truth=case.truth,
+                mask=case.mask,
+                affine=case.affine,
+                labels=(_source_label(task), BASELINE_LABELS.get(strongest, strongest), model, f"ground truth ({task.target})"),
+                title=_panel_title(case.subject, model, strongest, values),
+                data_range=cfg.data_range,
+                dpi=cfg.figure_dpi,
+            )
+            paths.setdefault(case.subject, {})[model] = png.as_posix()
+    return records, summary, paths
+
+
+def _source_label(task: Task) -> str:
+    return f"input ({task.source}, LR)" if task.kind == "sr" else f"input ({task.source})"
+
+
+def _panel_title(subject: str, model: str, baseline: str, values: dict[str, dict[str, Any]]) -> str:
+    def fmt(method: str) -> str:
+        v = values.get(method)
+        if not v:
+            return ""
+        return f"PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.3f}"
+
+    return f"{subject} - {model}: {fmt(model)}   |   {BASELINE_LABELS.get(baseline, baseline)}: {fmt(baseline)}"
+
+
+def summarise_task(task: Task, records: list[dict[str, Any]], cfg: EvaluateConfig) -> dict[str, Any]:
+    """Descriptive statistics per method and paired comparisons of each model with each baseline."""
+    subjects = sorted({r["subject"] for r in records})
+
+    def series(method: str, metric: str) -> list[float]:
+        by_subject = {r["subject"]: r[metric] for r in records if r["method"] == method}
+        return [float(by_subject[s]) for s in subjects]
+
+    methods: dict[str, Any] = {}
+    for method in [*task.baselines, *task.models]:
+        methods[method] = {
+            "kind": "baseline" if method in task.baselines else "model",
+            "label": BASELINE_LABELS.get(method, method),
+            "metrics": {m: describe(series(method, m), cfg) for m in METRICS},
+        }
+    psnr_means = {b: methods[b]["metrics"]["psnr"]["mean"] for b in task.baselines}
+    strongest = max(task.baselines, key=lambda b: -math.inf if psnr_means[b] is None else psnr_means[b])
+    comparisons: dict[str, Any] = {}
+    for model in task.models:
+        comparisons[model] = {
+            baseline: {m: compare(series(model, m), series(baseline, m), m, cfg) for m in METRICS}
+            for baseline in task.baselines
+        }
+    return {
+        "description": task.description,
+        "target": task.target,
+        "input": task.source,
+        "degradation": task.degradation,
+        "models": list(task.models),
+        "baselines": list(task.baselines),
+        "strongest_baseline": strongest,
+        "subjects": subjects,
+        "n_subjects": len(subjects),
+        "methods": methods,
+        "comparisons": comparisons,
+    }
+
+
+def write_csv(path: Path, records: list[dict[str, Any]]) -> None:
+    """Per-subject metrics, one row per subject and method (atomically)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["subject", "split", "method", "kind", *METRICS], lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow({**r, **{m: _fmt(r[m]) for m in METRICS}})
+    write_text(path, buf.getvalue())
+
+
+def _fmt(x: float) -> str:
+    return repr(float(x)) if math.isfinite(x) else str(x)
+
+
+def training_figures(outputs: Sequence[Output], histories: Path, figures_dir: Path, cfg: EvaluateConfig) -> dict[str, str]:
+    """One training-curve figure per model family of `outputs`, from `<histories>/<family>/history.csv`.
+
+    A family's history holds the training of all its outputs (SRGAN's: the SRResNet pretraining, then the
+    adversarial phase); returns {family: figure path}.
+    """
+    from pipeline.evaluation import figures
+
+    paths: dict[str, str] = {}
+    for family in dict.fromkeys(o.family for o in outputs):
+        names = ", ".join(o.name for o in outputs if o.family == family)
+        history = histories / family / "history.csv"
+        if history.is_file():
+            out = figures_dir / "training" / f"{family}.png"
+            figures.training_curves(history, out, title=family, dpi=cfg.figure_dpi)
+            paths[family] = out.as_posix()
+        else:
+            log.warning("%s: no training history; no training curve for %s (%s)", history, family, names)
+    return paths
+
+
+def evaluate(
+    subjects_tsv: Path,
+    outputs: Sequence[Output],
+    cfg: EvaluateConfig,
+    *,
+    degradation: dict[str, Any] | None = None,
+    infer_dir: Path = Path("results/infer"),
+    histories: Path = Path("results/models"),
+    metrics_dir: Path = Path("results/metrics"),
+    figures_dir: Path = Path("results/figures"),
+) -> dict[str, Any]:
+    """Evaluate `outputs` on the subjects of `subjects_tsv`; writes `<metrics_dir>/<output>.csv`,
+    `<metrics_dir>/summary.json` and the figures, and returns the summary."""
+    from pipeline.evaluation import figures
+
+    rows = read_subjects(subjects_tsv)
+    columns = list(rows[0]) if rows else []
+    if rows and "mask" not in columns:
+        raise ValueError(f"{subjects_tsv}: missing column(s) ['mask']")
+    tasks = build_tasks(outputs, degradation or {}, cfg, columns, subjects_tsv)
+
+    summary: dict[str, Any] = {
+        "protocol": protocol(cfg),
+        "config": to_dict(cfg),
+        "tasks": {},
+        "models": {},
+        "figures": {"subjects": {}, "group": {}, "training": {}},
+        "outputs": [dataclasses.asdict(o) for o in outputs],
+    }
+    for task in tasks:
+        records, task_summary, subject_figs = evaluate_task(task, rows, subjects_tsv, infer_dir, figures_dir, cfg)
+        summary["tasks"][task.name] = task_summary
+        for model in task.models:
+            csv_path = metrics_dir / f"{model}.csv"
+            keep = set(task.baselines) | {model}
+            write_csv(csv_path, [r for r in records if r["method"] in keep])
+            summary["models"][model] = {"task": task.name, "csv": csv_path.as_posix()}
+            log.info("wrote %s", csv_path)
+        for sub, figs in subject_figs.items():
+            summary["figures"]["subjects"].setdefault(sub, {}).update(figs)
+        summary["figures"]["group"][task.name] = figures.strip_plots(
+            figures_dir / "group", task.name, records, task_summary, METRICS, METRIC_LABELS, dpi=cfg.figure_dpi
+        )
+    summary["figures"]["training"] = training_figures(outputs, histories, figures_dir, cfg)
+    out = metrics_dir / "summary.json"
+    write_text(out, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    log.info("wrote %s", out)
+    return summary

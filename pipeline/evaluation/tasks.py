@@ -1,0 +1,147 @@
+"""What to evaluate: the generator outputs the model families export (`--outputs`), grouped into tasks.
+
+An output names one generator's images: `results/infer/<name>/<subject>_<desc>.nii.gz`, scored against the
+subjects.tsv column `truth`, made from the column `input`, by a model of `family` (whose training history is
+`results/models/<family>/history.csv`). Its `task` (a kind in `TASK_KINDS`) picks the baselines and how the
+input is read. Outputs of one kind with the same input and truth form one task: they are scored side by side
+against the same baselines, in one table and one set of figures. Nothing here knows a family by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import EvaluateConfig
+
+log = logging.getLogger(__name__)
+
+#: The kinds of task evaluation knows: super-resolution (input on a coarser grid) and translation (same grid).
+TASK_KINDS: tuple[str, ...] = ("sr", "translation")
+OUTPUT_KEYS: tuple[str, ...] = ("name", "family", "task", "input", "truth", "desc")
+# Output names, families and descs become file names and HTML anchors.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """One evaluated generator output (an item of `--outputs`)."""
+
+    name: str  # results/infer/<name>/<subject>_<desc>.nii.gz and results/metrics/<name>.csv
+    family: str  # results/models/<family>/ holds its history.csv and train_summary.json
+    task: str  # a kind in TASK_KINDS
+    input: str  # the subjects.tsv column the generator reads (e.g. T1w_lr or T1w)
+    truth: str  # the subjects.tsv column it is scored against (e.g. T1w or T2w)
+    desc: str  # file-name suffix of its images
+
+
+@dataclasses.dataclass
+class Task:
+    """One evaluation task: outputs of one kind with the same input and ground truth, and their baselines."""
+
+    name: str  # the kind ("sr", "translation"), or kind-input-truth when a kind has several tasks
+    kind: str  # "sr" | "translation"
+    outputs: list[Output]
+    target: str  # ground-truth column of subjects.tsv
+    source: str  # the input column
+    baselines: list[str]
+    description: str
+    degradation: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def models(self) -> list[str]:
+        """The names of the task's outputs, in the order given."""
+        return [o.name for o in self.outputs]
+
+
+def parse_json(text: str, what: str) -> Any:
+    """An argument given as inline JSON or as the path of a JSON file."""
+    stripped = text.strip()
+    if stripped[:1] not in ("[", "{"):
+        path = Path(text)
+        if not path.is_file():
+            raise ValueError(f"{what}: {text!r} is neither inline JSON nor an existing file")
+        stripped = path.read_text()
+    try:
+        return json.loads(stripped)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what}: not valid JSON ({exc})") from exc
+
+
+def parse_outputs(data: Any) -> list[Output]:
+    """Check the `--outputs` list (parsed JSON): objects with exactly OUTPUT_KEYS, unique names."""
+    if not isinstance(data, list) or not data:
+        raise ValueError("--outputs: expected a non-empty JSON list of objects, one per generator output")
+    outputs = []
+    for i, item in enumerate(data):
+        where = f"--outputs[{i}]"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: expected an object with keys {', '.join(OUTPUT_KEYS)}")
+        missing = [k for k in OUTPUT_KEYS if k not in item]
+        unknown = sorted(set(item) - set(OUTPUT_KEYS))
+        if missing or unknown:
+            raise ValueError(f"{where}: missing key(s) {missing}, unknown key(s) {unknown}; "
+                             f"expected {', '.join(OUTPUT_KEYS)}")
+        for key in OUTPUT_KEYS:
+            if not isinstance(item[key], str) or not item[key]:
+                raise ValueError(f"{where}.{key}: expected a non-empty string, got {item[key]!r}")
+        for key in ("name", "family", "desc"):
+            if not NAME_RE.match(item[key]):
+                raise ValueError(f"{where}.{key}: {item[key]!r} is not a plain name (letters, digits, . _ -)")
+        if item["task"] not in TASK_KINDS:
+            raise ValueError(f"{where}.task: {item['task']!r} is not one of {', '.join(TASK_KINDS)}")
+        outputs.append(Output(**{k: item[k] for k in OUTPUT_KEYS}))
+    names = [o.name for o in outputs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a model is named twice: {names}")
+    return outputs
+
+
+def _sr_task(name: str, outputs: list[Output], degradation: dict[str, Any], cfg: EvaluateConfig) -> Task:
+    modality, source = outputs[0].truth, outputs[0].input
+    baselines = list(cfg.sr_baselines)
+    method = degradation.get("method")
+    if "zerofill" in baselines and method not in (None, "kspace"):
+        baselines.remove("zerofill")
+        log.info("zero-filled k-space baseline skipped: the LR inputs came from %r degradation", method)
+    if not baselines:
+        raise ValueError("evaluate.sr_baselines: no baseline left to compare with")
+    desc = f"x{degradation['scale']} " if "scale" in degradation else ""
+    how = f"{degradation.get('method', '?')}, {degradation.get('axes', '?')}" if degradation else "from the LR/HR grids"
+    return Task(name, "sr", outputs, modality, source, baselines,
+                f"super-resolution {desc}of {modality} ({how})", degradation)
+
+
+def _translation_task(name: str, outputs: list[Output], cfg: EvaluateConfig) -> Task:
+    src, tgt = outputs[0].input, outputs[0].truth
+    if not cfg.translation_baselines:
+        raise ValueError("evaluate.translation_baselines: no baseline to compare with")
+    return Task(name, "translation", outputs, tgt, src, list(cfg.translation_baselines), f"translation {src} → {tgt}")
+
+
+def build_tasks(outputs: Sequence[Output], degradation: dict[str, Any], cfg: EvaluateConfig,
+                columns: Sequence[str], table: Path | str) -> list[Task]:
+    """Group `outputs` into tasks (in the order given), with their baselines; `columns` are subjects.tsv's."""
+    if not isinstance(degradation, dict):
+        raise ValueError(f"--degradation: expected a JSON object, got {degradation!r}")
+    groups: dict[tuple[str, str, str], list[Output]] = {}
+    for out in outputs:
+        groups.setdefault((out.task, out.input, out.truth), []).append(out)
+    kinds = [kind for kind, _, _ in groups]
+    tasks = []
+    for (kind, source, truth), members in groups.items():
+        for col in (source, truth):
+            if col not in columns:
+                raise ValueError(f"{table}: no column {col!r} for {kind} {source} → {truth} "
+                                 f"({', '.join(o.name for o in members)})")
+        name = kind if kinds.count(kind) == 1 else f"{kind}-{source}-{truth}"
+        if kind == "sr":
+            tasks.append(_sr_task(name, members, degradation, cfg))
+        else:
+            tasks.append(_translation_task(name, members, cfg))
+    return tasks
