@@ -11,9 +11,8 @@ include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/ingest.smk"
 include: "rules/preprocess.smk"
-include: "rules/srgan.smk"
-include: "rules/cyclegan.smk"
-# Keep these two last: evaluation finds the models to evaluate among the rules included above.
+include: "rules/train.smk"
+include: "rules/infer.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 

@@ -1,11 +1,15 @@
-# Stage 6: metrics (PSNR, SSIM, MAE, NRMSE), statistics and figures of every model this workflow can make
-# outputs for, against the classical baselines (input functions in common.smk). Included after the model
-# rules: a model is evaluated when some rule produces results/infer/<model>/<subject>_<desc>.nii.gz.
+# Stage 6: metrics (PSNR, SSIM, MAE, NRMSE), statistics and figures of every exported generator (OUTPUTS) against
+# the classical baselines of its task, on the evaluated splits' subjects that have its input and ground truth.
 
-EVALUATED_MODELS = evaluated_models()
+
+def evaluation_inputs(wildcards):
+    """Each output's result for each subject of the evaluated splits that has its input and ground truth."""
+    splits = config["evaluate"]["splits"]
+    return [inference_path(o, r["subject"]) for o in OUTPUTS.values() for r in subjects_with(splits, o.input, o.truth)]
+
 
 # Without a model to evaluate there is nothing to do (and no rule).
-if EVALUATED_MODELS:
+if OUTPUTS:
 
     rule evaluate_models:
         input:
@@ -18,7 +22,7 @@ if EVALUATED_MODELS:
                 category="Evaluation",
             ),
             metrics=report(
-                expand("results/metrics/{model}.csv", model=EVALUATED_MODELS),
+                expand("results/metrics/{output}.csv", output=list(OUTPUTS)),
                 caption="captions/metrics.rst",
                 category="Evaluation",
             ),
@@ -30,7 +34,8 @@ if EVALUATED_MODELS:
             ),
         params:
             cfg=section_json("evaluate"),
-            models=evaluation_arguments(),
+            outputs=json.dumps([o.as_dict() for o in OUTPUTS.values()]),
+            degradation=json.dumps(config["preprocess"]["sr"]),
         log:
             "logs/evaluate_models.log",
         conda:
@@ -38,6 +43,7 @@ if EVALUATED_MODELS:
         benchmark:
             "results/benchmarks/evaluate_models.tsv"
         shell:
-            "python -m pipeline evaluate --subjects {input.subjects:q} --infer results/infer {params.models}"
+            "python -m pipeline evaluate --subjects {input.subjects:q} --infer results/infer"
+            " --outputs {params.outputs:q} --degradation {params.degradation:q}"
             " --histories results/models --metrics $(dirname {output.summary:q}) --figures {output.figures:q}"
             " --params {params.cfg:q} > {log:q} 2>&1"

@@ -2,9 +2,8 @@
 # inputs. A checkpoint: later rules read its subjects.tsv to learn the subjects of each split.
 import os
 
-PREPROCESS_DIR = "results/preprocess"
 # The optional split override file is an input only when it exists (its edits then re-run the split).
-_SPLIT_FILE = config.get("preprocess", {}).get("split", {}).get("subjects_file", "config/subjects.tsv")
+_SPLIT_FILE = config["preprocess"]["split"]["subjects_file"]
 PREPROCESS_SPLIT_FILE = [_SPLIT_FILE] if _SPLIT_FILE and os.path.isfile(_SPLIT_FILE) else []
 
 

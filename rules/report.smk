@@ -1,11 +1,11 @@
 # Stage 7: the HTML report, assembled from what evaluation wrote (computes nothing).
 
-if EVALUATED_MODELS:
+if OUTPUTS:
 
     rule build_report:
         input:
             summary="results/metrics/summary.json",
-            metrics=expand("results/metrics/{model}.csv", model=EVALUATED_MODELS),
+            metrics=expand("results/metrics/{output}.csv", output=list(OUTPUTS)),
             figures="results/figures",
             subjects=f"{PREPROCESS_DIR}/subjects.tsv",
             manifest="results/ingest/manifest.tsv",
