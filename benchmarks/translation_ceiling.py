@@ -6,7 +6,7 @@ The demo's target images carry Rician noise that no translator can predict from 
 against them have a ceiling below 1 and infinity. This script measures it: in a temporary folder it simulates the
 demo cohort twice, with noise and without (``demo.noise: false``: same anatomy, contrast and bias field), runs
 the workflow's ingest and preprocess on each with `config/config.yaml`, and scores, on each test subject inside
-the noisy run's mask, with the workflow's own metrics (`pipeline.evaluate.masked_metrics`):
+the noisy run's mask, with the workflow's own metrics (`pipeline.evaluation.metrics.masked_metrics`):
 
 - ``noise-free target``: the noise-free T2w, normalised by preprocessing on its own;
 - ``noise-free target, fitted``: the same after the least-squares affine intensity map onto the noisy T2w in the
@@ -26,7 +26,6 @@ Prints a markdown table and writes it to ``--out``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -63,6 +62,7 @@ def paired_generator(subjects_tsv: Path, blob: dict, source: str, target: str, s
     import nibabel as nib
     import torch
 
+    from pipeline.io.tables import read_tsv
     from pipeline.models.cyclegan import build_generator
 
     torch.manual_seed(seed)
@@ -70,9 +70,10 @@ def paired_generator(subjects_tsv: Path, blob: dict, source: str, target: str, s
     net = build_generator(kw.pop("kind"), **kw)
     info = blob["translation"]
     axis, crop, batch_size = info["slice_axis"], int(blob["inference"]["roi_size"][0]), 8
+    # The table's paths are relative to the cohort's folder, not to the current directory (where
+    # `resolve_path` would look first, and may find a run of the same demo): join them to the folder.
     root = subjects_tsv.parents[2]
-    with subjects_tsv.open(newline="") as fh:
-        rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["split"] == "train"]
+    rows = [r for r in read_tsv(subjects_tsv, ("subject", "split", source, target, "mask")) if r["split"] == "train"]
     pairs = []
     for r in rows:
         a, b, m = (np.moveaxis(np.asarray(nib.load(root / r[k]).dataobj, np.float32), axis, 0)
@@ -112,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     from run_all import model_blob
     from scipy.ndimage import gaussian_filter
 
-    from pipeline.config import EvaluateConfig, parse_section
-    from pipeline.evaluate import masked_metrics
+    from pipeline.config import EvaluateConfig, load_params
+    from pipeline.evaluation.metrics import masked_metrics
+    from pipeline.io.tables import read_subjects
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=REPO / "config" / "config.yaml")
@@ -127,14 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     config = yaml.safe_load(args.config.read_text())
-    cfg = parse_section(EvaluateConfig, config.get("evaluate", {}), "evaluate")
+    cfg = load_params(json.dumps(config.get("evaluate") or {}), EvaluateConfig, "evaluate")
     splits = set(cfg.splits)
     scores: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="ceiling-") as tmp:
         noisy_tsv = prepare(Path(tmp) / "noisy", config, noise=True)
         clean_tsv = prepare(Path(tmp) / "clean", config, noise=False)
-        with noisy_tsv.open(newline="") as fh:
-            subjects = [r["subject"] for r in csv.DictReader(fh, delimiter="\t") if r["split"] in splits]
+        subjects = [r["subject"] for r in read_subjects(noisy_tsv, splits=splits)]
         paired = None
         if args.paired_seconds > 0:
             from pipeline.models.cyclegan import translate

@@ -74,7 +74,11 @@ def parse_json(text: str, what: str) -> Any:
 
 
 def parse_outputs(data: Any) -> list[Output]:
-    """Check the `--outputs` list (parsed JSON): objects with exactly OUTPUT_KEYS, unique names."""
+    """Check the `--outputs` list (parsed JSON): objects with every key of OUTPUT_KEYS, unique names.
+
+    Other keys of `pipeline.models.contract.Output` (model_file, infer_args) are for inference; they are
+    allowed and ignored here.
+    """
     if not isinstance(data, list) or not data:
         raise ValueError("--outputs: expected a non-empty JSON list of objects, one per generator output")
     outputs = []
@@ -83,10 +87,8 @@ def parse_outputs(data: Any) -> list[Output]:
         if not isinstance(item, dict):
             raise ValueError(f"{where}: expected an object with keys {', '.join(OUTPUT_KEYS)}")
         missing = [k for k in OUTPUT_KEYS if k not in item]
-        unknown = sorted(set(item) - set(OUTPUT_KEYS))
-        if missing or unknown:
-            raise ValueError(f"{where}: missing key(s) {missing}, unknown key(s) {unknown}; "
-                             f"expected {', '.join(OUTPUT_KEYS)}")
+        if missing:
+            raise ValueError(f"{where}: missing key(s) {', '.join(missing)}; expected {', '.join(OUTPUT_KEYS)}")
         for key in OUTPUT_KEYS:
             if not isinstance(item[key], str) or not item[key]:
                 raise ValueError(f"{where}.{key}: expected a non-empty string, got {item[key]!r}")
