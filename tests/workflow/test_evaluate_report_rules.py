@@ -1,6 +1,6 @@
 """rules/evaluate.smk and rules/report.smk in a small workflow whose preprocessing and inference are stand-ins
-(copies of the synthetic cohort in tests/unit/eval_helpers.py): the rules find the models by their inference
-rules, plan, run, and `snakemake --report` collects the figures marked with report()."""
+(copies of the synthetic cohort in tests/unit/eval_helpers.py): the rules take the outputs the families of
+`models:` export, plan, run, and `snakemake --report` collects the figures marked with report()."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from tests.unit.eval_helpers import make_cohort
 SNAKEFILE = f"""
 configfile: "{REPO}/config/config.yaml"
 include: "{REPO}/rules/common.smk"
-PREPROCESS_DIR = "results/preprocess"
 
 checkpoint preprocess_scans:
     output: subjects="results/preprocess/subjects.tsv", manifest="results/ingest/manifest.tsv"
@@ -34,7 +33,9 @@ rule all:
     input: final_targets()
     default_target: True
 """
-FAST = "input_dir: stash\nevaluate:\n  bootstrap_resamples: 1000\n  figure_dpi: 60\n"
+# The stand-in cohort's LR inputs are 2x in-plane k-space truncations (evaluation checks them against this).
+FAST = ("input_dir: stash\npreprocess:\n  sr:\n    scale: 2\n    method: kspace\n    axes: inplane\n"
+        "evaluate:\n  bootstrap_resamples: 1000\n  figure_dpi: 60\n")
 
 
 def _workflow(tmp_path: Path) -> Path:
@@ -67,6 +68,8 @@ def test_rules_run_and_snakemake_report(tmp_path):
         "cyclegan.csv", "srgan.csv", "srresnet.csv", "summary.json"]
     log = (wf / "logs/evaluate_models.log").read_text()
     assert "sr sub-002: scoring 3 baseline(s) and 2 model(s)" in log and "translation sub-002" in log
+    # One training curve per family; SRResNet's is SRGAN's (its pretraining phase).
+    assert sorted(p.name for p in (wf / "reports/assets/training").iterdir()) == ["cyclegan.png", "srgan.png"]
     _snakemake(wf, "--cores", "1", "--report", "report.html")
     html = (wf / "report.html").read_text(errors="replace")
     assert "summary.json" in html and "srgan.png" in html
