@@ -1,10 +1,14 @@
 """Evaluation (stage 6) as a library: image-quality metrics of every generator output and its classical
 baselines, with statistics and figures.
 
+Modules: `tasks` (the outputs the model families export, grouped into tasks), `cases` (one subject's images,
+SR geometry, baselines), `metrics`, `statistics`, `figures` (drawn here: the report only assembles them) and
+`run` (the whole evaluation: CSVs, summary.json, figures). The stage is `pipeline.stages.evaluate`.
+
 Protocol (written into `results/metrics/summary.json` and shown in the report):
 
 - Images: the preprocessed, normalised ground truth (intensities in [0, 1], so the data range is 1.0) and,
-  on the same grid, each model's output and each baseline. Outputs and baselines are clipped to
+  on the same grid, each generator output and each baseline. Outputs and baselines are clipped to
   [0, data_range] before scoring (zero-filled k-space rings below 0; a generator may overshoot).
 - Region: the subject's foreground mask from preprocessing. Every metric is taken over mask voxels only.
 - PSNR: 10 log10(data_range^2 / MSE), MSE over mask voxels (`skimage.metrics.peak_signal_noise_ratio`).
