@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import dataclasses
 import json
 import logging
 import os
@@ -262,14 +261,15 @@ def _build_step(model: str, overrides: dict[str, Any], phase: str, device: str,
                 "config": "ngf 64, ndf 64, resnet_6blocks, 128x128, batch 1"}
         return (lambda: ref.step(a, b)), desc
 
-    from pipeline.config import parse_section
+    from pipeline.config import parse, to_dict
     from pipeline.gan.base import Precision
     from pipeline.models import MODELS, build_model
 
     cls = MODELS[model]
-    cfg = parse_section(cls.config_class, {**overrides, "precision": precision}, model)
+    cfg = parse(cls.config_class, {**overrides, "precision": precision}, model)
     if model == "srgan":
-        cfg = dataclasses.replace(cfg, pretrain_steps=10**9 if phase == "pretrain" else 0, gan_steps=10**6)
+        cfg = parse(cls.config_class, {**to_dict(cfg), "pretrain_steps": 10**9 if phase == "pretrain" else 0,
+                                       "gan_steps": 10**6}, model)
         scale, lr_side = 4, cfg.patch_size // 4
         net = build_model(model, cfg, factors=[scale, scale, 1], slice_axis=2, device=dev,
                           precision=Precision(dev, cfg.precision))
