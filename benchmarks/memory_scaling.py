@@ -96,10 +96,9 @@ def _rule_of(argv: list[str]) -> str:
     """The workflow rule of a `python -m pipeline` command line."""
     stage = argv[0] if argv else "?"
     if stage == "train":
-        return f"train_{argv[1]}"
-    if stage == "infer":
-        model = Path(argv[argv.index("--model") + 1])
-        return f"infer_{model.parent.name}" + ("" if model.name == "model.pt" else f" ({model.stem})")
+        return f"train_model_{argv[1]}"
+    if stage == "infer":  # results/infer/<output>/<subject>_<desc>.nii.gz
+        return f"infer_model_{Path(argv[argv.index('--output') + 1]).parent.name}"
     return {"demo": "generate_demo", "ingest": "ingest_scans", "preprocess": "preprocess_scans",
             "evaluate": "evaluate_models", "report": "build_report"}.get(stage, stage)
 
@@ -111,8 +110,6 @@ def collect(work: Path) -> dict[str, dict]:
     for tsv in sorted(bench.rglob("*.tsv")):
         rel = tsv.relative_to(bench)
         rule = rel.parts[0] if len(rel.parts) > 1 else tsv.stem
-        if rule == "infer_srgan":  # one rule, two models: keep them apart
-            rule = "infer_srgan" if tsv.stem.startswith("srgan_") else "infer_srgan (srresnet)"
         with tsv.open(newline="") as fh:
             row = next(csv.DictReader(fh, delimiter="\t"))
         r = rules.setdefault(rule, {"jobs": 0, "max_rss": [], "peak": [], "s": []})
@@ -132,8 +129,8 @@ def collect(work: Path) -> dict[str, dict]:
     return rules
 
 
-ORDER = ["generate_demo", "ingest_scans", "preprocess_scans", "train_srgan", "train_cyclegan",
-         "infer_srgan (srresnet)", "infer_srgan", "infer_cyclegan", "evaluate_models", "build_report"]
+ORDER = ["generate_demo", "ingest_scans", "preprocess_scans", "train_model_srgan", "train_model_cyclegan",
+         "infer_model_srresnet", "infer_model_srgan", "infer_model_cyclegan", "evaluate_models", "build_report"]
 
 
 def table(small: dict[str, dict], large: dict[str, dict], n_small: int, n_large: int) -> str:

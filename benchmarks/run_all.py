@@ -263,9 +263,9 @@ def _build_step(model: str, overrides: dict[str, Any], phase: str, device: str,
 
     from pipeline.config import parse, to_dict
     from pipeline.gan.base import Precision
-    from pipeline.models import MODELS, build_model
+    from pipeline.models import FAMILIES, build_model
 
-    cls = MODELS[model]
+    cls = FAMILIES[model]
     cfg = parse(cls.config_class, {**overrides, "precision": precision}, model)
     if model == "srgan":
         cfg = parse(cls.config_class, {**to_dict(cfg), "pretrain_steps": 10**9 if phase == "pretrain" else 0,
@@ -394,25 +394,23 @@ def _infer_worker(spec: dict[str, Any]) -> dict[str, Any]:
     blob = model_blob(spec["task"], spec.get("model_file"))
     rng = np.random.default_rng(0)
     if spec["task"] == "sr":
-        from pipeline.models.srgan import build_generator, super_resolve
+        from pipeline.models.srgan import SRGAN
 
-        net = build_generator(blob, dev)
+        net = SRGAN.load_generator(blob, None, dev)
         factors = blob["sr"]["factors"]
         lr = rng.random([n // f for n, f in zip(spec["shape"], factors, strict=True)], dtype=np.float32)
-        inf = blob.get("inference", {})
 
         def run() -> np.ndarray:
-            return super_resolve(lr, net, blob["sr"], dev, inf.get("roi_size", 64), inf.get("sw_batch_size", 16),
-                                 inf.get("overlap", 0.25))
+            return SRGAN.apply(net, lr, blob, dev, tta=False)
         what = f"LR {'x'.join(map(str, lr.shape))} -> x{'/'.join(map(str, factors))}"
     else:
-        from pipeline.models.cyclegan import load_generator, translate
+        from pipeline.models.cyclegan import CycleGAN
 
-        net = load_generator(blob, "A2B", dev)
+        net = CycleGAN.load_generator(blob, "A2B", dev)
         vol = rng.random(spec["shape"], dtype=np.float32)
 
         def run() -> np.ndarray:
-            return translate(vol, net, blob, dev)
+            return CycleGAN.apply(net, vol, blob, dev)
         what = f"{'x'.join(map(str, vol.shape))}, roi {blob.get('inference', {}).get('roi_size')}"
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if dev.type == "cuda":

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         subjects = [r["subject"] for r in read_subjects(noisy_tsv, splits=splits)]
         paired = None
         if args.paired_seconds > 0:
-            from pipeline.models.cyclegan import translate
+            from pipeline.models.cyclegan import CycleGAN
 
             model_file = args.run_dir / "results" / "models" / "cyclegan" / "model.pt" if args.run_dir else None
             blob = model_blob("translation", str(model_file) if model_file and model_file.is_file() else None)
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             for sigma in (0.5, 0.8, 1.0):
                 candidates[f"noisy target, Gaussian sigma {sigma}"] = gaussian_filter(truth, sigma)
             if paired is not None:
-                candidates[f"paired L1 generator ({paired_steps} steps)"] = translate(
-                    load(noisy_tsv.parents[2] / sub / f"{args.source}.nii.gz"), paired, blob)
+                candidates[f"paired L1 generator ({paired_steps} steps)"] = CycleGAN.apply(
+                    paired, load(noisy_tsv.parents[2] / sub / f"{args.source}.nii.gz"), blob)
             if args.run_dir is not None:
                 for model in args.models:
                     path = args.run_dir / "results" / "infer" / model / f"{subject}_{args.target}.nii.gz"

@@ -39,7 +39,7 @@ rule infer_model:
     conda:
         "../envs/pipeline.yaml"
     benchmark:
-        "results/benchmarks/infer_model/{output}/{subject}_{desc}.tsv"
+        "results/benchmarks/infer_model_{output}/{subject}_{desc}.tsv"
     shell:
         "python -m pipeline infer --model {params.model:q} --input {input.scan:q} --output {output:q}"
         " {params.options} --threads {threads} > {log:q} 2>&1"

@@ -26,7 +26,7 @@ rule train_model:
     conda:
         "../envs/pipeline.yaml"
     benchmark:
-        "results/benchmarks/train_model/{family}.tsv"
+        "results/benchmarks/train_model_{family}.tsv"
     shell:
         'python -m pipeline train {wildcards.family} --data "$(dirname {input.subjects:q})"'
         ' --out "$(dirname {output.model:q})" --params {params.cfg:q} --seed {params.seed}'
