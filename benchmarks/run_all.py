@@ -438,7 +438,8 @@ def model_blob(task: str, model_file: str | None) -> dict[str, Any]:
         from pipeline.gan.checkpoint import load_checkpoint
 
         return load_checkpoint(Path(model_file))
-    from pipeline.config import CycleGANConfig, SRGANConfig
+    from pipeline.models.cyclegan import CycleGANConfig
+    from pipeline.models.srgan import SRGANConfig
 
     if task == "sr":
         from pipeline.models.srgan import SRGAN

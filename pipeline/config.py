@@ -36,7 +36,7 @@ class ConfigError(ValueError):
     """A configuration value is missing, misspelt, of the wrong type or out of range."""
 
 
-class _Invalid(ValueError):
+class Invalid(ValueError):
     """Raised by a section's own rules: a key's (`key`, relative to the section) or, with `key` None, a rule
     across keys, which the message then names at the section (`srgan: pretrain_steps + gan_steps ...`)."""
 
@@ -83,7 +83,8 @@ Percentile = Annotated[float, Field(ge=0, le=100)]
 Beta = Annotated[float, Field(ge=0, lt=1)]
 #: Adam's (beta1, beta2)
 Betas = tuple[Beta, Beta]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+#: a family's `precision` key
+PrecisionMode = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 def _check_regexes(patterns: list[str], key: str) -> None:
@@ -91,7 +92,7 @@ def _check_regexes(patterns: list[str], key: str) -> None:
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise _Invalid(key, f"bad regular expression {pattern!r}: {exc}") from exc
+            raise Invalid(key, f"bad regular expression {pattern!r}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------- sections
@@ -116,7 +117,7 @@ class DemoConfig(Section):
     @model_validator(mode="after")
     def _rules(self) -> DemoConfig:
         if self.n_dicom > self.n_subjects:
-            raise _Invalid(None, f"n_dicom must be between 0 and n_subjects ({self.n_subjects}), "
+            raise Invalid(None, f"n_dicom must be between 0 and n_subjects ({self.n_subjects}), "
                                  f"got {self.n_dicom}")
         return self
 
@@ -160,7 +161,7 @@ class IngestConfig(Section):
     def _rules(self) -> IngestConfig:
         for modality, patterns in self.modality_patterns.items():
             if not re.fullmatch(MODALITY_NAME, modality):
-                raise _Invalid("modality_patterns", f"modality name {modality!r} must be letters/digits only")
+                raise Invalid("modality_patterns", f"modality name {modality!r} must be letters/digits only")
             _check_regexes(patterns, f"modality_patterns.{modality}")
         _check_regexes(self.skip_patterns, "skip_patterns")
         return self
@@ -185,7 +186,7 @@ class SplitConfig(Section):
     def _rules(self) -> SplitConfig:
         ratios = (self.train, self.val, self.test)
         if sum(ratios) <= 0:
-            raise _Invalid(None, f"ratios must not all be 0, got {ratios}")
+            raise Invalid(None, f"ratios must not all be 0, got {ratios}")
         return self
 
 
@@ -208,7 +209,7 @@ class SRConfig(Section):
     @model_validator(mode="after")
     def _rules(self) -> SRConfig:
         if self.method == "thick_slice" and self.axes != "through":
-            raise _Invalid(None, "method thick_slice averages slices along z; set axes: through")
+            raise Invalid(None, "method thick_slice averages slices along z; set axes: through")
         return self
 
 
@@ -236,10 +237,10 @@ class PreprocessConfig(Section):
     @model_validator(mode="after")
     def _rules(self) -> PreprocessConfig:
         if not self.mr_percentiles[0] < self.mr_percentiles[1]:
-            raise _Invalid(None, f"mr_percentiles must be [low, high] with low < high, "
+            raise Invalid(None, f"mr_percentiles must be [low, high] with low < high, "
                                  f"got {list(self.mr_percentiles)}")
         if not self.ct_window[0] < self.ct_window[1]:
-            raise _Invalid(None, f"ct_window must be [low, high] in HU with low < high, "
+            raise Invalid(None, f"ct_window must be [low, high] in HU with low < high, "
                                  f"got {list(self.ct_window)}")
         return self
 
@@ -291,179 +292,6 @@ class ReportConfig(Section):
 
 
 # --------------------------------------------------------------------------------------------- model families
-class SRGANConfig(Section):
-    """SRGAN super-resolution (stages 4-5): data, networks, the two training phases, inference.
-
-    The upsampling factor and axes come from the data (the preprocess stage's `sr` section).
-    """
-
-    where: ClassVar[str] = "srgan"
-
-    # data
-    modality: str = Field("T1w", description=(
-        "Modality to super-resolve; its LR input (`<modality>_lr`) is made by preprocess.sr."))
-    spatial_dims: Annotated[Literal[2, 3], INT_CHOICE] = Field(2, description=(
-        "2: in-plane slices along an axis that is not degraded (z for in-plane SR); 3: patches."))
-    patch_size: int = Field(0, ge=0, description=(
-        "HR side of the training crops in voxels (divisible by the scale); crop centres lie inside the "
-        "foreground mask. 0: whole slices (2D) / volumes (3D)."))
-    batch_size: int = Field(8, ge=1, description="Crops per training step.")
-    flip: bool = Field(True, description="Random flips of the training crops.")
-    context_slices: int = Field(2, ge=0, description=(
-        "2D: give the generator this many neighbouring LR slices on either side of each slice as extra input "
-        "channels (2.5D; they show the through-plane structure; 0 is plain 2D). Ignored in 3D."))
-    # generator (SRResNet + interpolation skip)
-    channels: int = Field(64, ge=1, description="SRResNet feature width (64 in the paper).")
-    n_blocks: int = Field(6, ge=0, description="SRResNet residual blocks (16 in the paper).")
-    norm: Literal["batch", "instance", "none"] = Field("none", description=(
-        "Normalisation in the residual blocks: batch (as in the paper), instance or none."))
-    interp_skip: Literal["zerofill", "bicubic", "trilinear", "nearest", "none"] = Field("zerofill", description=(
-        "Interpolation added to the generator's output, output = interp(LR) + net(LR), so the network learns "
-        "only the residual: zerofill (k-space zero filling, exact for k-space-truncated inputs), bicubic, "
-        "trilinear, nearest, or none (the paper's network)."))
-    outer_kernel: OddInt = Field(9, ge=1, description=(
-        "Kernel size of the generator's first and last convolution (9 in the paper; odd)."))
-    upsampler: Literal["stages", "final"] = Field("final", description=(
-        "Generator upsampling: stages (the paper: x2 sub-pixel stages, MONAI SubpixelUpsample, then the "
-        "outer-kernel convolution at HR) or final (ESPCN-style: one sub-pixel convolution from the LR features "
-        "to the output; no convolution at HR, several times cheaper)."))
-    # discriminator (phase 2)
-    discriminator: Literal["patch", "vgg"] = Field("patch", description=(
-        "patch: MONAI PatchDiscriminator; vgg: the SRGAN paper's VGG-style discriminator."))
-    d_channels: int = Field(32, ge=1, description="Discriminator width (channels of its first layer).")
-    d_layers: int = Field(3, ge=1, description="Discriminator depth: strided layers (patch) or levels (vgg).")
-    # training: phase 1 = SRResNet (pixel loss), phase 2 = adversarial fine-tuning
-    pretrain_steps: int = Field(3600, ge=0, description=(
-        "Phase 1: SRResNet steps with the pixel loss only; the result is exported as srresnet.pt."))
-    gan_steps: int = Field(250, ge=0, description=(
-        "Phase 2: adversarial fine-tuning steps from the SRResNet; the result is exported as model.pt."))
-    pixel_loss: Literal["l1", "mse"] = Field("mse", description="Content (pixel) loss: l1 or mse.")
-    pixel_weight: float = Field(1.0, ge=0, description="Weight of the content loss.")
-    adv_loss: Literal["nonsaturating", "minimax", "lsgan", "hinge"] = Field("nonsaturating", description=(
-        "Adversarial objective on logits: nonsaturating (G minimises -log D(G(z))), minimax (G minimises "
-        "log(1 - D(G(z)))), lsgan or hinge."))
-    adv_weight: float = Field(1e-3, ge=0, description=(
-        "Weight of the adversarial loss in phase 2 (1e-3 in the paper); 0 switches the discriminator off."))
-    fm_weight: float = Field(0.0, ge=0, description=(
-        "Weight of discriminator feature matching (L1 between D's features of real and generated images) in "
-        "phase 2; 0: off."))
-    lr: float = Field(8e-4, gt=0, description=(
-        "Generator learning rate in phase 1 (Adam, cosine decay to lr * lr_min_ratio)."))
-    warmup_steps: int = Field(200, ge=0, description=(
-        "Phase 1 starts with the learning rate rising linearly from lr / warmup_steps to lr over this many "
-        "steps (keeps the high demo learning rate stable; 0: no warmup)."))
-    lr_gan: float = Field(5e-5, ge=0, description="Generator learning rate in phase 2 (cosine decay).")
-    lr_d: float = Field(1e-4, ge=0, description="Discriminator learning rate (cosine decay over phase 2).")
-    lr_min_ratio: float = Field(0.01, ge=0, description=(
-        "Final learning rate of each cosine schedule, as a fraction of its initial value."))
-    betas: Betas = Field((0.9, 0.999), strict=False, description="Adam betas.")
-    # loop
-    log_every: int = Field(100, ge=1, description="Steps between log lines (and rows of history.csv).")
-    checkpoint_every: int = Field(250, ge=1, description=(
-        "Steps between checkpoints; a killed run restarts from the last one."))
-    precision: Precision = Field("auto", description=(
-        "auto: bf16 autocast on CUDA (fp16 + grad scaler where bf16 is missing), fp32 on CPU; fp32, bf16 or "
-        "fp16 force one (autocast on CUDA only)."))
-    deterministic: bool = Field(True, description=(
-        "Deterministic kernels where PyTorch has them (exact resume on CPU; may be slower on CUDA)."))
-    # inference (whole volumes)
-    roi_size: int = Field(64, ge=1, description=(
-        "Inference: sliding-window side in LR voxels (2D: slices larger than this are tiled)."))
-    sw_batch_size: int = Field(16, ge=1, description=(
-        "Inference: windows (2D: slices) per forward pass; bounds the memory used."))
-    overlap: float = Field(0.25, ge=0, lt=1, description=(
-        "Inference: overlap of neighbouring sliding windows (fraction of the window)."))
-    tta: bool = Field(False, description=(
-        "Inference: average the generator's residual over the flips (and in-plane transposes) of the input, "
-        "undone on the output (self-ensemble; 8x the inference compute; on the demo it did not help: 21.36 vs "
-        "21.40 dB)."))
-
-    @model_validator(mode="after")
-    def _rules(self) -> SRGANConfig:
-        if self.pretrain_steps + self.gan_steps < 1:
-            raise _Invalid(None, "pretrain_steps + gan_steps must be >= 1")
-        return self
-
-
-class CycleGANConfig(Section):
-    """CycleGAN modality translation (stages 4-5), trained on unpaired slices or patches of different subjects.
-
-    The defaults are the demo's budget configuration (a small ResNet generator trained for a few minutes on
-    2 CPU cores); `config/cyclegan_full.yaml` is the longer reference-like one.
-    """
-
-    where: ClassVar[str] = "cyclegan"
-
-    source: str = Field("T1w", description=(
-        "Modality of domain A (a column of results/preprocess/subjects.tsv)."))
-    target: str = Field("T2w", description=(
-        "Modality of domain B (not the source); CT outputs are written in Hounsfield units."))
-    spatial_dims: Annotated[Literal[2, 3], INT_CHOICE] = Field(2, description=(
-        "2 for slices, 3 for volumetric patches."))
-    slice_axis: Annotated[Literal[0, 1, 2], INT_CHOICE] = Field(2, description=(
-        "Axis 2D slices are taken across (0 sagittal, 1 coronal, 2 axial on RAS volumes)."))
-    train_downsample: int = Field(1, ge=1, description=(
-        "Train and translate on a grid this many times coarser (block averages); the output is upsampled back "
-        "to the input grid. 1 keeps the input resolution."))
-    warmup_steps: int = Field(1200, ge=0, description=(
-        "Resolution curriculum - the first warmup_steps steps train on crops from a grid warmup_downsample "
-        "times coarser, at most its whole slices (the contrast mapping is found quickly on small images with "
-        "the whole anatomy in view, then refined at full resolution); 0 disables it."))
-    warmup_downsample: int = Field(2, ge=1, description=(
-        "How much coarser the warm-up grid is than the training grid."))
-    patch_size: int = Field(48, ge=0, multiple_of=4, description=(
-        "Side of the training crops in voxels (a multiple of 4; 0 whole slices); also the sliding-window size "
-        "of inference."))
-    batch_size: int = Field(4, ge=1, description="Crops of each domain per step.")
-    flip: bool = Field(True, description="Random flips of the crops.")
-    generator: Literal["resnet", "unet"] = Field("resnet", description=(
-        "ResNet generator (reflection padding, instance norm; n_blocks residual blocks, ngf filters) or MONAI's "
-        "UNet (widths ngf..8 ngf)."))
-    n_blocks: int = Field(4, ge=0, description=(
-        "Residual blocks of the ResNet generator (6 or 9 in the reference)."))
-    ngf: int = Field(16, ge=1, description="Filters of the generator's first layer (64 in the reference).")
-    ndf: int = Field(16, ge=1, description=(
-        "Filters of the PatchGAN discriminator's first layer (64 in the reference)."))
-    d_layers: int = Field(3, ge=1, description=(
-        "Layers of the PatchGAN discriminators (3 gives 70x70 patches in 2D)."))
-    gan_loss: Literal["lsgan", "nonsaturating", "minimax", "hinge"] = Field("lsgan", description=(
-        "Adversarial loss; nonsaturating is the classic log loss."))
-    lambda_cycle: float = Field(10.0, ge=0, description="Weight of the cycle-consistency L1 losses.")
-    lambda_identity: float = Field(0.0, ge=0, description=(
-        "Weight of the identity L1 losses, as a fraction of lambda_cycle (0 disables them). Off by default: it "
-        "pulls the source->target generator towards the identity (keeping the source contrast), which slows "
-        "the T1w -> T2w contrast inversion in a short run; the paper's 0.5 suits photo translation."))
-    pool_size: int = Field(50, ge=0, description=(
-        "Past fakes kept for the discriminators (0 disables the pool)."))
-    lr: float = Field(1e-3, gt=0, description=(
-        "Adam learning rate of generators and discriminators (the paper's 2e-4 is several times slower to "
-        "invert the contrast with the demo's small networks; 1e-3 stays stable with them)."))
-    betas: Betas = Field((0.5, 0.999), strict=False, description="Adam betas.")
-    n_steps: int = Field(1200, ge=0, description="Steps at the constant learning rate.")
-    n_steps_decay: int = Field(3000, ge=0, description=(
-        "Steps of linear decay of the learning rate to 0 after n_steps."))
-    log_every: int = Field(50, ge=1, description="Steps between log lines / history.csv rows.")
-    checkpoint_every: int = Field(200, ge=1, description=(
-        "Steps between checkpoints (training resumes from the last one)."))
-    precision: Precision = Field("auto", description=(
-        "Mixed precision on CUDA (auto - bf16 where supported, else fp16); CPU always fp32."))
-    deterministic: bool = Field(True, description="Deterministic kernels where PyTorch has them.")
-    sw_batch_size: int = Field(16, ge=1, description=(
-        "Windows (slices or patches) per forward pass at inference."))
-    overlap: float = Field(0.25, ge=0, lt=1, description="Overlap of inference windows (Gaussian-blended).")
-    tta: bool = Field(True, description=(
-        "Inference: average the translations of every window's 8 flips/transposes (3D: 8 flips; 8x the time). "
-        "The GAN's invented texture differs between them, the anatomy does not (demo: +1.7 dB, +0.11 SSIM)."))
-
-    @model_validator(mode="after")
-    def _rules(self) -> CycleGANConfig:
-        if self.n_steps + self.n_steps_decay < 1:
-            raise _Invalid(None, "n_steps + n_steps_decay must be >= 1")
-        if self.source == self.target:
-            raise _Invalid(None, f"source and target are both {self.source!r}")
-        return self
-
-
 # --------------------------------------------------------------------------------------------- the workflow
 class WorkflowBase(Section):
     """Configuration of the workflow (config/config.yaml). Unknown keys are errors, so a misspelt key fails
@@ -515,7 +343,7 @@ def _one(error: Any, cls: type[BaseModel], where: str) -> str:
         return f"{_path(where, loc[:-1])}: unknown key {loc[-1]!r}; allowed: {allowed}"
     if kind == "value_error" and isinstance(ctx.get("error"), ConfigError):
         return str(ctx["error"])  # a nested section's own __init__ named the key already
-    if kind == "value_error" and isinstance(ctx.get("error"), _Invalid):
+    if kind == "value_error" and isinstance(ctx.get("error"), Invalid):
         if ctx["error"].key:
             loc = (*loc, ctx["error"].key)
         value = None  # the message says what it got

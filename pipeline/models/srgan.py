@@ -11,34 +11,123 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from pipeline.config import SRGANConfig, to_dict
+from pipeline.config import INT_CHOICE, Betas, Invalid, OddInt, PrecisionMode, Section, to_dict
 from pipeline.gan.base import Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.losses import d_loss, feature_matching_loss, g_loss, pixel_loss
+from pipeline.gan.schedules import cosine_factor
 from pipeline.imaging.geometry import hr_affine_from_lr
 from pipeline.models.contract import Family, Output, inference_settings
+from pipeline.nets.discriminators import VGGStyleDiscriminator, patch_discriminator
 from pipeline.nets.srresnet import SRResNet
 from pipeline.nets.windows import as_batch, from_batch, sliding_window
 
 log = logging.getLogger(__name__)
 
 
+# ------------------------------------------------------------------------------------------ config
+class SRGANConfig(Section):
+    """SRGAN super-resolution (stages 4-5): data, networks, the two training phases, inference.
 
-def cosine_factor(t: int, length: int, min_ratio: float) -> float:
-    """Cosine decay from 1 to `min_ratio` over `length` steps (t clipped to [0, length])."""
-    if length <= 0:
-        return 1.0
-    t = min(max(t, 0), length)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t / length))
+    The upsampling factor and axes come from the data (the preprocess stage's `sr` section).
+    """
+
+    where: ClassVar[str] = "srgan"
+
+    # data
+    modality: str = Field("T1w", description=(
+        "Modality to super-resolve; its LR input (`<modality>_lr`) is made by preprocess.sr."))
+    spatial_dims: Annotated[Literal[2, 3], INT_CHOICE] = Field(2, description=(
+        "2: in-plane slices along an axis that is not degraded (z for in-plane SR); 3: patches."))
+    patch_size: int = Field(0, ge=0, description=(
+        "HR side of the training crops in voxels (divisible by the scale); crop centres lie inside the "
+        "foreground mask. 0: whole slices (2D) / volumes (3D)."))
+    batch_size: int = Field(8, ge=1, description="Crops per training step.")
+    flip: bool = Field(True, description="Random flips of the training crops.")
+    context_slices: int = Field(2, ge=0, description=(
+        "2D: give the generator this many neighbouring LR slices on either side of each slice as extra input "
+        "channels (2.5D; they show the through-plane structure; 0 is plain 2D). Ignored in 3D."))
+    # generator (SRResNet + interpolation skip)
+    channels: int = Field(64, ge=1, description="SRResNet feature width (64 in the paper).")
+    n_blocks: int = Field(6, ge=0, description="SRResNet residual blocks (16 in the paper).")
+    norm: Literal["batch", "instance", "none"] = Field("none", description=(
+        "Normalisation in the residual blocks: batch (as in the paper), instance or none."))
+    interp_skip: Literal["zerofill", "bicubic", "trilinear", "nearest", "none"] = Field("zerofill", description=(
+        "Interpolation added to the generator's output, output = interp(LR) + net(LR), so the network learns "
+        "only the residual: zerofill (k-space zero filling, exact for k-space-truncated inputs), bicubic, "
+        "trilinear, nearest, or none (the paper's network)."))
+    outer_kernel: OddInt = Field(9, ge=1, description=(
+        "Kernel size of the generator's first and last convolution (9 in the paper; odd)."))
+    upsampler: Literal["stages", "final"] = Field("final", description=(
+        "Generator upsampling: stages (the paper: x2 sub-pixel stages, MONAI SubpixelUpsample, then the "
+        "outer-kernel convolution at HR) or final (ESPCN-style: one sub-pixel convolution from the LR features "
+        "to the output; no convolution at HR, several times cheaper)."))
+    # discriminator (phase 2)
+    discriminator: Literal["patch", "vgg"] = Field("patch", description=(
+        "patch: MONAI PatchDiscriminator; vgg: the SRGAN paper's VGG-style discriminator."))
+    d_channels: int = Field(32, ge=1, description="Discriminator width (channels of its first layer).")
+    d_layers: int = Field(3, ge=1, description="Discriminator depth: strided layers (patch) or levels (vgg).")
+    # training: phase 1 = SRResNet (pixel loss), phase 2 = adversarial fine-tuning
+    pretrain_steps: int = Field(3600, ge=0, description=(
+        "Phase 1: SRResNet steps with the pixel loss only; the result is exported as srresnet.pt."))
+    gan_steps: int = Field(250, ge=0, description=(
+        "Phase 2: adversarial fine-tuning steps from the SRResNet; the result is exported as model.pt."))
+    pixel_loss: Literal["l1", "mse"] = Field("mse", description="Content (pixel) loss: l1 or mse.")
+    pixel_weight: float = Field(1.0, ge=0, description="Weight of the content loss.")
+    adv_loss: Literal["nonsaturating", "minimax", "lsgan", "hinge"] = Field("nonsaturating", description=(
+        "Adversarial objective on logits: nonsaturating (G minimises -log D(G(z))), minimax (G minimises "
+        "log(1 - D(G(z)))), lsgan or hinge."))
+    adv_weight: float = Field(1e-3, ge=0, description=(
+        "Weight of the adversarial loss in phase 2 (1e-3 in the paper); 0 switches the discriminator off."))
+    fm_weight: float = Field(0.0, ge=0, description=(
+        "Weight of discriminator feature matching (L1 between D's features of real and generated images) in "
+        "phase 2; 0: off."))
+    lr: float = Field(8e-4, gt=0, description=(
+        "Generator learning rate in phase 1 (Adam, cosine decay to lr * lr_min_ratio)."))
+    warmup_steps: int = Field(200, ge=0, description=(
+        "Phase 1 starts with the learning rate rising linearly from lr / warmup_steps to lr over this many "
+        "steps (keeps the high demo learning rate stable; 0: no warmup)."))
+    lr_gan: float = Field(5e-5, ge=0, description="Generator learning rate in phase 2 (cosine decay).")
+    lr_d: float = Field(1e-4, ge=0, description="Discriminator learning rate (cosine decay over phase 2).")
+    lr_min_ratio: float = Field(0.01, ge=0, description=(
+        "Final learning rate of each cosine schedule, as a fraction of its initial value."))
+    betas: Betas = Field((0.9, 0.999), strict=False, description="Adam betas.")
+    # loop
+    log_every: int = Field(100, ge=1, description="Steps between log lines (and rows of history.csv).")
+    checkpoint_every: int = Field(250, ge=1, description=(
+        "Steps between checkpoints; a killed run restarts from the last one."))
+    precision: PrecisionMode = Field("auto", description=(
+        "auto: bf16 autocast on CUDA (fp16 + grad scaler where bf16 is missing), fp32 on CPU; fp32, bf16 or "
+        "fp16 force one (autocast on CUDA only)."))
+    deterministic: bool = Field(True, description=(
+        "Deterministic kernels where PyTorch has them (exact resume on CPU; may be slower on CUDA)."))
+    # inference (whole volumes)
+    roi_size: int = Field(64, ge=1, description=(
+        "Inference: sliding-window side in LR voxels (2D: slices larger than this are tiled)."))
+    sw_batch_size: int = Field(16, ge=1, description=(
+        "Inference: windows (2D: slices) per forward pass; bounds the memory used."))
+    overlap: float = Field(0.25, ge=0, lt=1, description=(
+        "Inference: overlap of neighbouring sliding windows (fraction of the window)."))
+    tta: bool = Field(False, description=(
+        "Inference: average the generator's residual over the flips (and in-plane transposes) of the input, "
+        "undone on the output (self-ensemble; 8x the inference compute; on the demo it did not help: 21.36 vs "
+        "21.40 dB)."))
+
+    @model_validator(mode="after")
+    def _rules(self) -> SRGANConfig:
+        if self.pretrain_steps + self.gan_steps < 1:
+            raise Invalid(None, "pretrain_steps + gan_steps must be >= 1")
+        return self
+
 
 
 def context_slices(cfg: SRGANConfig) -> int:
@@ -63,18 +152,10 @@ def generator_kwargs(cfg: SRGANConfig, model_factors: Sequence[int]) -> dict[str
 
 
 def build_discriminator(cfg: SRGANConfig) -> nn.Module:
-    """MONAI's `PatchDiscriminator` (``patch``) or the paper's VGG-style network (``vgg``)."""
+    """MONAI's `PatchDiscriminator` with batch norm (``patch``) or the paper's VGG-style network (``vgg``)."""
     if cfg.discriminator == "patch":
-        from monai.networks.nets import PatchDiscriminator
-
-        from pipeline.nets.fastconv import use_single_output_convs
-
-        return use_single_output_convs(PatchDiscriminator(spatial_dims=cfg.spatial_dims, channels=cfg.d_channels,
-                                                          in_channels=1, out_channels=1, num_layers_d=cfg.d_layers,
-                                                          norm="BATCH"))
+        return patch_discriminator(cfg.spatial_dims, cfg.d_channels, cfg.d_layers, norm="BATCH")
     if cfg.discriminator == "vgg":
-        from pipeline.nets.discriminators import VGGStyleDiscriminator
-
         return VGGStyleDiscriminator(cfg.spatial_dims, in_channels=1, channels=cfg.d_channels, levels=cfg.d_layers)
     raise ValueError(f"unknown discriminator {cfg.discriminator!r}; choose one of patch, vgg")
 

@@ -47,3 +47,15 @@ class VGGStyleDiscriminator(nn.Module):
             x = block(x)
             out.append(x)
         return out
+
+
+def patch_discriminator(spatial_dims: int, channels: int, layers: int, norm: str = "BATCH", bias: bool = False,
+                        in_channels: int = 1) -> nn.Module:
+    """MONAI's PatchGAN `PatchDiscriminator` (one output channel), with the faster single-output last conv."""
+    from monai.networks.nets import PatchDiscriminator
+
+    from pipeline.nets.fastconv import use_single_output_convs
+
+    return use_single_output_convs(PatchDiscriminator(spatial_dims=spatial_dims, channels=channels,
+                                                      in_channels=in_channels, out_channels=1, num_layers_d=layers,
+                                                      norm=norm, bias=bias))

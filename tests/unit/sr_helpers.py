@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import SRGANConfig
 from pipeline.imaging.degrade import degrade, lr_affine
 from pipeline.io.nifti import save_nifti
+from pipeline.models.srgan import SRGANConfig
 
 SPLITS = ("train", "train", "val", "test")
 

@@ -23,6 +23,8 @@ from snakemake.utils import validate
 
 from pipeline import config as cfgmod
 from pipeline import workflow_config as wf
+from pipeline.models.cyclegan import CycleGANConfig
+from pipeline.models.srgan import SRGANConfig
 from tests.conftest import REPO
 
 CONFIG = REPO / "config" / "config.yaml"
@@ -300,22 +302,22 @@ def test_stage_by_hand_and_snakemake_agree(path, value, inside):
 # --------------------------------------------------------------------------------------------- sections
 def test_error_names_the_key_path_and_the_value():
     with pytest.raises(cfgmod.ConfigError, match=r"^srgan\.lr: must be > 0, got -1$"):
-        cfgmod.load_params('{"lr": -1}', cfgmod.SRGANConfig, "srgan")
+        cfgmod.load_params('{"lr": -1}', SRGANConfig, "srgan")
     with pytest.raises(cfgmod.ConfigError, match=r"^demo\.n_subjects: expected an integer, got str 'twelve'$"):
         cfgmod.load_params('{"n_subjects": "twelve"}', cfgmod.DemoConfig, "demo")
     with pytest.raises(cfgmod.ConfigError, match=r"^preprocess\.split\.train: must be >= 0, got -1$"):
         cfgmod.PreprocessConfig(split={"train": -1})
     with pytest.raises(cfgmod.ConfigError, match=r"^srgan\.betas\[1\]: must be < 1, got 1$"):
-        cfgmod.SRGANConfig(betas=[0.9, 1])
+        SRGANConfig(betas=[0.9, 1])
 
 
 @pytest.mark.parametrize(
     ("cls", "data", "message"),
     [
         (cfgmod.DemoConfig, {"n_subjects": 3, "n_dicom": 4}, r"demo: n_dicom must be between 0 and n_subjects"),
-        (cfgmod.SRGANConfig, {"pretrain_steps": 0, "gan_steps": 0}, "pretrain_steps \\+ gan_steps must be >= 1"),
-        (cfgmod.CycleGANConfig, {"n_steps": 0, "n_steps_decay": 0}, "n_steps \\+ n_steps_decay must be >= 1"),
-        (cfgmod.CycleGANConfig, {"target": "T1w"}, "cyclegan: source and target are both 'T1w'"),
+        (SRGANConfig, {"pretrain_steps": 0, "gan_steps": 0}, "pretrain_steps \\+ gan_steps must be >= 1"),
+        (CycleGANConfig, {"n_steps": 0, "n_steps_decay": 0}, "n_steps \\+ n_steps_decay must be >= 1"),
+        (CycleGANConfig, {"target": "T1w"}, "cyclegan: source and target are both 'T1w'"),
         (cfgmod.SplitConfig, {"train": 0, "val": 0, "test": 0}, r"preprocess\.split: ratios must not all be 0"),
         (cfgmod.SRConfig, {"method": "thick_slice"}, "set axes: through"),
         (cfgmod.PreprocessConfig, {"mr_percentiles": [99, 1]}, r"preprocess: mr_percentiles .*low < high"),
@@ -346,7 +348,7 @@ def test_types_are_strict_where_they_were():
         with pytest.raises(cfgmod.ConfigError):
             cfgmod.DemoConfig(**bad)
     with pytest.raises(cfgmod.ConfigError, match="spatial_dims"):
-        cfgmod.SRGANConfig(spatial_dims=True)
+        SRGANConfig(spatial_dims=True)
     demo = cfgmod.DemoConfig(voxel_mm=3)
     assert demo.voxel_mm == 3.0 and isinstance(demo.voxel_mm, float)
     assert cfgmod.PreprocessConfig(spacing=[1, 2, 3]).spacing == (1.0, 2.0, 3.0)
@@ -359,7 +361,7 @@ def test_sections_are_frozen_and_round_trip():
         assert cfgmod.load_params(json.dumps(section.model_dump(mode="json")), cls, cls.where) == section
     with pytest.raises(Exception, match="frozen"):
         cfgmod.DemoConfig().seed = 1  # type: ignore[misc]
-    assert cfgmod.to_dict(cfgmod.SRGANConfig())["betas"] == (0.9, 0.999)
+    assert cfgmod.to_dict(SRGANConfig())["betas"] == (0.9, 0.999)
 
 
 def test_load_params_inline_json_and_file(tmp_path):

@@ -11,16 +11,17 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.config import CycleGANConfig, to_dict
+from pipeline.config import to_dict
 from pipeline.data.unpaired_sampler import UnpairedSampler
 from pipeline.data.volumes import Volume
 from pipeline.gan.checkpoint import load_checkpoint
 from pipeline.gan.image_pool import ImagePool
 from pipeline.gan.loop import LoopSettings, train
+from pipeline.gan.schedules import linear_decay
 from pipeline.gan.seeding import seed_everything
 from pipeline.io.nifti import load_nifti, save_nifti
 from pipeline.models import build_model
-from pipeline.models.cyclegan import CycleGAN, linear_decay
+from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
 from pipeline.nets.resnet_generator import ResnetGenerator, TanhUNet, build_generator
 
 SPLITS = ("train", "train", "train", "train", "val", "test")

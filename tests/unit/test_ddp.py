@@ -53,7 +53,7 @@ def make_translation_dataset(root: Path, n: int = 5) -> Path:
 
 def _cfg(name: str, **overrides):
 
-    from pipeline.config import CycleGANConfig
+    from pipeline.models.cyclegan import CycleGANConfig
 
     if name == "srgan":  # batch norm in the discriminator, feature matching (D called while frozen)
         return tiny_cfg(**{"pretrain_steps": 2, "gan_steps": 4, "checkpoint_every": 2, "fm_weight": 0.5,

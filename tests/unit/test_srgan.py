@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from pipeline.gan.checkpoint import load_checkpoint
+from pipeline.gan.schedules import cosine_factor
 from pipeline.imaging.degrade import upsample
 from pipeline.models import FAMILIES, build_model
-from pipeline.models.srgan import SRGAN, cosine_factor
+from pipeline.models.srgan import SRGAN
 from pipeline.nets.discriminators import VGGStyleDiscriminator
 from pipeline.nets.interp import INTERP_METHODS, interpolate
 from pipeline.nets.srresnet import SRResNet, pixel_shuffle_nd, upsample_stages

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import CycleGANConfig
 from pipeline.data.cache import CachedArray, LazyVolumes, VolumeCache
 from pipeline.data.sr_sampler import SRPatchSampler
 from pipeline.data.unpaired_sampler import UnpairedSampler
 from pipeline.data.volumes import SRPair, Volume, sr_pairs
+from pipeline.models.cyclegan import CycleGANConfig
 from tests.unit.sr_helpers import make_sr_dataset
 
 KEYS = [
