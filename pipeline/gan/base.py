@@ -94,7 +94,7 @@ class GANModel:
     """Base class: holds the networks, optimizers and schedulers by name and (de)serialises them."""
 
     name: ClassVar[str] = "gan"
-    #: the frozen dataclass of the model's config section (pipeline.config)
+    #: the typed config section of the family (a `pipeline.config.Section`)
     config_class: ClassVar[type] = object
     #: every loss name `losses()` may report (fixes the columns of history.csv)
     loss_names: ClassVar[tuple[str, ...]] = ()
