@@ -4,6 +4,7 @@ patient identifiers appear nowhere under results/ (the demo's own DICOM and the 
 from __future__ import annotations
 
 import gzip
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,40 @@ def test_demo_report_renders_in_headless_chromium(tiny_run, tmp_path):
             external = [u for u in browser.requests() if not u.startswith(("file://", "data:"))]
             assert external == [], f"{page.name}: network requests {external}"
             assert images and all(i["ok"] for i in images), f"{page.name}: images {images}"
+
+
+def _planned_jobs(work: Path, *configfiles: Path) -> dict[str, int]:
+    """The jobs `snakemake -n` plans in a finished run's folder (job name -> count)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work), "-n",
+           "--configfile", str(REPO / "config" / "config.yaml"), *map(str, configfiles), "--cores", "2"]
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+def _variant(work: Path, name: str, **sections: dict) -> Path:
+    """TINY with some keys of some sections changed, as a config file beside the run."""
+    cfg = yaml.safe_load(yaml.safe_dump(TINY))
+    for section, keys in sections.items():
+        cfg.setdefault(section, {}).update(keys)
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_finished_run_has_nothing_left_to_do(tiny_run):
+    assert _planned_jobs(tiny_run, tiny_run / "tiny.yaml") == {}
+
+
+def test_inference_settings_rerun_inference_not_training(tiny_run):
+    inference_only = _variant(tiny_run, "tta", srgan={"tta": True, "overlap": 0.5}, cyclegan={"tta": False})
+    jobs = _planned_jobs(tiny_run, inference_only)
+    assert "train_model" not in jobs and jobs.get("infer_model", 0) >= 3, jobs
+    assert "evaluate_models" in jobs  # the new outputs are evaluated again
+    training = _variant(tiny_run, "lr", srgan={"lr": 1e-3})
+    jobs = _planned_jobs(tiny_run, training)
+    assert jobs.get("train_model") == 1, jobs  # SRGAN only: CycleGAN's section did not change
