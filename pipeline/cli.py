@@ -19,7 +19,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "demo": ("pipeline.stages.demo", "generate the embedded demo cohort (DICOM + BIDS NIfTI) offline"),
     "ingest": ("pipeline.stages.ingest", "DICOM/NIfTI/BIDS -> pseudonymised NIfTI per subject + manifest.tsv"),
     "preprocess": ("pipeline.stages.preprocess", "RAS, resampling, normalisation, masks, split, SR inputs"),
-    "train": ("pipeline.stages.train", "train a model (srgan, ...) on the preprocessed subjects; resumes exactly"),
+    "train": ("pipeline.stages.train", "train a GAN family (srgan, cyclegan, ...) on the preprocessed subjects; resumes exactly"),
     "infer": ("pipeline.stages.infer", "apply a trained model to a scan (NIfTI file or DICOM folder)"),
     "evaluate": ("pipeline.stages.evaluate", "PSNR/SSIM/MAE/NRMSE of models and baselines, statistics, figures"),
     "report": ("pipeline.stages.report", "assemble reports/index.html and one page per subject (computes nothing)"),

@@ -60,3 +60,55 @@ def infer_arguments(config: Mapping[str, Any], output: Output) -> str:
 def alternatives(names: Sequence[str]) -> str:
     """A wildcard constraint matching exactly one of `names`."""
     return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+def _has(row: Mapping[str, Any], *columns: str) -> bool:
+    return all(row.get(c) for c in (*columns, "mask"))
+
+
+def _modalities(*columns: str) -> str:
+    """'T1w and T2w' for the columns (an SR input `T1w_lr` is made from `T1w`, so it is named once)."""
+    names = list(dict.fromkeys(c.removesuffix("_lr") for c in columns))
+    return " and ".join(names)
+
+
+def plan(rows: Sequence[Mapping[str, Any]], outputs_: Sequence[Output], eval_splits: Sequence[str],
+         ) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Which subjects each output runs on, and why the others are skipped.
+
+    Returns ``(run, skipped)``: output name -> the subjects of `eval_splits` with its input, ground truth and mask
+    (those it is inferred on and scored on), and output name -> the reason it is not trained, inferred or
+    evaluated: no training subject with its input or its ground truth, or no evaluated subject with both. A family
+    is skipped whole when any of its outputs lacks training data (they share one training).
+    """
+    splits = list(eval_splits)
+    where = "/".join(splits)
+    skipped: dict[str, str] = {}
+    for out in outputs_:
+        train = [r for r in rows if r["split"] == "train"]
+        if not any(_has(r, out.input) for r in train) or not any(_has(r, out.truth) for r in train):
+            skipped[out.name] = f"no training subject has {_modalities(out.input, out.truth)}"
+        elif not any(r["split"] in splits and _has(r, out.input, out.truth) for r in rows):
+            skipped[out.name] = f"no {where} subject has {_modalities(out.input, out.truth)}"
+    lacking = {o.family for o in outputs_ if skipped.get(o.name, "").startswith("no training")}
+    for out in outputs_:
+        if out.family in lacking and out.name not in skipped:
+            skipped[out.name] = next(skipped[o.name] for o in outputs_ if o.family == out.family and o.name in skipped)
+    run = {o.name: [r["subject"] for r in rows if r["split"] in splits and _has(r, o.input, o.truth)]
+           for o in outputs_ if o.name not in skipped}
+    return run, skipped
+
+
+def plan_messages(rows: Sequence[Mapping[str, Any]], outputs_: Sequence[Output], eval_splits: Sequence[str],
+                  ) -> list[tuple[str, str]]:
+    """(level, message) lines saying what each family runs on, or why it is skipped."""
+    run, skipped = plan(rows, outputs_, eval_splits)
+    lines = []
+    for out in outputs_:
+        if out.name in skipped:
+            lines.append(("warning", f"{out.name} ({out.family}) is skipped: {skipped[out.name]}"))
+        else:
+            n_train = sum(1 for r in rows if r["split"] == "train" and _has(r, out.input, out.truth))
+            lines.append(("info", f"{out.name} ({out.family}): {n_train} training subject(s) with "
+                                  f"{_modalities(out.input, out.truth)}, {len(run[out.name])} evaluated"))
+    return lines

@@ -8,8 +8,6 @@ rule generate_demo:
         cfg=section_json("demo"),
     log:
         "logs/generate_demo.log",
-    conda:
-        "../envs/pipeline.yaml"
     benchmark:
         "results/benchmarks/generate_demo.tsv"
     shell:

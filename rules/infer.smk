@@ -36,8 +36,6 @@ rule infer_model:
     threads: 1
     log:
         "logs/infer_model/{output}/{subject}_{desc}.log",
-    conda:
-        "../envs/pipeline.yaml"
     benchmark:
         "results/benchmarks/infer_model_{output}/{subject}_{desc}.tsv"
     shell:

@@ -2,9 +2,17 @@
 # file, ingested or skipped with the reason). A checkpoint: later rules read the manifest to learn the subjects.
 
 import os
+from pathlib import Path
 
-# With the demo cohort the scans exist only once generate_demo has run; a user's folder is no rule's output.
-INGEST_INPUT = [f"{DEMO_DIR}/participants.tsv"] if USE_DEMO else []
+
+def ingest_input(wildcards):
+    """The demo cohort's participants.tsv (its scans exist only once generate_demo has run), or every file of the
+    user's input_dir: adding, removing or changing a scan re-runs ingestion and what depends on it."""
+    if USE_DEMO:
+        return [f"{DEMO_DIR}/participants.tsv"]
+    if not os.path.isdir(INPUT_DIR):
+        raise ValueError(f"input_dir {INPUT_DIR!r} is not a folder")
+    return sorted(str(p) for p in Path(INPUT_DIR).rglob("*") if p.is_file())
 
 
 def ingest_input_dir(wildcards, input):
@@ -14,7 +22,7 @@ def ingest_input_dir(wildcards, input):
 
 checkpoint ingest_scans:
     input:
-        INGEST_INPUT,
+        ingest_input,
     output:
         manifest="results/ingest/manifest.tsv",
         key="results/ingest/pseudonym_key.tsv",
@@ -23,8 +31,6 @@ checkpoint ingest_scans:
         input_dir=ingest_input_dir,
     log:
         "logs/ingest_scans.log",
-    conda:
-        "../envs/pipeline.yaml"
     benchmark:
         "results/benchmarks/ingest_scans.tsv"
     shell:

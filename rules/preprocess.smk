@@ -18,8 +18,6 @@ checkpoint preprocess_scans:
         seed=config["seed"],
     log:
         "logs/preprocess_scans.log",
-    conda:
-        "../envs/pipeline.yaml"
     benchmark:
         "results/benchmarks/preprocess_scans.tsv"
     shell:

@@ -18,8 +18,6 @@ if OUTPUTS:
             workflow=json.dumps(config),
         log:
             "logs/build_report.log",
-        conda:
-            "../envs/pipeline.yaml"
         shell:
             "python -m pipeline report --summary {input.summary:q} --out $(dirname {output.index:q})"
             " --subjects {input.subjects:q} --manifest {input.manifest:q} --benchmarks results/benchmarks"

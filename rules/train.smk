@@ -23,8 +23,6 @@ rule train_model:
     threads: workflow.cores
     log:
         "logs/train_model/{family}.log",
-    conda:
-        "../envs/pipeline.yaml"
     benchmark:
         "results/benchmarks/train_model_{family}.tsv"
     shell:

@@ -1,0 +1,74 @@
+"""What the rules learn from the families (pipeline.workflow): outputs, the split of each family's config between
+training and inference, and which outputs run on which subjects or are skipped, and why."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline import workflow as wf
+from pipeline.workflow_config import load_workflow_config
+
+DEFAULTS = load_workflow_config({}).model_dump()
+
+
+def _row(subject, split, *columns):
+    return {"subject": subject, "split": split, "mask": "m", **{c: f"{subject}/{c}" for c in columns}}
+
+
+def test_default_outputs_are_the_demo_generators():
+    outs = wf.outputs(DEFAULTS)
+    assert [(o.name, o.family, o.model_file, o.task, o.input, o.truth, o.desc) for o in outs] == [
+        ("srresnet", "srgan", "srresnet.pt", "sr", "T1w_lr", "T1w", "sr"),
+        ("srgan", "srgan", "model.pt", "sr", "T1w_lr", "T1w", "sr"),
+        ("cyclegan", "cyclegan", "model.pt", "translation", "T1w", "T2w", "T2w"),
+    ]
+    only_sr = wf.outputs({**DEFAULTS, "models": ["srgan"]})
+    assert [o.name for o in only_sr] == ["srresnet", "srgan"]
+
+
+def test_inference_keys_go_to_infer_not_to_training():
+    cfg = {**DEFAULTS, "srgan": {**DEFAULTS["srgan"], "tta": True, "overlap": 0.5, "roi_size": 32}}
+    train = json.loads(wf.train_params(cfg, "srgan"))
+    assert not {"tta", "overlap", "roi_size", "sw_batch_size"} & set(train)
+    assert train["lr"] == DEFAULTS["srgan"]["lr"]
+    srgan = next(o for o in wf.outputs(cfg) if o.name == "srgan")
+    args = wf.infer_arguments(cfg, srgan).split()
+    assert args[args.index("--overlap") + 1] == "0.5" and args[args.index("--roi-size") + 1] == "32"
+    assert "--tta" in args and "--no-tta" not in args
+    cyclegan = next(o for o in wf.outputs(DEFAULTS) if o.name == "cyclegan")
+    args = wf.infer_arguments(DEFAULTS, cyclegan).split()
+    assert args[-2:] == ["--direction", "A2B"] and "--roi-size" not in args  # CycleGAN's windows are its crops
+
+
+def test_plan_skips_what_cannot_be_scored_and_says_why():
+    outs = wf.outputs(DEFAULTS)
+    rows = [_row(f"sub-00{i}", "train", "T1w", "T1w_lr", "T2w") for i in range(3)]
+    rows += [_row("sub-008", "test", "T1w", "T1w_lr"), _row("sub-009", "test", "T1w", "T1w_lr")]
+    run, skipped = wf.plan(rows, outs, ["test"])
+    assert run == {"srresnet": ["sub-008", "sub-009"], "srgan": ["sub-008", "sub-009"]}
+    assert skipped == {"cyclegan": "no test subject has T1w and T2w"}
+    messages = wf.plan_messages(rows, outs, ["test"])
+    assert ("warning", "cyclegan (cyclegan) is skipped: no test subject has T1w and T2w") in messages
+    assert ("info", "srgan (srgan): 3 training subject(s) with T1w, 2 evaluated") in messages
+
+
+def test_plan_skips_a_family_without_training_data():
+    outs = wf.outputs(DEFAULTS)
+    rows = [_row("sub-001", "train", "T1w", "T1w_lr"), _row("sub-002", "test", "T1w", "T1w_lr", "T2w")]
+    run, skipped = wf.plan(rows, outs, ["test", "val"])
+    assert skipped == {"cyclegan": "no training subject has T1w and T2w"}
+    assert list(run) == ["srresnet", "srgan"]
+    _, skipped = wf.plan([_row("sub-002", "test", "T1w", "T1w_lr", "T2w")], outs, ["test"])
+    assert set(skipped) == {"srresnet", "srgan", "cyclegan"}  # one family, one training: skipped together
+
+
+def test_an_output_name_exported_twice_is_an_error(monkeypatch):
+    from pipeline.models import FAMILIES
+
+    cyclegan = FAMILIES["cyclegan"]
+    monkeypatch.setattr(cyclegan, "outputs", classmethod(lambda cls, cfg: [
+        wf.Output("srgan", "cyclegan", "model.pt", "translation", "T1w", "T2w", "T2w")]))
+    with pytest.raises(ValueError, match="both export 'srgan'"):
+        wf.outputs(DEFAULTS)
