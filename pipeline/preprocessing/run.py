@@ -9,26 +9,26 @@ from pathlib import Path
 
 from pipeline.config import PreprocessConfig, to_dict
 from pipeline.io.tables import SPLITS, ingested_scans, table_path, write_subjects
-from pipeline.preprocessing.split import assign_splits, read_overrides
+from pipeline.preprocessing.overrides import load_overrides
+from pipeline.preprocessing.split import assign_splits
 from pipeline.preprocessing.subject import MODALITIES, modality_order, preprocess_subject
 
 log = logging.getLogger(__name__)
 
 
-def preprocess(manifest: str | Path, out_dir: str | Path, cfg: PreprocessConfig, seed: int) -> Path:
+def preprocess(manifest: str | Path, out_dir: str | Path, cfg: PreprocessConfig, seed: int,
+               pseudonym_key: str | Path | None = None) -> Path:
     """Preprocess every subject the ingest `manifest` lists into `out_dir`; return the `subjects.tsv` written.
 
     The split is seeded by `seed` (the top-level config seed); `cfg.split.subjects_file`, when it exists,
-    pins the subjects it names.
+    pins the subjects it names, by pseudonym or, with ingest's `pseudonym_key` file, by the user's own IDs.
+    The split is made (and checked: every split with a share > 0 needs a subject) before any image is read.
     """
     out_dir = Path(out_dir)
     scans = ingested_scans(manifest)
     log.info("preprocess: %d subject(s); config %s", len(scans), json.dumps(to_dict(cfg), sort_keys=True))
 
-    overrides_file = Path(cfg.split.subjects_file) if cfg.split.subjects_file else None
-    overrides = read_overrides(overrides_file) if overrides_file and overrides_file.is_file() else {}
-    if overrides:
-        log.info("split: %d subject(s) pinned by %s", len(overrides), overrides_file)
+    overrides = load_overrides(cfg.split.subjects_file, set(scans), pseudonym_key)
     ratios = {"train": cfg.split.train, "val": cfg.split.val, "test": cfg.split.test}
     splits = assign_splits(list(scans), ratios, seed, overrides)
 

@@ -1,30 +1,13 @@
-"""The subject-level train/val/test split: seeded, independent of input order, optionally pinned by a TSV."""
+"""The subject-level train/val/test split: seeded, independent of input order, optionally pinned by a TSV
+(`pipeline.preprocessing.overrides`)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
-from pipeline.io.tables import SPLITS, read_tsv
-
-log = logging.getLogger(__name__)
-
-
-def read_overrides(path: str | Path) -> dict[str, str]:
-    """Subject -> split from an optional TSV with columns `subject` and `split` (rows with empty split ignored)."""
-    path = Path(path)
-    overrides = {}
-    for line, row in enumerate(read_tsv(path, ("subject", "split"), "split overrides"), start=2):
-        subject, split = row["subject"].strip(), row["split"].strip()
-        if not subject or not split:
-            continue
-        if split not in SPLITS:
-            raise ValueError(f"{path}, line {line}: split {split!r} is not one of {', '.join(SPLITS)}")
-        overrides[subject] = split
-    return overrides
+from pipeline.io.tables import SPLITS
 
 
 def _allocate(n: int, weights: Sequence[float], min_one: Sequence[bool]) -> list[int]:
@@ -46,6 +29,21 @@ def _allocate(n: int, weights: Sequence[float], min_one: Sequence[bool]) -> list
     return counts
 
 
+def _shares(ratios: Mapping[str, float]) -> str:
+    return ", ".join(f"{split} {float(ratios.get(split, 0.0)):g}" for split in SPLITS)
+
+
+def _check_enough(n: int, ratios: Mapping[str, float]) -> None:
+    """Raise ValueError when `n` subjects cannot give each split with a share > 0 at least one subject."""
+    needed = [split for split in SPLITS if float(ratios.get(split, 0.0)) > 0]
+    if n < len(needed):
+        raise ValueError(
+            f"the split needs at least {len(needed)} subjects, one for each split with a share > 0 "
+            f"({', '.join(needed)}; shares {_shares(ratios)}), and there are {n}: add subjects, or set the share "
+            "of a split you can do without to 0 (e.g. preprocess.split.val: 0; evaluation scores the test split)"
+        )
+
+
 def assign_splits(
     subjects: Sequence[str],
     ratios: Mapping[str, float],
@@ -54,27 +52,38 @@ def assign_splits(
 ) -> dict[str, str]:
     """Subject -> train/val/test, deterministic for `seed` and independent of the order of `subjects`.
 
-    Target counts follow `ratios` (largest remainder); with 3 or more subjects every split with a ratio > 0
-    gets at least one. Subjects in `overrides` keep their split; the others are shuffled (seeded) and fill
-    what the targets still need.
+    Target counts follow `ratios` (largest remainder), and every split with a ratio > 0 gets at least one
+    subject: fewer subjects than such splits is a ValueError that says how many there are and how many are
+    needed. Subjects in `overrides` (pseudonyms, all of them in `subjects`) keep their split; the others are
+    shuffled (seeded) and fill what the targets still need; pins that leave a split with a ratio > 0 empty are a
+    ValueError too.
     """
     subjects = sorted(set(subjects))
     overrides = dict(overrides or {})
-    weights = [float(ratios.get(s, 0.0)) for s in SPLITS]
-    enough = len(subjects) >= 3
-    targets = _allocate(len(subjects), weights, [enough and w > 0 for w in weights])
-    pinned = {s: overrides[s] for s in subjects if s in overrides}
     unknown = sorted(set(overrides) - set(subjects))
     if unknown:
-        log.warning("split overrides name subjects not in the data: %s", ", ".join(unknown))
+        raise ValueError(f"split overrides name subjects not in the data: {', '.join(unknown)}")
+    _check_enough(len(subjects), ratios)
+    weights = [float(ratios.get(s, 0.0)) for s in SPLITS]
+    targets = _allocate(len(subjects), weights, [w > 0 for w in weights])
+    pinned = {s: overrides[s] for s in subjects if s in overrides}
     free = [s for s in subjects if s not in pinned]
     have = [sum(1 for v in pinned.values() if v == split) for split in SPLITS]
     still = [max(t - h, 0) for t, h in zip(targets, have, strict=True)]
     counts = _allocate(
         len(free),
         still if sum(still) > 0 else weights,
-        [enough and w > 0 and h == 0 for w, h in zip(weights, have, strict=True)],
+        [w > 0 and h == 0 for w, h in zip(weights, have, strict=True)],
     )
+    empty = [split for split, w, h, c in zip(SPLITS, weights, have, counts, strict=True) if w > 0 and h + c == 0]
+    if empty:
+        held = ", ".join(f"{split} {h}" for split, h in zip(SPLITS, have, strict=True) if h) or "none"
+        raise ValueError(
+            f"the split leaves {' and '.join(empty)} without a subject: of {len(subjects)} subjects, "
+            f"{len(pinned)} are pinned by the override file ({held}) and {len(free)} left for the rest; every "
+            f"split with a share > 0 needs one (shares {_shares(ratios)}): pin fewer subjects, or set the share "
+            "of a split you can do without to 0"
+        )
     order = np.random.default_rng(seed).permutation(len(free))
     result = dict(pinned)
     start = 0

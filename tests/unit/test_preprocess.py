@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +17,8 @@ from pipeline.imaging.degrade import lr_affine
 from pipeline.imaging.intensity import foreground_mask, normalise
 from pipeline.io.nifti import save_nifti
 from pipeline.io.tables import SPLITS, ingested_scans, read_subjects, write_subjects
-from pipeline.preprocessing.split import assign_splits, read_overrides
+from pipeline.preprocessing.overrides import load_overrides, read_overrides, resolve_overrides
+from pipeline.preprocessing.split import assign_splits
 from pipeline.preprocessing.subject import load_ras
 
 HEADER = "source\tstatus\treason\tsubject\tmodality\tshape\tspacing\toutput\tprimary\n"
@@ -70,7 +73,7 @@ def cohort(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _run(params: dict, seed: int = 42) -> int:
+def _run(params: dict, seed: int = 42, extra: list[str] | None = None) -> int:
     from pipeline.cli import main
 
     return main(
@@ -84,6 +87,7 @@ def _run(params: dict, seed: int = 42) -> int:
             json.dumps(params),
             "--seed",
             str(seed),
+            *(extra or []),
         ]
     )
 
@@ -230,9 +234,33 @@ def test_split_counts(n, expected):
 
 
 def test_split_small_cohorts_and_zero_ratio():
-    assert set(assign_splits(_subjects(1), RATIOS, 0).values()) == {"train"}
+    assert set(assign_splits(_subjects(1), {"train": 1.0, "val": 0.0, "test": 0.0}, 0).values()) == {"train"}
     no_val = assign_splits(_subjects(6), {"train": 0.8, "val": 0.0, "test": 0.2}, 0)
     assert "val" not in no_val.values() and "test" in no_val.values()
+    # two subjects and no validation: one to train, one to test (not both to train, as the shares alone give)
+    assert sorted(assign_splits(_subjects(2), {"train": 0.6, "val": 0.0, "test": 0.4}, 0).values()) == [
+        "test", "train"]
+
+
+@pytest.mark.parametrize(("n", "ratios", "needed"), [
+    (2, RATIOS, "at least 3 subjects, one for each split with a share > 0 (train, val, test; "
+                "shares train 0.6, val 0.2, test 0.2), and there are 2"),
+    (1, RATIOS, "at least 3 subjects"),
+    (1, {"train": 0.8, "val": 0.0, "test": 0.2}, "at least 2 subjects, one for each split with a share > 0 "
+                                                 "(train, test; shares train 0.8, val 0, test 0.2), and there are 1"),
+])
+def test_split_with_too_few_subjects_says_how_many_are_needed(n, ratios, needed):
+    with pytest.raises(ValueError, match="needs " + re.escape(needed)) as err:
+        assign_splits(_subjects(n), ratios, seed=0)
+    assert "preprocess.split.val: 0" in str(err.value)  # and how to need fewer
+
+
+def test_split_pins_that_empty_a_split_are_an_error():
+    with pytest.raises(ValueError, match=r"leaves (val|test) without a subject: of 3 subjects, 2 are pinned .*"
+                                         r"\(train 2\) and 1 left"):
+        assign_splits(_subjects(3), RATIOS, 0, overrides={"sub-001": "train", "sub-002": "train"})
+    with pytest.raises(ValueError, match="not in the data: sub-009"):
+        assign_splits(_subjects(3), RATIOS, 0, overrides={"sub-009": "train"})
 
 
 def test_split_is_deterministic_and_seeded():
@@ -246,18 +274,89 @@ def test_split_is_deterministic_and_seeded():
 def test_split_overrides_pin_subjects_and_keep_ratios(tmp_path):
     path = tmp_path / "subjects.tsv"
     path.write_text("subject\tsplit\tnote\nsub-001\ttest\tpinned\nsub-002\ttest\t\nsub-003\t\tno override\n")
-    overrides = read_overrides(path)
+    assert [(o.line, o.subject, o.split) for o in read_overrides(path)] == [(2, "sub-001", "test"),
+                                                                           (3, "sub-002", "test")]
+    overrides = load_overrides(path, _subjects(10))
     assert overrides == {"sub-001": "test", "sub-002": "test"}
     split = assign_splits(_subjects(10), RATIOS, seed=3, overrides=overrides)
     assert split["sub-001"] == split["sub-002"] == "test"
     assert tuple(sum(v == s for v in split.values()) for s in SPLITS) == (6, 2, 2)
+    assert load_overrides(tmp_path / "absent.tsv", _subjects(10)) == {} == load_overrides("", _subjects(10))
 
     path.write_text("subject\tsplit\nsub-001\ttesting\n")
     with pytest.raises(ValueError, match=r"subjects.tsv, line 2: split 'testing'"):
         read_overrides(path)
+    path.write_text("subject\tsplit\tid_type\nsub-001\ttest\tpatient\n")
+    with pytest.raises(ValueError, match=r"subjects.tsv, line 2: id_type 'patient' is not one of pseudonym, bids"):
+        read_overrides(path)
     path.write_text("subject\tfold\nsub-001\t1\n")
     with pytest.raises(ValueError, match="missing column"):
         read_overrides(path)
+
+
+# The pseudonym key ingest writes (pipeline.ingest.pseudonym.write_key): a BIDS label, a DICOM PatientID (with a
+# space), a name made from a NIfTI file's folder, and a BIDS label `003` that is also the pseudonym of another subject.
+KEY = {("bids", "01"): "sub-002", ("dicom", "PAT 77"): "sub-001", ("nifti", "site2/mary"): "sub-004",
+       ("bids", "003"): "sub-005", ("dicom", "ghost"): "sub-006"}
+DATA = ("sub-001", "sub-002", "sub-003", "sub-004", "sub-005")  # sub-006: in the key, no ingested scan
+
+
+def _key_file(path: Path) -> Path:
+    from pipeline.ingest.pseudonym import write_key
+
+    return write_key(KEY, path)
+
+
+def _overrides_file(path: Path, rows: str, header: str = "subject\tsplit") -> Path:
+    path.write_text(header + "\n" + rows)
+    return path
+
+
+def test_split_overrides_by_original_ids_through_the_pseudonym_key(tmp_path):
+    key = _key_file(tmp_path / "pseudonym_key.tsv")
+    path = _overrides_file(tmp_path / "o.tsv", "01\ttest\nPAT  77 \tval\nsite2/mary\ttrain\n")
+    assert load_overrides(path, DATA, key) == {"sub-002": "test", "sub-001": "val", "sub-004": "train"}
+    # a BIDS label with its sub- prefix; a pseudonym still works, with and without the key
+    path = _overrides_file(tmp_path / "o.tsv", "sub-01\ttest\nsub-004\tval\n")
+    assert load_overrides(path, DATA, key) == {"sub-002": "test", "sub-004": "val"}
+    assert load_overrides(_overrides_file(path, "sub-004\tval\n"), DATA) == {"sub-004": "val"}
+    # the same subject twice: fine in one split, an error in two
+    path = _overrides_file(tmp_path / "o.tsv", "01\ttest\nsub-002\ttest\n")
+    assert load_overrides(path, DATA, key) == {"sub-002": "test"}
+    path = _overrides_file(tmp_path / "o.tsv", "01\ttest\nsub-002\ttrain\n")
+    with pytest.raises(ValueError, match=r"o.tsv, lines 2 and 3: sub-002 is pinned to both test and train"):
+        load_overrides(path, DATA, key)
+
+
+def test_split_override_ids_that_match_nothing_or_two_subjects_are_errors(tmp_path):
+    key = _key_file(tmp_path / "pseudonym_key.tsv")
+    path = _overrides_file(tmp_path / "o.tsv", "01\ttest\nPAT 78\ttrain\n")
+    with pytest.raises(ValueError, match=r"o.tsv, line 3: subject 'PAT 78' is neither a pseudonym of the data nor "
+                                         r"an original ID in the pseudonym key"):
+        load_overrides(path, DATA, key)
+    # without the key an original ID is unknown, and the message says what would look it up
+    with pytest.raises(ValueError, match=r"o.tsv, line 2: subject '01' is not a pseudonym .*--pseudonym-key"):
+        load_overrides(path, DATA)
+    # in the key, but nothing of it was ingested
+    with pytest.raises(ValueError, match=r"line 2: the subject is sub-006, which has no ingested scan"):
+        load_overrides(_overrides_file(path, "ghost\ttest\n"), DATA, key)
+    # `sub-003` is the pseudonym sub-003 and BIDS label 003 (sub-005): ambiguous, named by pseudonyms only
+    path = _overrides_file(path, "sub-003\ttest\n")
+    with pytest.raises(ValueError, match=r"line 2: the subject ID is the pseudonym sub-003, the bids ID of sub-005; "
+                                         r"say which is meant in an id_type column") as err:
+        load_overrides(path, DATA, key)
+    assert "003" not in str(err.value).split("line 2:")[1].replace("sub-003", "")  # no original label spelled out
+    assert load_overrides(path, DATA) == {"sub-003": "test"}  # without the key it can only be the pseudonym
+    # an id_type column says which is meant
+    path = _overrides_file(path, "sub-003\ttest\tpseudonym\n003\tval\tbids\n", "subject\tsplit\tid_type")
+    assert load_overrides(path, DATA, key) == {"sub-003": "test", "sub-005": "val"}
+    path = _overrides_file(path, "sub-003\ttest\tbids\n01\tval\tdicom\n", "subject\tsplit\tid_type")
+    with pytest.raises(ValueError, match="line 3: subject '01' is neither"):
+        load_overrides(path, DATA, key)
+    # resolve_overrides checks the entries it is given the same way
+    entries = read_overrides(_overrides_file(path, "sub-009\ttrain\n"))
+    with pytest.raises(ValueError, match=r"line 2: subject 'sub-009'"):
+        resolve_overrides(entries, DATA, None, path)
 
 
 def test_stage_uses_the_override_file(cohort):
@@ -265,6 +364,39 @@ def test_stage_uses_the_override_file(cohort):
     assert _run({"split": {"subjects_file": "overrides.tsv"}, "sr": {"scale": 2}}) == 0
     split = {r["subject"]: r["split"] for r in _table()}
     assert split["sub-004"] == split["sub-001"] == "val"
+
+
+def test_stage_maps_original_ids_through_the_pseudonym_key_and_never_logs_them(cohort, caplog):
+    from pipeline.ingest.pseudonym import write_key
+
+    caplog.set_level(logging.INFO)
+    originals = {("dicom", "Jane^Roe 1961"): "sub-001", ("bids", "zq77"): "sub-002",
+                 ("nifti", "oslo/kari"): "sub-003", ("dicom", "X-4410"): "sub-004"}
+    key = write_key(originals, "results/ingest/pseudonym_key.tsv")
+    Path("overrides.tsv").write_text("subject\tsplit\nJane^Roe 1961\ttest\nsub-zq77\ttest\noslo/kari\tval\n")
+    params = {"split": {"subjects_file": "overrides.tsv"}, "sr": {"scale": 2}}
+    assert _run(params, extra=["--pseudonym-key", str(key)]) == 0
+    split = {r["subject"]: r["split"] for r in _table()}
+    assert split == {"sub-001": "test", "sub-002": "test", "sub-003": "val", "sub-004": "train"}
+    assert "3 subject(s) pinned by overrides.tsv (3 named by original ID)" in caplog.text
+    for _, original in originals:
+        for part in [original, *original.replace("^", " ").replace("/", " ").split()]:
+            assert part not in caplog.text, part
+    # without the key, the stage fails naming the file, the line and the ID (not a silent ignore)
+    caplog.clear()
+    assert _run(params) == 1
+    assert "overrides.tsv, line 2: subject 'Jane^Roe 1961' is not a pseudonym" in caplog.text
+
+
+def test_stage_with_too_few_subjects_fails_before_reading_images(cohort, caplog):
+    lines = Path("results/ingest/manifest.tsv").read_text().splitlines(keepends=True)
+    Path("results/ingest/manifest.tsv").write_text("".join(
+        line for line in lines if "sub-001" in line or "sub-002" in line or line.startswith("source")))
+    assert _run({}) == 1
+    assert "the split needs at least 3 subjects" in caplog.text and "there are 2" in caplog.text
+    assert not Path("results/preprocess").exists()
+    assert _run({"split": {"val": 0.0}}) == 0  # 2 subjects: one to train, one to test
+    assert sorted(r["split"] for r in _table()) == ["test", "train"]
 
 
 # ------------------------------------------------------------------------------------------ inputs, config
