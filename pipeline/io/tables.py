@@ -1,4 +1,5 @@
-"""The two tables the stages pass on: `results/ingest/manifest.tsv` and `results/preprocess/subjects.tsv`.
+"""The tables the stages pass on: `results/ingest/manifest.tsv` (with `files.tsv` beside it) and
+`results/preprocess/subjects.tsv`.
 
 The one reader and writer of each, and the one rule for resolving the paths they hold (`resolve_path`).
 Paths are written relative to the working directory (`table_path`); a table read from elsewhere (another
@@ -152,6 +153,46 @@ def ingested_scans(manifest: str | Path) -> dict[str, dict[str, Path]]:
     if not scans:
         raise ValueError(f"{manifest}: no row with status 'ingested'; nothing to preprocess")
     return scans
+
+
+# ------------------------------------------------------------------------------------------ files.tsv
+# Beside the manifest: one row per input file (every file the walk of input_dir finds), so that each file's fate
+# can be looked up. `manifest_row` is the 1-based data row of manifest.tsv the file went into (empty if none).
+FILES_COLUMNS = ("file", "status", "reason", "manifest_row")
+# Written only when nothing was usable (a file Snakemake does not delete with the failed job's outputs): every
+# input file, why it was not used, and the input (its series, or itself) it was judged as.
+WHY_NOTHING_COLUMNS = ("file", "reason", "input")
+
+
+@dataclasses.dataclass
+class FileRow:
+    """One input file (relative to input_dir): the status of the manifest row it went into, its reason (its own,
+    or its row's when skipped), and that row's number."""
+
+    file: str
+    status: str = SKIPPED
+    reason: str = ""
+    manifest_row: int | None = None
+
+
+def write_files(rows: Sequence[FileRow], path: str | Path) -> Path:
+    """Write `files.tsv` atomically (file names exactly as they are: csv quotes a tab or newline in one)."""
+    records = [{**dataclasses.asdict(r), "manifest_row": "" if r.manifest_row is None else r.manifest_row}
+               for r in rows]
+    return _write_tsv(path, FILES_COLUMNS, records, cell=str)
+
+
+def read_files(path: str | Path) -> list[FileRow]:
+    """Every row of a `files.tsv`."""
+    rows = read_tsv(path, FILES_COLUMNS, "file table", "run the ingest stage first")
+    return [FileRow(r["file"], r["status"], r["reason"], int(r["manifest_row"]) if r["manifest_row"] else None)
+            for r in rows]
+
+
+def write_why_nothing(rows: Sequence[tuple[str, str, str]], path: str | Path) -> Path:
+    """Write `why_nothing.tsv` (file, reason, input) atomically."""
+    return _write_tsv(path, WHY_NOTHING_COLUMNS, [dict(zip(WHY_NOTHING_COLUMNS, r, strict=True)) for r in rows],
+                      cell=str)
 
 
 # ------------------------------------------------------------------------------------------ subjects.tsv
