@@ -1,39 +1,34 @@
-"""DICOM series -> one 3D volume with a RAS affine, or a reason why not.
+"""DICOM series -> one 3D volume with a RAS affine, or a reason why not; and what became of each file.
 
-Geometry follows the DICOM standard (PS3.3 C.7.6.2.1.1), as dcm2niix and nibabel do:
-- slices are ordered by their position along the slice normal (row cosine x column cosine), never by
-  InstanceNumber or file name;
-- the affine's third column is the MEASURED step between slice positions (not SliceThickness); a step not
-  parallel to the normal (CT gantry tilt) is kept as a sheared affine and noted;
-- voxel (i, j, k) = column i, row j of slice k; DICOM patient coordinates are LPS, so x and y are flipped
-  to RAS.
-Series that cannot give one correct volume are refused with a reason: non-image objects, secondary
-captures, localizers, colour images, unsupported modalities, fewer than `min_slices` slices, several
-volumes in one series (repeated slice positions: fMRI, diffusion, multi-echo), mixed orientations or
-sizes, missing slices and uneven spacing. Enhanced multi-frame images are read frame by frame from
-their functional groups. Only technical tag values ever reach a reason, a log or a sidecar.
+Files are grouped by SeriesInstanceUID and a series is classified from one header (`classify`): non-image
+objects, secondary captures, localizers, colour images and unsupported modalities are refused as a whole.
+A series is then built from the files that hold a usable slice: a file whose header gives no geometry, whose
+pixel data cannot be decoded, or that repeats a slice already in the series (the same SOPInstanceUID, or the
+same position, geometry and pixel data: the first in the walk's order is kept) is left out with its own
+reason (`SeriesFiles`), and the series is judged on the slices left (`dicom_geometry.geometry`: one
+orientation and size, `min_slices`, no repeated positions, no missing slices, even spacing). The same holds
+for single frames of an enhanced multi-frame file. Only when no file is usable is the series refused as one.
+Only technical tag values ever reach a reason, a log or a sidecar.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
+import functools
 import os
-from collections import defaultdict
-from pathlib import Path
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import PurePosixPath
 from typing import Any
 
-import numpy as np
-
 from pipeline.config import IngestConfig
+from pipeline.ingest.dicom_geometry import SliceRef, file_slices, geometry, tag_text
+from pipeline.ingest.dicom_pixels import content_key, decode, stack
 from pipeline.ingest.discover import DicomFile
 from pipeline.ingest.modality import CT, ModalityMatcher
 from pipeline.ingest.pseudonym import SubjectKey
 from pipeline.ingest.volume import SkipInput, Volume, describe_error
 
-log = logging.getLogger(__name__)
-
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 NON_IMAGE_MODALITIES = frozenset(
     "SR PR KO DOC RTSTRUCT RTPLAN RTRECORD RTDOSE RTTREAT REG SEG FID RWV PLAN ECG HD AU RESP".split()
 )
@@ -43,48 +38,63 @@ NON_IMAGE_SOP_WORDS = (
     "Plan Storage", "Structure Set", "Segmentation", "Dose Storage", "Treatment Record", "Key Object",
 )
 SUPPORTED_MODALITIES = ("MR", "CT")
-POSITION_TOL_MM = 0.01  # slices closer than this along the normal are "at the same position"
-ORIENTATION_TOL = 1e-3  # max difference of direction cosines within one series
-TILT_NOTE_DEG = 0.05  # a step this far off the normal is reported as shear (gantry tilt)
 
 
 @dataclasses.dataclass
 class Series:
-    """The files of one SeriesInstanceUID (in discovery order)."""
+    """The files of one SeriesInstanceUID (in the walk's order: folders and names sorted)."""
 
     uid: str
     files: list[DicomFile]
 
+    @functools.cached_property
+    def lead(self) -> DicomFile:
+        """The file whose header speaks for the series: the first with an image size (Rows), else the first."""
+        for f in self.files:
+            try:
+                if "Rows" in f.header:
+                    return f
+            except Exception:  # an unreadable header speaks for nothing
+                continue
+        return self.files[0]
+
     @property
     def header(self) -> Any:
-        return self.files[0].header
+        return self.lead.header
 
     @property
     def source(self) -> str:
-        """Where the series came from, relative to input_dir: a few names, or the common folder and a count."""
-        rels = [f.rel for f in self.files]
-        if len(rels) <= 3:
-            return "; ".join(rels)
-        common = os.path.commonpath([os.path.dirname(r) or "." for r in rels]) or "."
-        number = self.header.get("SeriesNumber")
-        tail = f", series {number}" if number not in (None, "") else ""
-        return f"{common}/ ({len(rels)} files{tail})"
+        """Where the series came from, relative to input_dir (`series_source`)."""
+        return series_source([f.rel for f in self.files], self.header.get("SeriesNumber"))
+
+
+def series_source(rels: Sequence[str], number: Any = None) -> str:
+    """A few file names, or the series' folder and a count: "a/b/ (36 files, series 2)"; files from several
+    folders are named by their common parent: "a/ (36 files from 2 folders, series 2)"."""
+    if len(rels) <= 3:
+        return "; ".join(rels)
+    tail = f", series {number}" if number not in (None, "") else ""
+    folders = sorted({os.path.dirname(r) or "." for r in rels})
+    if len(folders) == 1:
+        return f"{folders[0]}/ ({len(rels)} files{tail})"
+    common = os.path.commonprefix([PurePosixPath(d).parts if d != "." else () for d in folders])
+    return f"{'/'.join(common) or '.'}/ ({len(rels)} files from {len(folders)} folders{tail})"
 
 
 @dataclasses.dataclass
-class SliceRef:
-    """One slice: a single-frame file or one frame of a multi-frame file, with its geometry."""
+class SeriesFiles:
+    """What became of a series' files: filled in by `load_series`, also when it refuses the series."""
 
-    file: DicomFile
-    frame: int | None
-    position: np.ndarray
-    orientation: np.ndarray
-    pixel_spacing: tuple[float, float]  # (between rows, between columns), as DICOM PixelSpacing
-    rows: int
-    cols: int
-    slope: float
-    intercept: float
-    instance: str
+    #: file (relative to input_dir) -> why it was left out of the series
+    left_out: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: file -> which of its frames were left out and why (its other frames are used)
+    frames_left_out: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: no file was usable: the series is refused as a whole (`left_out` still holds each file's reason)
+    all_bad: bool = False
+
+    def used(self, series: Series) -> list[DicomFile]:
+        """The files the series was judged on (every file when none was usable)."""
+        return series.files if self.all_bad else [f for f in series.files if f.rel not in self.left_out]
 
 
 def group_series(files: list[DicomFile]) -> list[Series]:
@@ -105,20 +115,13 @@ def subject_key(series: Series) -> SubjectKey:
     return ("dicom", "unknown")
 
 
-def _text(ds: Any, keyword: str) -> str:
-    try:
-        return str(ds.get(keyword, "") or "")
-    except Exception:
-        return ""
-
-
 def classify(series: Series, matcher: ModalityMatcher, skip: ModalityMatcher) -> str:
     """The series' modality (header only), or SkipInput with the reason it is not a usable scan."""
     from pydicom.uid import UID
 
     ds = series.header
-    dicom_modality = _text(ds, "Modality").upper()
-    sop = _text(ds, "SOPClassUID")
+    dicom_modality = tag_text(ds, "Modality").upper()
+    sop = tag_text(ds, "SOPClassUID")
     sop_name = UID(sop).name if sop else "no SOP class"
     if dicom_modality in NON_IMAGE_MODALITIES or any(word in sop_name for word in NON_IMAGE_SOP_WORDS):
         raise SkipInput(f"non-image object (Modality {dicom_modality or '?'}, {sop_name})")
@@ -130,11 +133,11 @@ def classify(series: Series, matcher: ModalityMatcher, skip: ModalityMatcher) ->
     image_type = [str(v).upper() for v in ([image_type] if isinstance(image_type, str) else image_type)]
     if "LOCALIZER" in image_type or "SCOUT" in image_type:
         raise SkipInput("localizer/scout (ImageType LOCALIZER)")
-    names = [_text(ds, k) for k in ("SeriesDescription", "ProtocolName")]
+    names = [tag_text(ds, k) for k in ("SeriesDescription", "ProtocolName")]
     if skip.match(names):
         raise SkipInput("localizer/scout/calibration (series description matches ingest.skip_patterns)")
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    photometric = _text(ds, "PhotometricInterpretation").upper()
+    photometric = tag_text(ds, "PhotometricInterpretation").upper()
     if samples > 1 or photometric.startswith(("RGB", "YBR", "PALETTE")):
         raise SkipInput(f"colour image ({photometric or f'{samples} samples per pixel'}), not a grey-scale scan")
     if series.uid.startswith("no-uid:"):
@@ -143,7 +146,7 @@ def classify(series: Series, matcher: ModalityMatcher, skip: ModalityMatcher) ->
         return CT
     if dicom_modality != "MR":
         raise SkipInput(f"Modality {dicom_modality or 'missing'} is not ingested (only {' and '.join(SUPPORTED_MODALITIES)})")
-    found = matcher.match(_text(ds, k) for k in ("SeriesDescription", "ProtocolName", "SequenceName", "PulseSequenceName"))
+    found = matcher.match(tag_text(ds, k) for k in ("SeriesDescription", "ProtocolName", "SequenceName", "PulseSequenceName"))
     if found is None:
         number = ds.get("SeriesNumber")
         raise SkipInput(
@@ -153,201 +156,87 @@ def classify(series: Series, matcher: ModalityMatcher, skip: ModalityMatcher) ->
     return found[0]
 
 
-# ------------------------------------------------------------------------------------------- geometry
-def _floats(value: Any, n: int, what: str, rel: str) -> np.ndarray:
-    try:
-        arr = np.array([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise SkipInput(f"{what} unreadable in {rel}") from exc
-    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
-        raise SkipInput(f"{what} malformed in {rel} (expected {n} numbers)")
-    return arr
+# ------------------------------------------------------------------------------------------- files -> slices
+def count_reasons(reasons: Sequence[str], unit: str = "files", most: int = 3) -> str:
+    """One reason, or the `most` common ones with their counts: "12 files: <reason>; 1 file: <reason>"
+    (`unit` a plural ending in s)."""
+    counts = Counter(reasons).most_common()
+    if len(counts) == 1:
+        return reasons[0] if len(reasons) == 1 else f"{reasons[0]} (all {len(reasons)} {unit})"
+    listed = "; ".join(f"{n} {unit if n > 1 else unit[:-1]}: {reason}" for reason, n in counts[:most])
+    return listed + (f"; {len(counts) - most} other reason(s)" if len(counts) > most else "")
 
 
-def _first(item: Any, shared: Any, keyword: str) -> Any:
-    """The first item of a functional-group sequence, per-frame first, then shared; None if absent."""
-    for source in (item, shared):
-        if source is not None:
-            seq = source.get(keyword)
-            if seq:
-                return seq[0]
-    return None
+def _ranges(numbers: Sequence[int]) -> str:
+    """1-based, compact: [0, 1, 2, 5] -> "1-3, 6"."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(f"{a + 1}" if a == b else f"{a + 1}-{b + 1}" for a, b in runs)
 
 
-def _rescale(ds: Any) -> tuple[float, float]:
-    slope = ds.get("RescaleSlope", 1.0)
-    intercept = ds.get("RescaleIntercept", 0.0)
-    slope = float(slope) if slope not in (None, "") else 1.0
-    intercept = float(intercept) if intercept not in (None, "") else 0.0
-    return (slope if slope != 0 else 1.0), intercept
+def _without_copies(refs: list[SliceRef], bad: dict[str, list[tuple[int | None, str]]]) -> list[SliceRef]:
+    """`refs` less the second copies of a slice (recorded in `bad`); the first, in the walk's order, is kept."""
+    kept: list[SliceRef] = []
+    by_instance: dict[str, tuple] = {}
+    contents: set[tuple] = set()
+    for ref in refs:
+        key = content_key(ref)
+        if ref.instance in by_instance:
+            why = ("a second copy of a slice already in the series (same SOPInstanceUID, position and pixel data)"
+                   if by_instance[ref.instance] == key else
+                   "a conflicting copy of a slice already in the series (same SOPInstanceUID, other position, "
+                   "geometry or pixel data)")
+        elif key in contents:
+            why = "a copy of a slice already in the series (same position, geometry and pixel data)"
+        else:
+            by_instance[ref.instance] = key
+            contents.add(key)
+            kept.append(ref)
+            continue
+        bad[ref.file.rel].append((ref.frame, why))
+    return kept
 
 
-def slice_refs(series: Series) -> tuple[list[SliceRef], int]:
-    """Every slice of the series with its geometry, duplicates of the same instance dropped (and counted)."""
-    refs: list[SliceRef] = []
-    seen: set[str] = set()
-    duplicates = 0
+def usable_slices(series: Series, files: SeriesFiles) -> list[SliceRef]:
+    """The decoded slices of the series' usable files, each left-out file (or frame) recorded in `files`;
+    SkipInput when no file is usable."""
+    bad: dict[str, list[tuple[int | None, str]]] = defaultdict(list)  # file -> (frame or None, reason)
+    n_slices: dict[str, int] = {}
+    good: list[SliceRef] = []
     for f in series.files:
-        ds = f.header
-        instance = _text(ds, "SOPInstanceUID") or f.rel
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        if "PerFrameFunctionalGroupsSequence" in ds:
-            shared_seq = ds.get("SharedFunctionalGroupsSequence")
-            shared = shared_seq[0] if shared_seq else None
-            for i, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
-                pos, ori, meas = (_first(item, shared, k) for k in (
-                    "PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence"))
-                if pos is None or ori is None or meas is None:
-                    raise SkipInput(f"multi-frame image without per-frame position/orientation/spacing ({f.rel})")
-                pvt = _first(item, shared, "PixelValueTransformationSequence")
-                slope, intercept = _rescale(pvt) if pvt is not None else (1.0, 0.0)
-                key = f"{instance}#{i}"
-                if key in seen:
-                    duplicates += 1
-                    continue
-                seen.add(key)
-                refs.append(SliceRef(
-                    f, i,
-                    _floats(pos.get("ImagePositionPatient"), 3, "ImagePositionPatient", f.rel),
-                    _floats(ori.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", f.rel),
-                    tuple(_floats(meas.get("PixelSpacing"), 2, "PixelSpacing", f.rel)),
-                    rows, cols, slope, intercept, key,
-                ))
-            continue
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            raise SkipInput(f"multi-frame image without per-frame positions ({f.rel})")
-        if instance in seen:
-            duplicates += 1
-            continue
-        seen.add(instance)
-        for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
-            if keyword not in ds:
-                raise SkipInput(f"no {keyword} ({f.rel}): geometry unknown")
-        refs.append(SliceRef(
-            f, None,
-            _floats(ds.ImagePositionPatient, 3, "ImagePositionPatient", f.rel),
-            _floats(ds.ImageOrientationPatient, 6, "ImageOrientationPatient", f.rel),
-            tuple(_floats(ds.PixelSpacing, 2, "PixelSpacing", f.rel)),
-            rows, cols, *_rescale(ds), instance,
-        ))
-    return refs, duplicates
-
-
-def geometry(refs: list[SliceRef], cfg: IngestConfig) -> tuple[list[SliceRef], np.ndarray, list[str]]:
-    """Slices sorted along the normal, the voxel -> RAS affine, and notes; SkipInput if no single volume."""
-    first = refs[0]
-    if any((r.rows, r.cols) != (first.rows, first.cols) for r in refs):
-        raise SkipInput("slices differ in size (rows x columns)")
-    if any(np.abs(r.orientation - first.orientation).max() > ORIENTATION_TOL for r in refs):
-        raise SkipInput("slices have different orientations (e.g. a multi-plane localizer)")
-    if any(np.abs(np.subtract(r.pixel_spacing, first.pixel_spacing)).max() > 1e-4 for r in refs):
-        raise SkipInput("slices differ in pixel spacing")
-    row_dir, col_dir = first.orientation[:3], first.orientation[3:]
-    if min(np.linalg.norm(row_dir), np.linalg.norm(col_dir)) < 1e-6:
-        raise SkipInput("ImageOrientationPatient is degenerate (zero vector)")
-    row_dir = row_dir / np.linalg.norm(row_dir)
-    col_dir = col_dir / np.linalg.norm(col_dir)
-    normal = np.cross(row_dir, col_dir)
-    if np.linalg.norm(normal) < 0.5:
-        raise SkipInput("ImageOrientationPatient row and column directions are not perpendicular")
-    normal /= np.linalg.norm(normal)
-
-    dist = np.array([r.position @ normal for r in refs])
-    order = np.argsort(dist, kind="stable")
-    refs = [refs[i] for i in order]
-    dist = dist[order]
-    n = len(refs)
-    if n < cfg.min_slices:
-        raise SkipInput(f"{n} slice(s): not a volume (ingest.min_slices = {cfg.min_slices})")
-    gaps = np.diff(dist)
-    n_positions = 1 + int(np.count_nonzero(gaps > POSITION_TOL_MM))
-    if n_positions < n:
-        counts = set(np.diff(np.flatnonzero(np.r_[True, gaps > POSITION_TOL_MM, True])))
-        if len(counts) == 1 and n_positions > 1:
-            raise SkipInput(
-                f"series holds {n // n_positions} volumes ({n_positions} slice positions, each repeated "
-                f"{n // n_positions} times: 4D, e.g. fMRI, diffusion or multi-echo); not stacked into one volume"
-            )
-        raise SkipInput(f"repeated slice positions ({n} slices at {n_positions} positions); not one volume")
-    if n_positions < cfg.min_slices:
-        raise SkipInput(f"{n_positions} slice position(s): not a volume (ingest.min_slices = {cfg.min_slices})")
-    step = float(np.median(gaps))
-    ratio = gaps / step
-    missing = np.flatnonzero(ratio > 1.5)
-    if missing.size:
-        where = []
-        for i in missing:
-            k = int(round(ratio[i])) - 1
-            where += [dist[i] + step * j for j in range(1, max(k, 1) + 1)]
-        listed = ", ".join(f"{w:.2f}" for w in where[:5]) + (", ..." if len(where) > 5 else "")
-        raise SkipInput(
-            f"missing slice(s) at position(s) {listed} mm along the slice normal "
-            f"(slice spacing {step:.4g} mm, {len(where)} missing)"
-        )
-    if np.abs(ratio - 1).max() > cfg.slice_spacing_tolerance:
-        raise SkipInput(
-            f"uneven slice spacing: gaps from {gaps.min():.4g} to {gaps.max():.4g} mm "
-            f"(tolerance {cfg.slice_spacing_tolerance:.0%} of the median {step:.4g} mm)"
-        )
-    positions = np.array([r.position for r in refs])
-    step_vec = (positions[-1] - positions[0]) / (n - 1)
-    predicted = positions[0] + np.arange(n)[:, None] * step_vec
-    off_line = float(np.linalg.norm(positions - predicted, axis=1).max())
-    if off_line > max(POSITION_TOL_MM, cfg.slice_spacing_tolerance * step):
-        raise SkipInput(f"slice positions do not lie on a line (up to {off_line:.3g} mm off)")
-    notes = []
-    tilt = float(np.degrees(np.arccos(np.clip(step_vec @ normal / np.linalg.norm(step_vec), -1, 1))))
-    if tilt > TILT_NOTE_DEG:
-        notes.append(f"slices sheared by {tilt:.2f} deg (gantry tilt); affine kept as acquired, not resampled")
-    row_spacing, col_spacing = first.pixel_spacing
-    lps = np.eye(4)
-    lps[:3, 0] = row_dir * col_spacing  # i: along a row (next column)
-    lps[:3, 1] = col_dir * row_spacing  # j: down a column (next row)
-    lps[:3, 2] = step_vec
-    lps[:3, 3] = positions[0]
-    return refs, LPS_TO_RAS @ lps, notes
-
-
-# ------------------------------------------------------------------------------------------- pixels
-def read_pixels(refs: list[SliceRef]) -> np.ndarray:
-    """Stack the slices (already sorted) into (x, y, z) with the rescale slope/intercept applied.
-
-    int32 when every slice's slope is 1 and intercept a whole number (values stay exact), float32 otherwise.
-    """
-    from pydicom import dcmread
-    from pydicom.pixels import apply_modality_lut
-
-    first = refs[0]
-    integral = all(r.slope == 1.0 and float(r.intercept).is_integer() for r in refs)
-    vol = np.empty((first.cols, first.rows, len(refs)), dtype=np.int32 if integral else np.float32)
-    cached_path: Path | None = None
-    frames: np.ndarray | None = None
-    for k, ref in enumerate(refs):
-        path = ref.file.path
         try:
-            if ref.frame is None:
-                ds = dcmread(path)
-                arr = ds.pixel_array
-                if "ModalityLUTSequence" in ds and "RescaleSlope" not in ds:
-                    arr = apply_modality_lut(arr, ds)
+            refs = file_slices(f)
+        except SkipInput as exc:
+            bad[f.rel].append((None, str(exc)))
+            continue
+        except Exception as exc:  # a header too damaged to give its geometry
+            bad[f.rel].append((None, f"header unreadable ({describe_error(exc, f.path, f.root)})"))
+            continue
+        n_slices[f.rel] = len(refs)
+        for ref, problem in zip(refs, decode(f, refs), strict=True):
+            if problem:
+                bad[f.rel].append((ref.frame, problem))
             else:
-                if path != cached_path:
-                    frames = dcmread(path).pixel_array
-                    frames = frames[None] if frames.ndim == 2 else frames
-                    cached_path = path
-                arr = frames[ref.frame]
-        except Exception as exc:  # truncated, corrupt or undecodable pixel data
-            raise SkipInput(f"pixel data unreadable in {ref.file.rel} ({describe_error(exc, path.parent)})") from exc
-        if arr.shape != (ref.rows, ref.cols):
-            raise SkipInput(f"pixel data of {ref.file.rel} has shape {arr.shape}, expected ({ref.rows}, {ref.cols})")
-        if integral:
-            arr = arr.astype(np.int32) + int(ref.intercept)
-        elif ref.slope != 1.0 or ref.intercept != 0.0:
-            arr = arr.astype(np.float64) * ref.slope + ref.intercept
-        vol[:, :, k] = arr.T
-    return vol
+                good.append(ref)
+    kept = _without_copies(good, bad)
+    for rel, problems in bad.items():
+        reasons = [reason for _, reason in problems]
+        if problems[0][0] is None or len(problems) == n_slices.get(rel):
+            files.left_out[rel] = count_reasons(reasons, "frames")
+        else:
+            frames = _ranges([frame for frame, _ in problems])
+            files.frames_left_out[rel] = f"frame(s) {frames} of {n_slices[rel]} left out: {count_reasons(reasons, 'frames')}"
+    if not kept:
+        files.all_bad = True
+        raise SkipInput(count_reasons([files.left_out[f.rel] for f in series.files]))
+    return kept
 
 
+# ------------------------------------------------------------------------------------------- sidecar
 def _number(ds: Any, keyword: str) -> float | None:
     try:
         value = ds.get(keyword)
@@ -359,7 +248,7 @@ def _number(ds: Any, keyword: str) -> float | None:
 def technical_meta(series: Series) -> dict[str, Any]:
     """Acquisition parameters for the sidecar: technical values only (no names, dates, places, devices)."""
     ds = series.header
-    meta: dict[str, Any] = {"source_format": "DICOM", "dicom_modality": _text(ds, "Modality")}
+    meta: dict[str, Any] = {"source_format": "DICOM", "dicom_modality": tag_text(ds, "Modality")}
     number = _number(ds, "SeriesNumber")
     meta["series_number"] = int(number) if number is not None else None
     for key, keyword in (
@@ -374,15 +263,15 @@ def technical_meta(series: Series) -> dict[str, Any]:
     return meta
 
 
-def load_series(series: Series, cfg: IngestConfig) -> Volume:
-    """Convert a (classified) series into a Volume, or raise SkipInput."""
-    refs, duplicates = slice_refs(series)
-    if not refs:
-        raise SkipInput("no slices")
+def load_series(series: Series, cfg: IngestConfig, files: SeriesFiles | None = None) -> Volume:
+    """Convert a (classified) series into a Volume from its usable files, or raise SkipInput.
+
+    `files` (when given) is filled in with the files and frames left out, also when the series is refused.
+    """
+    files = SeriesFiles() if files is None else files
+    refs = usable_slices(series, files)
     refs, affine, notes = geometry(refs, cfg)
-    if duplicates:
-        notes.append(f"{duplicates} duplicate file(s) of the same instance ignored")
-    data = read_pixels(refs)
-    meta = technical_meta(series)
+    data = stack(refs)
+    meta = technical_meta(Series(series.uid, files.used(series)))
     meta["n_slices"] = len(refs)
     return Volume(data, affine, notes, meta)

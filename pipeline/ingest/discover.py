@@ -3,8 +3,8 @@
 DICOM files are recognised by content, not name (any nesting, with or without extension); only their headers
 are read here (`stop_before_pixels`). A DICOMDIR is listed as skipped: the files it indexes are found by the
 walk itself. Files that are plainly not images (`.json`, `.tsv`, README, ...) are listed as skipped
-"not an image file", so every file under `input_dir` is accounted for in the manifest; hidden files
-(`.DS_Store`, `.git/`) are ignored.
+"not an image file", so every file under `input_dir` is accounted for (manifest.tsv, files.tsv); hidden files
+(`.DS_Store`, `.git/`) are ignored. The log names no path (folder and file names can hold patient names).
 
 Memory does not grow with the number of DICOM files: a `DicomFile` keeps its path and SeriesInstanceUID only;
 its header is read again when asked for, through a small cache (`HEADER_CACHE` files), so while the series
@@ -20,7 +20,7 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pipeline.ingest.volume import describe_error
 from pipeline.io.tables import ManifestRow
@@ -55,6 +55,11 @@ class DicomFile:
     @property
     def header(self):  # a pydicom Dataset
         return _cached_header(self.path)
+
+    @property
+    def root(self) -> Path:
+        """The input folder the file was found in."""
+        return self.path.parents[len(PurePosixPath(self.rel).parts) - 1]
 
 
 @dataclasses.dataclass
@@ -151,7 +156,7 @@ def discover(root: Path) -> Discovery:
                 header = read_dicom_header(path)
             except Exception as exc:  # any unreadable file is one skipped row, never a stop
                 found.skipped.append(
-                    ManifestRow(rel, reason=f"not an image file: unreadable as DICOM ({describe_error(exc, root)})")
+                    ManifestRow(rel, reason=f"not an image file: unreadable as DICOM ({describe_error(exc, path, root)})")
                 )
                 continue
             meta = getattr(header, "file_meta", None)
@@ -162,8 +167,8 @@ def discover(root: Path) -> Discovery:
                 )
                 continue
             found.dicom.append(DicomFile(path, rel, str(header.get("SeriesInstanceUID", "") or "").strip()))
-    log.info(
-        "found %d files under %s: %d DICOM, %d NIfTI, %d other",
-        found.n_files, root.name or root, len(found.dicom), len(found.nifti), len(found.skipped),
+    log.info(  # no path: folder names can hold names or record numbers
+        "found %d files: %d DICOM, %d NIfTI, %d other",
+        found.n_files, len(found.dicom), len(found.nifti), len(found.skipped),
     )
     return found

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from pipeline.ingest.modality import ModalityMatcher
+from pipeline.ingest.modality import CT, ModalityMatcher
 from pipeline.ingest.pseudonym import SubjectKey
 from pipeline.ingest.volume import SkipInput, Volume
 
@@ -44,7 +44,8 @@ def identify(rel: str, matcher: ModalityMatcher) -> tuple[SubjectKey, str]:
     if bids:
         modality = matcher.from_token(bids["suffix"])
         if modality is None:
-            raise SkipInput(f"BIDS suffix {bids['suffix']!r} is not an ingested modality")
+            known = ", ".join(sorted({*matcher.modalities, CT}))  # the suffix itself is in `source`, not here
+            raise SkipInput(f"BIDS suffix (the name's last part) is not an ingested modality ({known})")
         return ("bids", bids["label"]), modality
     tokens = [t for t in _SEPARATORS.split(stem) if t]
     modality, rest = None, stem

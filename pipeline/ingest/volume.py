@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import numpy as np
 
 
 class SkipInput(Exception):
-    """This input is not ingested; the message is the manifest's reason (no identifiers, no absolute paths)."""
+    """This input is not ingested; the message is the manifest's reason, also logged: no identifiers, no paths
+    and no parts of file names (the row's `source` names the input)."""
 
 
 @dataclasses.dataclass
@@ -39,8 +41,17 @@ def storage_dtype(data: np.ndarray) -> type:
     return np.int16 if -32768 <= lo and hi <= 32767 else np.float32
 
 
-def describe_error(exc: BaseException, root: Path) -> str:
-    """A short, one-line description of an unexpected error, with `root` cut from any path in it."""
-    text = " ".join(str(exc).replace(f"{root}/", "").replace(str(root), ".").split())
+def describe_error(exc: BaseException, path: Path | None = None, root: Path | None = None) -> str:
+    """A short, one-line description of an unexpected error, without the input's paths: the file `path` (as
+    given, or relative to `root`) becomes "the file", another path under `root` "a file of the input folder"."""
+    text = str(exc)
+    if path is not None:
+        text = text.replace(str(path), "the file")
+        if root is not None and Path(path).is_relative_to(root):
+            text = text.replace(Path(path).relative_to(root).as_posix(), "the file")
+    if root is not None:
+        text = re.sub(re.escape(str(root)) + r"/[^\s'\"]*", "a file of the input folder", text)
+        text = text.replace(str(root), "the input folder")
+    text = " ".join(text.split())
     text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."

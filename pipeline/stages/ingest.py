@@ -1,6 +1,8 @@
 """Stage 2, ingestion: `python -m pipeline ingest --input DIR --out results/ingest --params JSON`.
 
-DICOM/NIfTI/BIDS -> pseudonymised NIfTI per subject + `manifest.tsv` (the library: `pipeline.ingest`).
+DICOM/NIfTI/BIDS -> pseudonymised NIfTI per subject + `manifest.tsv` + `files.tsv` (every input file's fate)
+(the library: `pipeline.ingest`). Exits 1 when nothing is usable, with the most common reasons in the message
+and every file's reason in `<out>/why_nothing.tsv`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Helpers for the ingest tests: synthetic DICOM series in any orientation, dcm2niix as the reference."""
+"""Helpers for the ingest tests: synthetic DICOM series in any orientation, dcm2niix as the reference, and
+the check that every input file is accounted for in files.tsv."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import nibabel as nib
 import numpy as np
 
 from pipeline.io.dicom_write import write_dicom_series
+from pipeline.io.tables import FileRow, read_files, read_manifest
 
 # Image row / column direction cosines in DICOM LPS for the standard planes, as (row, column).
 PLANES = {
@@ -101,3 +103,84 @@ def assert_same_image(ours: nib.Nifti1Image, ref: nib.Nifti1Image, atol_mm: floa
 def output_image(manifest_row, cwd: Path | None = None) -> nib.Nifti1Image:
     path = Path(manifest_row.output)
     return nib.load(str(path if path.is_absolute() or cwd is None else cwd / path))
+
+
+def enhanced_from_classic(paths: list[Path], out: Path, shared_orientation: bool = True) -> None:
+    """One Enhanced MR multi-frame file holding the slices of a classic series (frames in file order)."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import EnhancedMRImageStorage, generate_uid
+
+    slices = [pydicom.dcmread(p) for p in paths]
+    first = slices[0]
+    ds = pydicom.dcmread(paths[0])
+    for kw in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+               "RescaleSlope", "RescaleIntercept", "InstanceNumber", "SliceLocation"):
+        if kw in ds:
+            delattr(ds, kw)
+    ds.SOPClassUID = EnhancedMRImageStorage
+    ds.file_meta.MediaStorageSOPClassUID = EnhancedMRImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.NumberOfFrames = len(slices)
+
+    def item(**seqs):
+        it = Dataset()
+        for name, attrs in seqs.items():
+            sub = Dataset()
+            for k, v in attrs.items():
+                setattr(sub, k, v)
+            setattr(it, name, Sequence([sub]))
+        return it
+
+    shared = item(
+        PixelMeasuresSequence={"PixelSpacing": first.PixelSpacing, "SliceThickness": first.SliceThickness},
+        PixelValueTransformationSequence={"RescaleSlope": "1", "RescaleIntercept": "0", "RescaleType": "US"},
+        **({"PlaneOrientationSequence": {"ImageOrientationPatient": first.ImageOrientationPatient}}
+           if shared_orientation else {}),
+    )
+    per_frame = []
+    for s in slices:
+        seqs = {"PlanePositionSequence": {"ImagePositionPatient": s.ImagePositionPatient}}
+        if not shared_orientation:
+            seqs["PlaneOrientationSequence"] = {"ImageOrientationPatient": s.ImageOrientationPatient}
+        per_frame.append(item(**seqs))
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.PixelData = b"".join(s.PixelData for s in slices)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(out, enforce_file_format=True)
+
+
+def input_files(root: Path) -> set[str]:
+    """Every file the ingest walk sees under `root` (hidden ones excluded), relative to it."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)}
+
+
+def assert_all_accounted(root: Path, out: Path) -> dict[str, FileRow]:
+    """files.tsv names each input file once, each with a status, a reason where skipped, and a manifest row of
+    that status whose source names the file or its folder; returns file -> row."""
+    rows = read_files(out / "files.tsv")
+    by_file = {r.file: r for r in rows}
+    assert len(by_file) == len(rows), "a file named twice in files.tsv"
+    assert set(by_file) == input_files(root), set(by_file) ^ input_files(root)
+    manifest = read_manifest(out / "manifest.tsv")
+    for r in rows:
+        assert r.status in ("ingested", "skipped") and r.manifest_row is not None, r
+        assert r.status == "ingested" or r.reason, r
+        target = manifest[r.manifest_row - 1]
+        assert target.status == r.status, (r, target)
+        if target.source.endswith(")") and "/ (" in target.source:  # a series row: its folder holds the file
+            parent = target.source.split("/ (", 1)[0]
+            assert parent == "." or r.file.startswith(f"{parent}/"), (r, target.source)
+        else:
+            assert r.file in target.source.split("; "), (r, target.source)
+    return by_file
+
+
+def numbered_row(rows, source: str):
+    """(1-based manifest row number, row) of the one row whose source is `source`."""
+    found = [(n, r) for n, r in enumerate(rows, start=1) if r.source == source]
+    assert len(found) == 1, (source, [(r.source, r.reason) for r in rows])
+    return found[0]

@@ -18,6 +18,7 @@ from tests.unit.ingest_helpers import (
     affine_for,
     assert_same_image,
     dcm2niix,
+    enhanced_from_classic,
     have_dcm2niix,
     output_image,
     random_volume,
@@ -125,60 +126,13 @@ def test_compressed_transfer_syntaxes(tmp_path, syntax):
     assert_same_image(output_image(row), nib.Nifti1Image(volume.astype(np.float32), affine))
 
 
-def _enhanced_from_classic(paths: list[Path], out: Path, shared_orientation: bool = True) -> None:
-    """One Enhanced MR multi-frame file holding the slices of a classic series (frames in file order)."""
-    import pydicom
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import EnhancedMRImageStorage, generate_uid
-
-    slices = [pydicom.dcmread(p) for p in paths]
-    first = slices[0]
-    ds = pydicom.dcmread(paths[0])
-    for kw in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
-               "RescaleSlope", "RescaleIntercept", "InstanceNumber", "SliceLocation"):
-        if kw in ds:
-            delattr(ds, kw)
-    ds.SOPClassUID = EnhancedMRImageStorage
-    ds.file_meta.MediaStorageSOPClassUID = EnhancedMRImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.NumberOfFrames = len(slices)
-
-    def item(**seqs):
-        it = Dataset()
-        for name, attrs in seqs.items():
-            sub = Dataset()
-            for k, v in attrs.items():
-                setattr(sub, k, v)
-            setattr(it, name, Sequence([sub]))
-        return it
-
-    shared = item(
-        PixelMeasuresSequence={"PixelSpacing": first.PixelSpacing, "SliceThickness": first.SliceThickness},
-        PixelValueTransformationSequence={"RescaleSlope": "1", "RescaleIntercept": "0", "RescaleType": "US"},
-        **({"PlaneOrientationSequence": {"ImageOrientationPatient": first.ImageOrientationPatient}}
-           if shared_orientation else {}),
-    )
-    per_frame = []
-    for s in slices:
-        seqs = {"PlanePositionSequence": {"ImagePositionPatient": s.ImagePositionPatient}}
-        if not shared_orientation:
-            seqs["PlaneOrientationSequence"] = {"ImageOrientationPatient": s.ImageOrientationPatient}
-        per_frame.append(item(**seqs))
-    ds.SharedFunctionalGroupsSequence = Sequence([shared])
-    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
-    ds.PixelData = b"".join(s.PixelData for s in slices)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(out, enforce_file_format=True)
-
-
 @pytest.mark.parametrize("shared_orientation", [True, False])
 def test_enhanced_multiframe_equals_classic(tmp_path, shared_orientation):
     volume = random_volume(seed=7)
     affine = affine_for("oblique", -1)
     paths = write_series(tmp_path / "classic", volume, affine, file_name=shuffled_names(12))
     # frames stored in shuffled file-name order: the positions, not the frame order, must decide
-    _enhanced_from_classic(sorted(paths), tmp_path / "in" / "enhanced.dcm", shared_orientation)
+    enhanced_from_classic(sorted(paths), tmp_path / "in" / "enhanced.dcm", shared_orientation)
     (row,) = _ingested(ingest(tmp_path / "in", tmp_path / "out").rows)
     assert_same_image(output_image(row), nib.Nifti1Image(volume.astype(np.float32), affine))
 

@@ -91,7 +91,7 @@ def test_nifti_identify(rel, key, modality):
 @pytest.mark.parametrize(
     ("rel", "reason"),
     [
-        ("bids/sub-01/func/sub-01_task-rest_bold.nii.gz", "BIDS suffix 'bold'"),
+        ("bids/sub-01/func/sub-01_task-rest_bold.nii.gz", r"BIDS suffix \(the name's last part\) is not an ingested"),
         ("bids/derivatives/x/sub-01/anat/sub-01_T1w.nii.gz", "BIDS derivative"),
         ("scans/brain.nii.gz", "modality not recognised"),
     ],
@@ -207,7 +207,8 @@ def test_bids_dataset_end_to_end(tmp_path):
     key = (tmp_path / "out" / "pseudonym_key.tsv").read_text().splitlines()[1:]
     label_of = {line.split("\t")[0]: line.split("\t")[2] for line in key}
     assert {(label_of[s], m) for s, m in ingested} == {("01", "T1w"), ("01", "FLAIR"), ("02", "T2w")}
-    assert "BIDS suffix 'bold'" in rows["sub-02/func/sub-02_task-rest_bold.nii.gz"].reason
+    assert rows["sub-02/func/sub-02_task-rest_bold.nii.gz"].reason == (
+        "BIDS suffix (the name's last part) is not an ingested modality (CT, FLAIR, PDw, T1w, T2w)")
     assert "with 5 volumes" in rows["sub-02/anat/sub-02_acq-x_T1w.nii.gz"].reason
     assert "BIDS derivative" in rows["derivatives/fs/sub-01/anat/sub-01_T1w.nii.gz"].reason
     assert rows["dataset_description.json"].reason.startswith("not an image file")

@@ -17,7 +17,7 @@ from pipeline.config import IngestConfig
 from pipeline.ingest.run import ingest
 from pipeline.io.tables import read_manifest
 from tests.conftest import REPO
-from tests.unit.ingest_helpers import affine_for, random_volume, write_series
+from tests.unit.ingest_helpers import affine_for, assert_all_accounted, random_volume, write_series
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +39,7 @@ def _good(root: Path, name="good", desc="t1_mprage", seed=0, **kw) -> list[Path]
 def test_bad_inputs_get_documented_rows(tmp_path, caplog):
     root = tmp_path / "in"
     _good(root)
-    # a series with one truncated slice (pixel data cut): the series is skipped naming the file
+    # a series with one truncated slice (pixel data cut): the file is left out, the series skipped for the gap
     t2 = _good(root, "t2trunc", "t2_tse", seed=1)
     t2[4].write_bytes(t2[4].read_bytes()[:-300])
     # a file cut inside its header, a zero-byte file, a text file named .dcm, a README
@@ -82,8 +82,11 @@ def test_bad_inputs_get_documented_rows(tmp_path, caplog):
     assert [r.status for r in rows if r.status == "ingested"] == ["ingested"] * 2
 
     assert _by_source(rows, "good/").modality == "T1w"
-    r = _by_source(rows, "t2trunc/")
-    assert r.status == "skipped" and r.reason.startswith("pixel data unreadable in t2trunc/")
+    r = _by_source(rows, "t2trunc/ (11 files")
+    assert r.status == "skipped" and r.reason.startswith("missing slice(s)") and "1 file(s) left out" in r.reason
+    r = _by_source(rows, f"t2trunc/{t2[4].name}")
+    assert r.status == "skipped" and r.reason.startswith("pixel data unreadable (")
+    assert r.reason.endswith(f"left out of the series in manifest row {rows.index(_by_source(rows, 't2trunc/ (')) + 1}")
     assert _by_source(rows, "header_cut.dcm").reason.startswith("no image in the file")
     assert _by_source(rows, "empty.dcm").reason == "empty file (0 bytes)"
     assert "unreadable as DICOM" in _by_source(rows, "notes.dcm").reason
@@ -93,7 +96,7 @@ def test_bad_inputs_get_documented_rows(tmp_path, caplog):
     r = _by_source(rows, "uneven/")
     assert r.status == "skipped" and r.reason.startswith("uneven slice spacing")
     r = _by_source(rows, "fmri/")
-    assert r.status == "skipped" and "holds 2 volumes" in r.reason and "24 files" in r.source
+    assert r.status == "skipped" and "holds 2 volumes" in r.reason and r.source.startswith("fmri/ (24 files from 2 folders")
     assert "localizer" in _by_source(rows, "loc/").reason
     assert "modality not recognised" in _by_source(rows, "dwi/").reason
     r = _by_source(rows, "p7_T2w.nii.gz")
@@ -107,7 +110,8 @@ def test_bad_inputs_get_documented_rows(tmp_path, caplog):
     on_disk = read_manifest(tmp_path / "out" / "manifest.tsv")
     assert [(r.source, r.status, r.reason) for r in on_disk] == [(r.source, r.status, r.reason) for r in rows]
     assert "Traceback" not in caplog.text
-    assert str(tmp_path) not in "".join(r.reason for r in rows)  # paths relative to input_dir only
+    assert str(tmp_path) not in "".join(r.reason for r in rows)  # no paths in reasons
+    assert_all_accounted(root, tmp_path / "out")
 
 
 def test_nothing_usable_fails_clearly(tmp_path):
@@ -115,10 +119,12 @@ def test_nothing_usable_fails_clearly(tmp_path):
     root.mkdir()
     (root / "notes.txt").write_text("nothing here")
     (root / "x.dcm").write_text("not dicom")
-    with pytest.raises(RuntimeError, match=r"nothing usable in .*looked for DICOM series.*NIfTI.*BIDS"):
+    with pytest.raises(RuntimeError, match=r"nothing usable in .*looked for DICOM series.*NIfTI.*BIDS.*why_nothing"):
         ingest(root, tmp_path / "out")
     rows = read_manifest(tmp_path / "out" / "manifest.tsv")
     assert {r.source for r in rows} == {"notes.txt", "x.dcm"} and {r.status for r in rows} == {"skipped"}
+    assert_all_accounted(root, tmp_path / "out")
+    assert (tmp_path / "out" / "why_nothing.tsv").is_file()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ingest(tmp_path / "nope", tmp_path / "out")
 
@@ -139,6 +145,14 @@ def test_cli_exit_codes(tmp_path):
         capture_output=True, text=True, cwd=env_cwd,
     )
     assert bad.returncode == 1 and "nothing usable" in bad.stderr and "Traceback" not in bad.stderr
+    assert str(tmp_path / "empty") not in bad.stderr and "found no file" in bad.stderr  # no input path
+    (tmp_path / "empty" / "a.txt").write_text("a")
+    bad = subprocess.run(
+        [sys.executable, "-m", "pipeline", "ingest", "--input", str(tmp_path / "empty"), "--out", str(tmp_path / "o2")],
+        capture_output=True, text=True, cwd=env_cwd,
+    )
+    assert bad.returncode == 1 and "(not an image file (neither DICOM nor NIfTI))" in bad.stderr
+    assert "why_nothing.tsv" in bad.stderr and (tmp_path / "o2" / "why_nothing.tsv").is_file()
     typo = subprocess.run(
         [sys.executable, "-m", "pipeline", "ingest", "--input", str(tmp_path / "in"), "--params", '{"min_slice": 4}'],
         capture_output=True, text=True, cwd=env_cwd,
@@ -179,8 +193,8 @@ def test_non_image_objects_secondary_capture_and_multiframe_skipped(tmp_path):
 
 
 def test_every_pydicom_test_file_is_accounted_for(tmp_path, caplog):
-    """All DICOM (and other) files shipped inside pydicom in one folder: the run completes, each file is one
-    manifest row or counted in one series row, nothing raises."""
+    """All DICOM (and other) files shipped inside pydicom in one folder: the run completes, each file is named
+    in files.tsv (with its status, reason and manifest row) and counted in its manifest row, nothing raises."""
     from pydicom.data import get_testdata_files
 
     base = Path(pydicom.__file__).parent / "data"
@@ -198,12 +212,13 @@ def test_every_pydicom_test_file_is_accounted_for(tmp_path, caplog):
         rows = ingest(root, tmp_path / "out", IngestConfig(min_slices=2)).rows
     except RuntimeError:  # acceptable only if nothing was usable; the manifest must exist either way
         rows = read_manifest(tmp_path / "out" / "manifest.tsv")
-    counted = 0
     for r in rows:
         assert r.status in ("ingested", "skipped") and (r.status == "ingested" or r.reason), r
+    files = assert_all_accounted(root, tmp_path / "out")
+    assert len(files) == n
+    # each series row counts the files that went into it
+    for number, r in enumerate(rows, start=1):
+        members = sum(f.manifest_row == number for f in files.values())
         if r.source.endswith(")") and " files" in r.source:
-            counted += int(r.source.rsplit("(", 1)[1].split()[0])
-        else:
-            counted += len(r.source.split("; "))
-    assert counted == n
+            assert members == int(r.source.rsplit("(", 1)[1].split()[0]), r.source
     assert "Traceback" not in caplog.text
