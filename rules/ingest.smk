@@ -1,6 +1,7 @@
 # Stage 2: DICOM / NIfTI / BIDS -> pseudonymised NIfTI per subject + manifest.tsv (one row per input series or
 # file, ingested or skipped with the reason) + files.tsv (every input file -> its manifest row or its reason).
-# When nothing is usable the stage fails and leaves results/ingest/why_nothing.tsv (not an output, so it survives). A checkpoint: later rules read the manifest to learn the subjects.
+# When nothing is usable the stage fails and leaves results/ingest/why_nothing.tsv (not an output, so it
+# survives). A checkpoint: later rules read the manifest to learn the subjects.
 
 import os
 from pathlib import Path
