@@ -1,9 +1,10 @@
 """Evaluation (stage 6) as a library: image-quality metrics of every generator output and its classical
 baselines, with statistics and figures.
 
-Modules: `tasks` (the outputs the model families export, grouped into tasks), `cases` (one subject's images,
-SR geometry, baselines), `metrics`, `statistics`, `figures` (drawn here: the report only assembles them) and
-`run` (the whole evaluation: CSVs, summary.json, figures). The stage is `pipeline.stages.evaluate`.
+Modules: `tasks` (the outputs the model families export, grouped into tasks; those not evaluated, with
+their reasons), `cases` (one subject's images, SR geometry, baselines), `metrics`, `statistics`, `figures`
+(drawn here: the report only assembles them) and `run` (the whole evaluation: CSVs, summary.json, figures).
+The stage is `pipeline.stages.evaluate`.
 
 Protocol (written into `results/metrics/summary.json` and shown in the report):
 

@@ -1,5 +1,11 @@
 """The evaluation of a run: score every task's outputs and baselines, summarise, write CSVs, summary.json and
-the figures (per-subject panels, group strip plots, one training curve per model family)."""
+the figures (per-subject panels, group strip plots, one training curve per model family).
+
+Outputs that are not evaluated (`--skipped`, or no subject of the evaluated splits has their input and truth)
+get a header-only CSV and an entry of summary.json's `skipped` (the output's keys, `reason`, and the
+`task_name` and `description` of the task it belongs to); a task whose outputs are all skipped is not under
+`tasks`. Evaluated outputs are scored exactly as when nothing is skipped.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from pipeline.config import EvaluateConfig, to_dict
 from pipeline.evaluation.cases import BASELINE_LABELS, load_case, load_prediction, make_baseline
 from pipeline.evaluation.metrics import METRIC_LABELS, METRICS, masked_metrics, protocol
 from pipeline.evaluation.statistics import compare, describe
-from pipeline.evaluation.tasks import Output, Task, build_tasks
+from pipeline.evaluation.tasks import Output, Skipped, Task, build_tasks, check_outputs
 from pipeline.io.atomic import write_text
 from pipeline.io.tables import read_subjects
 
@@ -42,7 +48,7 @@ def evaluate_task(
     from pipeline.evaluation import figures
 
     in_splits = [r for r in rows if r["split"] in cfg.splits]
-    selected = [r for r in in_splits if r.get(task.target) and r.get(task.source)]
+    selected = [r for r in in_splits if _scorable(r, task.source, task.target)]
     for r in in_splits:
         if r not in selected:
             log.warning("%s: %s has no %s and %s images; not part of the %s evaluation",
@@ -89,6 +95,23 @@ def evaluate_task(
             )
             paths.setdefault(case.subject, {})[model] = png.as_posix()
     return records, summary, paths
+
+
+def _scorable(row: dict[str, Any], source: str, target: str) -> bool:
+    """Whether a subjects.tsv row has the input and the ground truth of an output."""
+    return bool(row.get(target) and row.get(source))
+
+
+def unscorable(outputs: Sequence[Output], rows: list[dict[str, Any]], cfg: EvaluateConfig) -> list[Skipped]:
+    """The outputs that no subject of the evaluated splits can be scored on (no input or no truth), as skipped."""
+    in_splits = [r for r in rows if r["split"] in cfg.splits]
+    where = "/".join(cfg.splits)
+
+    def needs(o: Output) -> str:  # as the workflow says it: an SR input T1w_lr is made from T1w, named once
+        return " and ".join(dict.fromkeys(c.removesuffix("_lr") for c in (o.input, o.truth)))
+
+    return [Skipped(o, f"no {where} subject has {needs(o)}")
+            for o in outputs if not any(_scorable(r, o.input, o.truth) for r in in_splits)]
 
 
 def _source_label(task: Task) -> str:
@@ -183,21 +206,27 @@ def evaluate(
     outputs: Sequence[Output],
     cfg: EvaluateConfig,
     *,
+    skipped: Sequence[Skipped] = (),
     degradation: dict[str, Any] | None = None,
     infer_dir: Path = Path("results/infer"),
     histories: Path = Path("results/models"),
     metrics_dir: Path = Path("results/metrics"),
     figures_dir: Path = Path("results/figures"),
 ) -> dict[str, Any]:
-    """Evaluate `outputs` on the subjects of `subjects_tsv`; writes `<metrics_dir>/<output>.csv`,
-    `<metrics_dir>/summary.json` and the figures, and returns the summary."""
+    """Evaluate `outputs` on the subjects of `subjects_tsv`; writes `<metrics_dir>/<output>.csv` (header only
+    for the `skipped` outputs and those no subject can be scored on), `<metrics_dir>/summary.json` and the
+    figures, and returns the summary."""
     from pipeline.evaluation import figures
 
+    check_outputs(outputs, skipped)
     rows = read_subjects(subjects_tsv)
     columns = list(rows[0]) if rows else []
     if rows and "mask" not in columns:
         raise ValueError(f"{subjects_tsv}: missing column(s) ['mask']")
-    tasks = build_tasks(outputs, degradation or {}, cfg, columns, subjects_tsv)
+    unscored = unscorable(outputs, rows, cfg)
+    outputs = [o for o in outputs if o not in {s.output for s in unscored}]
+    skipped = [*unscored, *skipped]
+    tasks = build_tasks(outputs, degradation or {}, cfg, columns, subjects_tsv, skipped)
 
     summary: dict[str, Any] = {
         "protocol": protocol(cfg),
@@ -206,8 +235,19 @@ def evaluate(
         "models": {},
         "figures": {"subjects": {}, "group": {}, "training": {}},
         "outputs": [dataclasses.asdict(o) for o in outputs],
+        "skipped": [],
     }
+    figures_dir.mkdir(parents=True, exist_ok=True)  # a declared output, even when nothing is evaluated
     for task in tasks:
+        for s in task.skipped:
+            log.warning("%s (%s): not evaluated: %s", s.output.name, task.description, s.reason)
+            csv_path = metrics_dir / f"{s.output.name}.csv"
+            write_csv(csv_path, [])
+            summary["skipped"].append({**dataclasses.asdict(s.output), "reason": s.reason,
+                                       "task_name": task.name, "description": task.description})
+            log.info("wrote %s (header only)", csv_path)
+        if not task.outputs:
+            continue
         records, task_summary, subject_figs = evaluate_task(task, rows, subjects_tsv, infer_dir, figures_dir, cfg)
         summary["tasks"][task.name] = task_summary
         for model in task.models:

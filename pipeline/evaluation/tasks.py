@@ -5,6 +5,11 @@ subjects.tsv column `truth`, made from the column `input`, by a model of `family
 `results/models/<family>/history.csv`). Its `task` (a kind in `TASK_KINDS`) picks the baselines and how the
 input is read. Outputs of one kind with the same input and truth form one task: they are scored side by side
 against the same baselines, in one table and one set of figures. Nothing here knows a family by name.
+
+An output that is not evaluated (`--skipped`: the workflow did not train or infer it; or no subject of the
+evaluated splits has its input and truth) is a `Skipped`, with its reason. It still belongs to its task, so the
+task's name and description do not depend on which outputs the data allowed; a task whose outputs are all
+skipped has no outputs to score and only its `skipped` list.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ log = logging.getLogger(__name__)
 #: The kinds of task evaluation knows: super-resolution (input on a coarser grid) and translation (same grid).
 TASK_KINDS: tuple[str, ...] = ("sr", "translation")
 OUTPUT_KEYS: tuple[str, ...] = ("name", "family", "task", "input", "truth", "desc")
+#: what an item of `--skipped` has beyond OUTPUT_KEYS
+SKIPPED_KEYS: tuple[str, ...] = ("reason",)
 # Output names, families and descs become file names and HTML anchors.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -40,6 +47,14 @@ class Output:
     desc: str  # file-name suffix of its images
 
 
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """An output that is not evaluated (an item of `--skipped`, or one no subject can be scored on), and why."""
+
+    output: Output
+    reason: str  # shown in the report as "not evaluated: <reason>"
+
+
 @dataclasses.dataclass
 class Task:
     """One evaluation task: outputs of one kind with the same input and ground truth, and their baselines."""
@@ -52,6 +67,7 @@ class Task:
     baselines: list[str]
     description: str
     degradation: dict[str, Any] = dataclasses.field(default_factory=dict)
+    skipped: list[Skipped] = dataclasses.field(default_factory=list)  # its outputs that are not evaluated
 
     @property
     def models(self) -> list[str]:
@@ -73,35 +89,61 @@ def parse_json(text: str, what: str) -> Any:
         raise ValueError(f"{what}: not valid JSON ({exc})") from exc
 
 
+def _parse_item(item: Any, where: str, extra: tuple[str, ...] = ()) -> Output:
+    """One object of `--outputs` (or, with `extra` keys, of `--skipped`), checked."""
+    keys = (*OUTPUT_KEYS, *extra)
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: expected an object with keys {', '.join(keys)}")
+    missing = [k for k in keys if k not in item]
+    if missing:
+        raise ValueError(f"{where}: missing key(s) {', '.join(missing)}; expected {', '.join(keys)}")
+    for key in keys:
+        if not isinstance(item[key], str) or not item[key]:
+            raise ValueError(f"{where}.{key}: expected a non-empty string, got {item[key]!r}")
+    for key in ("name", "family", "desc"):
+        if not NAME_RE.match(item[key]):
+            raise ValueError(f"{where}.{key}: {item[key]!r} is not a plain name (letters, digits, . _ -)")
+    if item["task"] not in TASK_KINDS:
+        raise ValueError(f"{where}.task: {item['task']!r} is not one of {', '.join(TASK_KINDS)}")
+    return Output(**{k: item[k] for k in OUTPUT_KEYS})
+
+
+def _check_list(data: Any, what: str) -> list[Any]:
+    if not isinstance(data, list):
+        raise ValueError(f"{what}: expected a JSON list of objects, one per generator output")
+    return data
+
+
 def parse_outputs(data: Any) -> list[Output]:
     """Check the `--outputs` list (parsed JSON): objects with every key of OUTPUT_KEYS, unique names.
 
     Other keys of `pipeline.models.contract.Output` (model_file, infer_args) are for inference; they are
-    allowed and ignored here.
+    allowed and ignored here. The list may be empty (every output skipped; see `check_outputs`).
     """
-    if not isinstance(data, list) or not data:
-        raise ValueError("--outputs: expected a non-empty JSON list of objects, one per generator output")
-    outputs = []
-    for i, item in enumerate(data):
-        where = f"--outputs[{i}]"
-        if not isinstance(item, dict):
-            raise ValueError(f"{where}: expected an object with keys {', '.join(OUTPUT_KEYS)}")
-        missing = [k for k in OUTPUT_KEYS if k not in item]
-        if missing:
-            raise ValueError(f"{where}: missing key(s) {', '.join(missing)}; expected {', '.join(OUTPUT_KEYS)}")
-        for key in OUTPUT_KEYS:
-            if not isinstance(item[key], str) or not item[key]:
-                raise ValueError(f"{where}.{key}: expected a non-empty string, got {item[key]!r}")
-        for key in ("name", "family", "desc"):
-            if not NAME_RE.match(item[key]):
-                raise ValueError(f"{where}.{key}: {item[key]!r} is not a plain name (letters, digits, . _ -)")
-        if item["task"] not in TASK_KINDS:
-            raise ValueError(f"{where}.task: {item['task']!r} is not one of {', '.join(TASK_KINDS)}")
-        outputs.append(Output(**{k: item[k] for k in OUTPUT_KEYS}))
+    outputs = [_parse_item(item, f"--outputs[{i}]") for i, item in enumerate(_check_list(data, "--outputs"))]
     names = [o.name for o in outputs]
     if len(set(names)) != len(names):
         raise ValueError(f"a model is named twice: {names}")
     return outputs
+
+
+def parse_skipped(data: Any) -> list[Skipped]:
+    """Check the `--skipped` list (parsed JSON): the objects of `--outputs` plus a `reason`, unique names."""
+    skipped = [Skipped(_parse_item(item, f"--skipped[{i}]", SKIPPED_KEYS), item["reason"])
+               for i, item in enumerate(_check_list(data, "--skipped"))]
+    names = [s.output.name for s in skipped]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--skipped: an output is named twice: {names}")
+    return skipped
+
+
+def check_outputs(outputs: Sequence[Output], skipped: Sequence[Skipped]) -> None:
+    """Something to evaluate or report, and no output both evaluated and skipped."""
+    if not outputs and not skipped:
+        raise ValueError("--outputs and --skipped are both empty: no generator output to evaluate or report")
+    both = sorted({o.name for o in outputs} & {s.output.name for s in skipped})
+    if both:
+        raise ValueError(f"output(s) {', '.join(both)} in both --outputs and --skipped")
 
 
 def _sr_task(name: str, outputs: list[Output], degradation: dict[str, Any], cfg: EvaluateConfig) -> Task:
@@ -127,23 +169,28 @@ def _translation_task(name: str, outputs: list[Output], cfg: EvaluateConfig) -> 
 
 
 def build_tasks(outputs: Sequence[Output], degradation: dict[str, Any], cfg: EvaluateConfig,
-                columns: Sequence[str], table: Path | str) -> list[Task]:
-    """Group `outputs` into tasks (in the order given), with their baselines; `columns` are subjects.tsv's."""
+                columns: Sequence[str], table: Path | str, skipped: Sequence[Skipped] = ()) -> list[Task]:
+    """Group `outputs` and then `skipped` into tasks (in that order), with their baselines; `columns` are
+    subjects.tsv's (needed only for the outputs evaluated)."""
     if not isinstance(degradation, dict):
         raise ValueError(f"--degradation: expected a JSON object, got {degradation!r}")
     groups: dict[tuple[str, str, str], list[Output]] = {}
-    for out in outputs:
+    for out in [*outputs, *(s.output for s in skipped)]:
         groups.setdefault((out.task, out.input, out.truth), []).append(out)
     kinds = [kind for kind, _, _ in groups]
     tasks = []
     for (kind, source, truth), members in groups.items():
-        for col in (source, truth):
-            if col not in columns:
-                raise ValueError(f"{table}: no column {col!r} for {kind} {source} → {truth} "
-                                 f"({', '.join(o.name for o in members)})")
+        evaluated = [o for o in members if o in outputs]
+        missing = [col for col in (source, truth) if col not in columns]
+        if evaluated and missing:
+            raise ValueError(f"{table}: no column {missing[0]!r} for {kind} {source} → {truth} "
+                             f"({', '.join(o.name for o in evaluated)})")
         name = kind if kinds.count(kind) == 1 else f"{kind}-{source}-{truth}"
         if kind == "sr":
-            tasks.append(_sr_task(name, members, degradation, cfg))
+            task = _sr_task(name, members, degradation, cfg)
         else:
-            tasks.append(_translation_task(name, members, cfg))
+            task = _translation_task(name, members, cfg)
+        task.outputs = evaluated
+        task.skipped = [s for s in skipped if s.output in members]
+        tasks.append(task)
     return tasks

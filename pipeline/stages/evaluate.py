@@ -1,11 +1,13 @@
 """Stage 6, evaluate: metrics, statistics and figures of the generator outputs the model families export.
 
     python -m pipeline evaluate --subjects results/preprocess/subjects.tsv --outputs OUTPUTS_JSON \
-        --degradation SR_JSON --params EVALUATE_JSON
+        --skipped SKIPPED_JSON --degradation SR_JSON --params EVALUATE_JSON
 
 `--outputs` is a JSON list (inline, or a file) with one object per generator output:
-`{"name", "family", "task", "input", "truth", "desc"}` (see `pipeline.evaluation.tasks`). The library is
-`pipeline.evaluation`; this module only parses the arguments.
+`{"name", "family", "task", "input", "truth", "desc"}` (see `pipeline.evaluation.tasks`). `--skipped` lists
+the outputs the workflow did not train or infer, the same objects plus `"reason"` (shown in the report as
+"not evaluated: <reason>"); each gets a header-only `<name>.csv`. The library is `pipeline.evaluation`; this
+module only parses the arguments.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subjects", type=Path, required=True, help="results/preprocess/subjects.tsv")
     parser.add_argument("--outputs", required=True,
                         help='the generator outputs to evaluate, a JSON list (inline or a file) of objects '
-                             '{"name", "family", "task": "sr"|"translation", "input", "truth", "desc"}')
+                             '{"name", "family", "task": "sr"|"translation", "input", "truth", "desc"} '
+                             '([] when every output is in --skipped)')
+    parser.add_argument("--skipped", default="[]",
+                        help='outputs not trained or inferred, a JSON list (inline or a file) of the objects of '
+                             '--outputs plus "reason" (e.g. "no test subject has T1w and T2w"); default: none')
     parser.add_argument("--degradation", default="", help="the preprocessing's SR settings as JSON (method, scale, axes)")
     parser.add_argument("--infer", type=Path, default=Path("results/infer"), help="folder of model outputs (<name>/<subject>_<desc>.nii.gz)")
     parser.add_argument("--histories", type=Path, default=Path("results/models"), help="folder of <family>/history.csv")
@@ -30,13 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from pipeline.config import EvaluateConfig, load_params
     from pipeline.evaluation.run import evaluate
-    from pipeline.evaluation.tasks import parse_json, parse_outputs
+    from pipeline.evaluation.tasks import parse_json, parse_outputs, parse_skipped
 
     cfg = load_params(args.params, EvaluateConfig, "evaluate")
     evaluate(
         args.subjects,
         parse_outputs(parse_json(args.outputs, "--outputs")),
         cfg,
+        skipped=parse_skipped(parse_json(args.skipped, "--skipped")),
         degradation=parse_json(args.degradation, "--degradation") if args.degradation else {},
         infer_dir=args.infer,
         histories=args.histories,

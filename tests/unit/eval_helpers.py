@@ -24,6 +24,9 @@ OUTPUTS = [
     {"name": "cyclegan", "family": "cyclegan", "task": "translation", "input": "T1w", "truth": "T2w", "desc": "T2w"},
 ]
 FAMILIES = ("srgan", "cyclegan")
+# The translation output as the workflow skips it when no test subject has both contrasts (`--skipped`).
+NO_T2W = "no test subject has T1w and T2w"
+SKIPPED_CYCLEGAN = {**OUTPUTS[2], "reason": NO_T2W}
 
 
 @contextlib.contextmanager
@@ -121,9 +124,49 @@ def make_cohort(root: Path, *, seed: int = 0) -> Path:
     return table
 
 
-def evaluate_args(outputs: list[dict[str, str]] | None = None, **overrides) -> list[str]:
-    """The evaluate command line of the cohort (`OUTPUTS` unless given); `overrides` go into --params."""
+def evaluate_args(outputs: list[dict[str, str]] | None = None, skipped: list[dict[str, str]] | None = None,
+                  **overrides) -> list[str]:
+    """The evaluate command line of the cohort (`OUTPUTS` unless given, `--skipped` when given); `overrides`
+    go into --params."""
     return ["evaluate", "--subjects", "results/preprocess/subjects.tsv",
             "--outputs", json.dumps(OUTPUTS if outputs is None else outputs),
+            *(["--skipped", json.dumps(skipped)] if skipped is not None else []),
             "--degradation", json.dumps({"method": "kspace", "scale": 2, "axes": "inplane", "modalities": ["T1w"]}),
             "--params", json.dumps({"bootstrap_resamples": 2000, "figure_dpi": 60, **overrides})]
+
+
+# An input folder named like a person, as a real run's `input_dir` (absolute); the report must not show it.
+PERSON_FOLDER = "Jane_Roe-1234"
+
+
+def workflow_config(input_dir: str) -> str:
+    """A resolved workflow config (JSON, as the report rule passes it) whose paths point into `input_dir`."""
+    return json.dumps({"input_dir": input_dir, "seed": 42, "models": list(FAMILIES),
+                       "preprocess": {"split": {"subjects_file": f"{input_dir}/splits.tsv"}}})
+
+
+def make_partly_reported(root: Path) -> Path:
+    """The cohort evaluated with CycleGAN skipped (as for a cohort whose test subjects lack T2w), reported as from
+    an input folder named like a person (a skipped input's reason quotes that folder); returns the report folder."""
+    from pipeline import cli
+
+    make_cohort(root)
+    input_dir = (root / PERSON_FOLDER).as_posix()
+    manifest = root / "results/ingest/manifest.tsv"
+    manifest.write_text(manifest.read_text() + f"notes.txt\tskipped\t{input_dir}/notes.txt: not an image\t\t\t\t\t\t\n")
+    with working_dir(root):
+        assert cli.main(evaluate_args(OUTPUTS[:2], [SKIPPED_CYCLEGAN])) == 0
+        assert cli.main(["report", "--out", "reports", "--workflow-config", workflow_config(input_dir)]) == 0
+    return root / "reports"
+
+
+def make_unevaluated_report(root: Path) -> Path:
+    """The cohort with every output skipped (one reason holding markup), reported; returns the report folder."""
+    from pipeline import cli
+
+    make_cohort(root)
+    skipped = [{**o, "reason": f"no training subject has T1w {XSS_IMG}"} for o in OUTPUTS[:2]] + [SKIPPED_CYCLEGAN]
+    with working_dir(root):
+        assert cli.main(evaluate_args([], skipped)) == 0
+        assert cli.main(["report", "--out", "reports", "--workflow-config", json.dumps({"seed": 42, "input_dir": ""})]) == 0
+    return root / "reports"

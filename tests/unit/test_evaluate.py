@@ -1,5 +1,5 @@
-"""Evaluation: the masked metric protocol (checked against MONAI), statistics, baselines, the outputs list and
-the stage's outputs."""
+"""Evaluation: the masked metric protocol (checked against MONAI), statistics, baselines, the outputs and skipped
+lists, and the stage's outputs (with outputs skipped: the others' values unchanged)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,25 @@ from pipeline.config import ConfigError, EvaluateConfig, load_params
 from pipeline.evaluation import metrics as ev
 from pipeline.evaluation import statistics as st
 from pipeline.evaluation.cases import sr_geometry
-from pipeline.evaluation.tasks import Output, build_tasks, parse_json, parse_outputs
+from pipeline.evaluation.tasks import (
+    Output,
+    Skipped,
+    build_tasks,
+    check_outputs,
+    parse_json,
+    parse_outputs,
+    parse_skipped,
+)
 from pipeline.stages import evaluate as stage
-from tests.unit.eval_helpers import OUTPUTS, SUBJECTS, evaluate_args, make_cohort, working_dir
+from tests.unit.eval_helpers import (
+    NO_T2W,
+    OUTPUTS,
+    SKIPPED_CYCLEGAN,
+    SUBJECTS,
+    evaluate_args,
+    make_cohort,
+    working_dir,
+)
 
 CFG = EvaluateConfig(bootstrap_resamples=2000)
 
@@ -159,8 +175,8 @@ COLUMNS = ["subject", "split", "T1w", "T2w", "PDw", "mask", "T1w_lr"]
 SR, SRRESNET, CYCLEGAN = (Output(**o) for o in (OUTPUTS[1], OUTPUTS[0], OUTPUTS[2]))
 
 
-def _tasks(outputs, degradation=None):
-    return build_tasks(outputs, {} if degradation is None else degradation, CFG, COLUMNS, "s.tsv")
+def _tasks(outputs, degradation=None, skipped=(), columns=COLUMNS):
+    return build_tasks(outputs, {} if degradation is None else degradation, CFG, columns, "s.tsv", skipped)
 
 
 def test_zerofill_baseline_only_for_kspace_degradation():
@@ -196,8 +212,9 @@ def test_outputs_list_is_checked():
     # The model contract's outputs as they are (with their inference-only keys) are accepted.
     contract = [{**OUTPUTS[2], "model_file": "model.pt", "infer_args": ["--direction", "A2B"]}]
     assert parse_outputs(contract) == [CYCLEGAN]
+    assert parse_outputs([]) == []  # every output skipped
     bad = [
-        ([], "non-empty JSON list"),
+        ({"name": "srgan"}, "expected a JSON list"),
         ([{**OUTPUTS[0], "task": "inpainting"}], r"task: 'inpainting' is not one of sr, translation"),
         ([{k: v for k, v in OUTPUTS[0].items() if k != "family"}], r"missing key\(s\) family;"),
         ([{**OUTPUTS[0], "name": "../etc"}], "not a plain name"),
@@ -209,6 +226,46 @@ def test_outputs_list_is_checked():
             parse_outputs(data)
     with pytest.raises(ValueError, match="neither inline JSON nor an existing file"):
         parse_json("outputs.json", "--outputs")
+
+
+def test_skipped_list_is_checked():
+    assert parse_skipped(parse_json(json.dumps([SKIPPED_CYCLEGAN]), "--skipped")) == [Skipped(CYCLEGAN, NO_T2W)]
+    assert parse_skipped(parse_json("[]", "--skipped")) == []
+    bad = [
+        ([OUTPUTS[2]], r"--skipped\[0\]: missing key\(s\) reason;"),
+        ([{**SKIPPED_CYCLEGAN, "reason": ""}], r"--skipped\[0\]\.reason: expected a non-empty string"),
+        ([{**SKIPPED_CYCLEGAN, "task": "inpainting"}], "is not one of sr, translation"),
+        ([SKIPPED_CYCLEGAN, SKIPPED_CYCLEGAN], "--skipped: an output is named twice"),
+    ]
+    for data, match in bad:
+        with pytest.raises(ValueError, match=match):
+            parse_skipped(data)
+    check_outputs([SR], [Skipped(CYCLEGAN, NO_T2W)])
+    check_outputs([], [Skipped(CYCLEGAN, NO_T2W)])
+    with pytest.raises(ValueError, match="cyclegan in both --outputs and --skipped"):
+        check_outputs([SR, CYCLEGAN], [Skipped(CYCLEGAN, NO_T2W)])
+    with pytest.raises(ValueError, match="both empty"):
+        check_outputs([], [])
+
+
+def test_a_skipped_output_keeps_its_task():
+    """A skipped output belongs to its task as if evaluated (same name and description), needs no column of
+    subjects.tsv, and a task whose outputs are all skipped has none to score."""
+    no_t2w = [c for c in COLUMNS if c != "T2w"]
+    tasks = _tasks([SR], {"method": "kspace", "scale": 2}, [Skipped(CYCLEGAN, NO_T2W)], no_t2w)
+    assert [t.name for t in tasks] == ["sr", "translation"]
+    assert tasks[0].models == ["srgan"] and tasks[0].skipped == []
+    assert tasks[1].outputs == [] and tasks[1].skipped == [Skipped(CYCLEGAN, NO_T2W)]
+    assert tasks[1].description == "translation T1w → T2w" and tasks[1].baselines == ["identity", "histogram_match"]
+    # One output of a task skipped, another evaluated: one task.
+    partly = _tasks([SR], skipped=[Skipped(SRRESNET, "no training subject has T1w")])
+    assert len(partly) == 1 and partly[0].models == ["srgan"] and partly[0].skipped[0].output == SRRESNET
+    # Task names follow every output declared, evaluated or not.
+    pd = Output("pd2t2", "cyclegan", "translation", "PDw", "T2w", "T2w")
+    assert [t.name for t in _tasks([CYCLEGAN], skipped=[Skipped(pd, "no test subject has PDw and T2w")])] == [
+        "translation-T1w-T2w", "translation-PDw-T2w"]
+    with pytest.raises(ValueError, match="no column 'T2w'"):  # an evaluated output still needs its columns
+        _tasks([CYCLEGAN], columns=no_t2w)
 
 
 def test_the_families_default_outputs_are_the_demo_tasks():
@@ -268,6 +325,76 @@ def test_stage_writes_metrics_summary_and_figures(evaluated_cohort):
     assert set(figs["training"]) == {"srgan", "cyclegan"}
     assert [o["name"] for o in summary["outputs"]] == ["srresnet", "srgan", "cyclegan"]
     assert {o["name"]: o["family"] for o in summary["outputs"]}["srresnet"] == "srgan"
+
+
+HEADER = "subject,split,method,kind,psnr,ssim,mae,nrmse\n"
+
+
+def test_one_output_skipped_the_others_unchanged(evaluated_cohort, tmp_path, caplog):
+    """The workflow skips CycleGAN (`--skipped`): its CSV has the header only, summary.json says why, there is no
+    translation task, and SR's numbers are those of the run that evaluated everything, to the last digit."""
+    from pipeline import cli
+
+    make_cohort(tmp_path)
+    with working_dir(tmp_path):
+        assert cli.main(evaluate_args(OUTPUTS[:2], [SKIPPED_CYCLEGAN])) == 0
+    metrics, reference = tmp_path / "results/metrics", evaluated_cohort / "results/metrics"
+    for model in ("srgan", "srresnet"):
+        assert (metrics / f"{model}.csv").read_text() == (reference / f"{model}.csv").read_text()
+    assert (metrics / "cyclegan.csv").read_text() == HEADER
+    summary = json.loads((metrics / "summary.json").read_text())
+    full = json.loads((reference / "summary.json").read_text())
+    assert summary["tasks"] == {"sr": full["tasks"]["sr"]}
+    assert summary["models"] == {m: full["models"][m] for m in ("srresnet", "srgan")}
+    assert summary["skipped"] == [{**SKIPPED_CYCLEGAN, "task_name": "translation", "description": "translation T1w → T2w"}]
+    assert [o["name"] for o in summary["outputs"]] == ["srresnet", "srgan"]
+    figs = summary["figures"]
+    assert list(figs["group"]) == ["sr"] and set(figs["training"]) == {"srgan"}
+    assert all(set(f) == {"srgan", "srresnet"} for f in figs["subjects"].values())
+    assert f"cyclegan (translation T1w → T2w): not evaluated: {NO_T2W}" in caplog.text
+
+
+def test_every_output_skipped_still_succeeds(tmp_path):
+    from pipeline import cli
+
+    make_cohort(tmp_path)
+    skipped = [{**o, "reason": "no training subject has T1w"} for o in OUTPUTS[:2]] + [SKIPPED_CYCLEGAN]
+    with working_dir(tmp_path):
+        assert cli.main(evaluate_args([], skipped)) == 0
+    metrics = tmp_path / "results/metrics"
+    assert sorted(p.name for p in metrics.iterdir()) == ["cyclegan.csv", "srgan.csv", "srresnet.csv", "summary.json"]
+    assert all((metrics / f"{o['name']}.csv").read_text() == HEADER for o in OUTPUTS)
+    summary = json.loads((metrics / "summary.json").read_text())
+    assert summary["tasks"] == {} and summary["models"] == {} and summary["outputs"] == []
+    assert [(s["name"], s["task_name"], s["reason"]) for s in summary["skipped"]] == [
+        ("srresnet", "sr", "no training subject has T1w"), ("srgan", "sr", "no training subject has T1w"),
+        ("cyclegan", "translation", NO_T2W)]
+    assert summary["figures"] == {"subjects": {}, "group": {}, "training": {}}
+    assert (tmp_path / "results/figures").is_dir()  # a declared output of the rule
+
+
+def test_an_output_no_subject_can_be_scored_on_is_skipped(tmp_path):
+    """A hand run lists CycleGAN, but the cohort has no T2w at all: skipped with the reason, not an error."""
+    from pipeline import cli
+
+    table = make_cohort(tmp_path)
+    rows = _read_tsv(table)
+    with table.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, [k for k in rows[0] if k != "T2w"], delimiter="\t", lineterminator="\n",
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    with working_dir(tmp_path):
+        assert cli.main(evaluate_args(splits=["train"])) == 0
+    summary = json.loads((tmp_path / "results/metrics/summary.json").read_text())
+    assert list(summary["tasks"]) == ["sr"] and summary["tasks"]["sr"]["n_subjects"] == 1
+    assert [(s["name"], s["reason"]) for s in summary["skipped"]] == [("cyclegan", "no train subject has T1w and T2w")]
+    assert (tmp_path / "results/metrics/cyclegan.csv").read_text() == HEADER
+
+
+def _read_tsv(path):
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
 
 
 def test_missing_or_misplaced_output_is_a_clear_error(tmp_path):
