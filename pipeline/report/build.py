@@ -4,9 +4,12 @@ It computes nothing: every number comes from `results/metrics/summary.json` and 
 figure from `results/figures/` (copied into `reports/assets/` so the folder is self-contained; the strip plots
 are inlined as SVG so each point links to its subject page). The outputs shown, their tasks and model
 families come from the summary (which carries evaluation's `outputs` list), so a new family needs no change
-here. The pages load no script, style, font or image from anywhere else (a Content-Security-Policy forbids
-it), and everything that came from data is HTML-escaped by Jinja2's autoescaping. Only pseudonyms
-(`sub-NNN`) are shown; input paths never are. What is read from disk is in `pipeline.report.inputs`.
+here. Outputs evaluation did not score (summary.json's `skipped`) are shown where their task would be, as
+"not evaluated: <reason>"; with nothing evaluated at all the index still renders, saying so. The pages load no
+script, style, font or image from anywhere else (a Content-Security-Policy forbids it), and everything that
+came from data is HTML-escaped by Jinja2's autoescaping. Only pseudonyms (`sub-NNN`) are shown; input paths
+never are (the workflow config shows `input_dir` as a placeholder). What is read from disk is in
+`pipeline.report.inputs`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pipeline.report.inputs import (
     ingest_summary,
     read_benchmarks,
     read_metrics,
+    read_workflow_config,
     subject_splits,
     training_summaries,
     versions,
@@ -140,6 +144,20 @@ def _families(summary: dict) -> dict[str, list[str]]:
     return families
 
 
+def _not_evaluated(summary: dict) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+    """The skipped outputs of evaluated tasks ({task: [entry]}), and the tasks with nothing evaluated
+    ({task: {"description", "skipped": [entry]}}), in the summary's order."""
+    within: dict[str, list[dict]] = {}
+    alone: dict[str, dict] = {}
+    for entry in summary.get("skipped", []):  # summaries written before skipping existed have none
+        task = entry["task_name"]
+        if task in summary["tasks"]:
+            within.setdefault(task, []).append(entry)
+        else:
+            alone.setdefault(task, {"description": entry["description"], "skipped": []})["skipped"].append(entry)
+    return within, alone
+
+
 def build_report(
     summary_path: Path,
     out_dir: Path,
@@ -192,6 +210,8 @@ def build_report(
     for split in splits.values():
         split_counts[split] = split_counts.get(split, 0) + 1
     bench = read_benchmarks(benchmarks)
+    skipped_in, skipped_tasks = _not_evaluated(summary)
+    wf_config = read_workflow_config(workflow_config)
     common = {
         "title": cfg.title,
         "decimals": cfg.decimals,
@@ -207,6 +227,9 @@ def build_report(
         "tasks": summary["tasks"],
         "protocol": summary["protocol"],
         "models": models,
+        "skipped": summary.get("skipped", []),
+        "skipped_in": skipped_in,
+        "skipped_tasks": skipped_tasks,
         "subjects": subjects,
         "splits": splits,
         "split_counts": split_counts,
@@ -217,11 +240,11 @@ def build_report(
         "data_files": data_files,
         "benchmarks": bench,
         "total_seconds": sum(b["seconds"] for b in bench) if bench else None,
-        "ingest": ingest_summary(manifest),
+        "ingest": ingest_summary(manifest, str(wf_config.get("input_dir") or "")),
         "device": device_info(),
         "trained": training_summaries(models_dir, list(families)),
         "versions": versions(),
-        "workflow_config": workflow_config_text(workflow_config),
+        "workflow_config": workflow_config_text(wf_config),
         "evaluate_config": json.dumps(summary.get("config", {}), indent=2),
     }
     env = _environment()

@@ -1,6 +1,7 @@
 """What the report reads, summarised for the templates: evaluation's per-output CSVs, Snakemake benchmark files,
 the subjects and manifest tables (pseudonyms only; skipped inputs' reasons redacted), training summaries of
-the model families, and provenance (git commit, package versions, device, workflow config).
+the model families, and provenance (git commit, package versions, device, and the workflow config with the
+input folder shown as INPUT_PLACEHOLDER: folder names often hold names or record numbers).
 
 Nothing here computes a metric: the numbers come from evaluation as written.
 """
@@ -23,6 +24,8 @@ from pipeline.io.tables import INGESTED, SUBJECT_RE, read_manifest, read_subject
 
 log = logging.getLogger(__name__)
 
+#: what the report shows instead of the input folder's path (folder names often hold names or record numbers)
+INPUT_PLACEHOLDER = "<input folder>"
 STAGE_ORDER = ("generate_demo", "ingest", "preprocess", "train", "infer", "evaluate", "report")
 PACKAGES = ("medgan-pipeline", "torch", "monai", "numpy", "scipy", "scikit-image", "nibabel", "pydicom",
             "nilearn", "snakemake", "matplotlib", "jinja2")
@@ -99,17 +102,21 @@ def subject_splits(path: Path | None) -> dict[str, str]:
     return {r["subject"]: r["split"] for r in read_subjects(path)}
 
 
-def _redact(reason: str, source: str) -> str:
-    """A manifest reason without the input's path or any of its components (they may hold names)."""
-    text = reason.replace(source, "[input]") if source else reason
+def _redact(reason: str, source: str, input_dir: str = "") -> str:
+    """A manifest reason without the input folder's path, the input's, or any of the input's components (they
+    may hold names)."""
+    text = reason
+    for path in (_hidden_folder(input_dir), source):
+        text = text.replace(path, "[input]") if path else text
     for part in sorted(re.split(r"[/\\]", source), key=len, reverse=True):
         if len(part) > 2:
             text = text.replace(part, "[input]")
     return re.sub(r"\S*[/\\]\S*", "[path]", text)
 
 
-def ingest_summary(path: Path | None) -> dict[str, Any]:
-    """Ingestion at a glance: counts by status and modality, skipped inputs' reasons (redacted), sidecars."""
+def ingest_summary(path: Path | None, input_dir: str = "") -> dict[str, Any]:
+    """Ingestion at a glance: counts by status and modality, skipped inputs' reasons (redacted: no path of an
+    input or of `input_dir`), sidecars."""
     if path is None or not path.is_file():
         return {}
     status: dict[str, int] = {}
@@ -131,7 +138,7 @@ def ingest_summary(path: Path | None) -> dict[str, Any]:
                         k: meta[k] for k, _ in SIDECAR_FIELDS if k in meta
                     }
         else:
-            reason = _redact(r.reason, r.source) or "(no reason given)"
+            reason = _redact(r.reason, r.source, input_dir) or "(no reason given)"
             reasons[reason] = reasons.get(reason, 0) + 1
     return {
         "status": status,
@@ -203,11 +210,48 @@ def device_info() -> dict[str, Any]:
     return info
 
 
-def workflow_config_text(source: str | None) -> str:
+def read_workflow_config(source: str | None) -> dict[str, Any]:
+    """The resolved workflow config (inline JSON or a YAML file); empty when not given."""
     if not source:
-        return ""
+        return {}
     import yaml
 
     text = source.strip()
     data = json.loads(text) if text.startswith("{") else yaml.safe_load(Path(source).read_text())
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110)
+    if not isinstance(data, dict):
+        raise ValueError(f"--workflow-config: expected a mapping, got {type(data).__name__}")
+    return data
+
+
+def _hidden_folder(input_dir: str) -> str:
+    """The input folder's path as it is searched for in text ("" for the demo's empty one, or "." and the like,
+    which name nobody and would match everywhere)."""
+    folder = input_dir.rstrip("/\\")
+    return folder if len(folder) > 2 else ""
+
+
+def hide_input_dir(value: Any, input_dir: str) -> Any:
+    """`value` (a config, or any part of it) with the input folder's path replaced by INPUT_PLACEHOLDER in every
+    string. Empty `input_dir` (the demo): unchanged."""
+    folder = _hidden_folder(input_dir)
+    if not folder:
+        return value
+    if isinstance(value, dict):
+        return {k: hide_input_dir(v, input_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [hide_input_dir(v, input_dir) for v in value]
+    if isinstance(value, str):
+        return value.replace(folder, INPUT_PLACEHOLDER)
+    return value
+
+
+def workflow_config_text(config: dict[str, Any]) -> str:
+    """The workflow config as YAML for the report, `input_dir` (and any path inside it) shown as a placeholder."""
+    if not config:
+        return ""
+    import yaml
+
+    shown = {**hide_input_dir(config, str(config.get("input_dir") or ""))}  # a copy: the caller's stays as it is
+    if config.get("input_dir"):
+        shown["input_dir"] = INPUT_PLACEHOLDER
+    return yaml.safe_dump(shown, sort_keys=False, default_flow_style=None, width=110)

@@ -1,4 +1,5 @@
-"""The report assembles (never computes) a self-contained, escaped, pseudonymous HTML report."""
+"""The report assembles (never computes) a self-contained, escaped, pseudonymous HTML report; it says which
+outputs were not evaluated and why, renders with nothing evaluated, and shows no input path."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ import pytest
 
 from pipeline.config import ReportConfig
 from pipeline.report import build, inputs
-from tests.unit.eval_helpers import SUBJECTS, XSS, XSS_IMG, working_dir
+from tests.unit.eval_helpers import (
+    NO_T2W,
+    PERSON_FOLDER,
+    SUBJECTS,
+    XSS,
+    XSS_IMG,
+    make_partly_reported,
+    make_unevaluated_report,
+    working_dir,
+)
 
 TEST_SUBJECTS = sorted(s for s, split in SUBJECTS if split == "test")
 
@@ -45,9 +55,32 @@ def _pages(report: Path) -> list[Path]:
     return [report / "index.html", *sorted((report / "subjects").glob("*.html"))]
 
 
-def test_pages_for_every_subject_and_self_contained(reported_cohort):
-    report = reported_cohort
-    assert sorted(p.stem for p in (report / "subjects").glob("*.html")) == TEST_SUBJECTS
+@pytest.fixture(scope="module")
+def partly_reported(tmp_path_factory) -> Path:
+    """A report with CycleGAN not evaluated, from an input folder named like a person (eval_helpers)."""
+    return make_partly_reported(tmp_path_factory.mktemp("partly"))
+
+
+@pytest.fixture(scope="module")
+def unevaluated_report(tmp_path_factory) -> Path:
+    """A report with every output skipped."""
+    return make_unevaluated_report(tmp_path_factory.mktemp("unevaluated"))
+
+
+def _section(index: str, name: str) -> str:
+    start = index.index(f'<section id="{name}"')
+    return index[start:index.index("</section>", start)]
+
+
+def test_pages_for_every_subject_and_self_contained(reported_cohort, partly_reported, unevaluated_report):
+    assert sorted(p.stem for p in (reported_cohort / "subjects").glob("*.html")) == TEST_SUBJECTS
+    assert sorted(p.stem for p in (partly_reported / "subjects").glob("*.html")) == TEST_SUBJECTS
+    assert list((unevaluated_report / "subjects").iterdir()) == []
+    for report in (reported_cohort, partly_reported, unevaluated_report):
+        _assert_self_contained(report)
+
+
+def _assert_self_contained(report: Path) -> None:
     for page in _pages(report):
         parsed = _parse(page)
         assert "script" not in parsed.tags and "link" not in parsed.tags, page
@@ -177,3 +210,73 @@ def test_single_subject_gives_no_interval_and_still_renders(tmp_path):
     index = (tmp_path / "reports/index.html").read_text()
     assert 'class="chip na">n/a<' in index and "n = 1: no test" in index
     assert (tmp_path / "reports/subjects/sub-001.html").is_file()
+
+
+# ------------------------------------------------------------------------------------------ not evaluated
+def test_a_skipped_output_is_shown_where_its_task_would_be(partly_reported):
+    """CycleGAN skipped: a visible note in the verdict and in the results, under the translation task's heading;
+    SRGAN and SRResNet as usual."""
+    index = (partly_reported / "index.html").read_text()
+    note = f"<b>cyclegan</b> — not evaluated: {NO_T2W}"
+    verdict = _section(index, "verdict")
+    assert 'id="verdict-srgan"' in verdict and 'id="verdict-srresnet"' in verdict
+    block = re.search(r'<div class="task-verdict" id="task-translation">(.*?)</div>', verdict, re.DOTALL)
+    assert block and "<h3>Translation T1w → T2w</h3>" in block.group(1)
+    assert 'class="verdict skipped" id="verdict-cyclegan"' in block.group(1) and note in block.group(1)
+    assert "2 models (1 more not evaluated)" in verdict and "not evaluated: cyclegan" in verdict
+    results = _section(index, "results")
+    assert 'Translation T1w → T2w <span class="pill">not evaluated</span>' in results
+    assert re.search(rf'<p class="note" id="skipped-cyclegan"><b>cyclegan</b> .*? — not evaluated: {NO_T2W}</p>', results)
+    assert results.index("Super-resolution") < results.index("Translation")
+    assert index.count("<svg ") == 4  # SR's strip plots only
+    for sub in TEST_SUBJECTS:
+        page = (partly_reported / "subjects" / f"{sub}.html").read_text()
+        assert 'id="fig-srgan"' in page and "cyclegan" not in page
+
+
+def test_nothing_evaluated_still_renders(unevaluated_report):
+    """Every output skipped: the page says so and why (escaped), with the ingest summary and the provenance."""
+    index = (unevaluated_report / "index.html").read_text()
+    verdict = _section(index, "verdict")
+    assert "Nothing was evaluated on the test split" in verdict
+    reason = "no training subject has T1w &lt;img src=x onerror=alert(2)&gt;"
+    assert f"<b>srresnet</b> — not evaluated: {reason}" in verdict and f"<b>srgan</b> — not evaluated: {reason}" in verdict
+    assert f"<b>cyclegan</b> — not evaluated: {NO_T2W}" in verdict
+    assert XSS_IMG not in index
+    assert "none · not evaluated: srresnet, srgan, cyclegan" in verdict
+    assert "No subject was evaluated." in _section(index, "subjects")
+    assert "Inputs: 8 ingested, 1 skipped." in _section(index, "run")
+    assert "Workflow configuration" in _section(index, "provenance")
+    assert sorted(p.name for p in (unevaluated_report / "assets/data").iterdir()) == ["summary.json"]
+
+
+# ------------------------------------------------------------------------------------------ provenance
+def test_provenance_shows_no_input_path(partly_reported):
+    """input_dir (and a path inside it) show as a placeholder; a skipped input's reason that quotes the input
+    folder is redacted; no file of the report holds the folder's name."""
+    index = (partly_reported / "index.html").read_text()
+    config = _section(index, "provenance")
+    assert "input_dir: &lt;input folder&gt;" in config and "subjects_file: &lt;input folder&gt;/splits.tsv" in config
+    assert "[path] not an image" in _section(index, "run")
+    leaks = [p for p in partly_reported.rglob("*") if p.is_file() and PERSON_FOLDER.encode() in p.read_bytes()]
+    assert leaks == []
+
+
+def test_the_demo_input_dir_stays_empty(reported_cohort):
+    config = _section((reported_cohort / "index.html").read_text(), "provenance")
+    assert "input_dir: &#39;&#39;" in config and "input folder" not in config
+
+
+def test_hide_input_dir():
+    config = {"input_dir": "/data/Jane_Roe/", "preprocess": {"split": {"subjects_file": "/data/Jane_Roe/s.tsv"}},
+              "models": ["srgan"], "seed": 42}
+    text = inputs.workflow_config_text(config)
+    assert "Jane" not in text and "input_dir: <input folder>" in text and "subjects_file: <input folder>/s.tsv" in text
+    assert config["input_dir"] == "/data/Jane_Roe/"  # the caller's config is left as it was
+    assert inputs.hide_input_dir(config, "") == config
+    here = {"input_dir": ".", "preprocess": {"split": {"subjects_file": "config/s.tsv"}}}
+    dot = inputs.workflow_config_text(here)
+    assert "input_dir: <input folder>" in dot and "subjects_file: config/s.tsv" in dot  # "." is hidden, not hunted
+    assert here["input_dir"] == "."
+    assert inputs.workflow_config_text({}) == ""
+    assert inputs._redact("/data/Jane_Roe/x.dcm unreadable", "x.dcm", "/data/Jane_Roe") == "[path] unreadable"

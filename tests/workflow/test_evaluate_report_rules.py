@@ -1,6 +1,7 @@
 """rules/evaluate.smk and rules/report.smk in a small workflow whose preprocessing and inference are stand-ins
 (copies of the synthetic cohort in tests/unit/eval_helpers.py): the rules take the outputs the families of
-`models:` export, plan, run, and `snakemake --report` collects the figures marked with report()."""
+`models:` export, plan, run, and `snakemake --report` collects the figures marked with report(); a cohort whose
+test subjects lack T2w still runs to a report, with CycleGAN "not evaluated"."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.unit.eval_helpers import make_cohort
+from tests.unit.eval_helpers import NO_T2W, make_cohort
 
 SNAKEFILE = f"""
 configfile: "{REPO}/config/config.yaml"
@@ -38,8 +39,16 @@ FAST = ("input_dir: stash\npreprocess:\n  sr:\n    scale: 2\n    method: kspace\
         "evaluate:\n  bootstrap_resamples: 1000\n  figure_dpi: 60\n")
 
 
-def _workflow(tmp_path: Path) -> Path:
-    make_cohort(tmp_path / "stash")
+def _workflow(tmp_path: Path, *, test_t2w: bool = True) -> Path:
+    table = make_cohort(tmp_path / "stash")
+    if not test_t2w:  # the test subjects have no T2w: no CycleGAN output can be scored
+        lines = table.read_text().splitlines()
+        col = lines[0].split("\t").index("T2w")
+        rows = [line.split("\t") for line in lines[1:]]
+        for row in rows:
+            if row[1] == "test":
+                row[col] = ""
+        table.write_text("\n".join([lines[0], *("\t".join(r) for r in rows)]) + "\n")
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
     (tmp_path / "fast.yaml").write_text(FAST)
     return tmp_path
@@ -73,3 +82,18 @@ def test_rules_run_and_snakemake_report(tmp_path):
     _snakemake(wf, "--cores", "1", "--report", "report.html")
     html = (wf / "report.html").read_text(errors="replace")
     assert "summary.json" in html and "srgan.png" in html
+
+
+@pytest.mark.slow
+def test_a_cohort_without_test_t2w_runs_to_a_report(tmp_path):
+    """The workflow skips CycleGAN (no test subject has T2w): SR is evaluated and reported, CycleGAN's CSV is
+    the header only and the report says why it is missing."""
+    wf = _workflow(tmp_path, test_t2w=False)
+    _snakemake(wf, "--cores", "2")
+    metrics = wf / "results/metrics"
+    assert sorted(p.name for p in metrics.iterdir()) == ["cyclegan.csv", "srgan.csv", "srresnet.csv", "summary.json"]
+    assert len((metrics / "cyclegan.csv").read_text().splitlines()) == 1
+    assert len((metrics / "srgan.csv").read_text().splitlines()) > 1
+    assert not (wf / "results/infer/cyclegan").exists()
+    index = (wf / "reports/index.html").read_text()
+    assert f"<b>cyclegan</b> — not evaluated: {NO_T2W}" in index and 'id="verdict-srgan"' in index
