@@ -2,6 +2,7 @@
 # comes from the package (pipeline.workflow), so adding a family touches no .smk file.
 import json
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from pipeline import workflow as wf
@@ -43,6 +44,21 @@ def inference_path(output, subject):
     return f"results/infer/{output.name}/{subject}_{output.desc}.nii.gz"
 
 
+_REPORTED = set()
+
+
+def output_plan():
+    """(output -> evaluated subjects, output -> reason it is skipped), from the preprocess checkpoint; says once,
+    before any training, what each family runs on or why it is skipped."""
+    rows = preprocessed_rows()
+    outputs = list(OUTPUTS.values())
+    for level, message in wf.plan_messages(rows, outputs, config["evaluate"]["splits"]):
+        if message not in _REPORTED:
+            _REPORTED.add(message)
+            (logger.warning if level == "warning" else logger.info)(message)
+    return wf.plan(rows, outputs, config["evaluate"]["splits"])
+
+
 def final_targets():
     """The targets of the default run: the last output of every stage."""
     targets = [f"{DEMO_DIR}/participants.tsv"] if USE_DEMO else []
@@ -53,5 +69,7 @@ def final_targets():
 
 
 def test_inference_targets(wildcards):
-    """Every output's result for every test subject that has its input (read from the preprocess checkpoint)."""
-    return [inference_path(o, r["subject"]) for o in OUTPUTS.values() for r in subjects_with(["test"], o.input)]
+    """Every output's result for every test subject that has its input, except for skipped outputs."""
+    _, skipped = output_plan()
+    return [inference_path(o, r["subject"]) for o in OUTPUTS.values() if o.name not in skipped
+            for r in subjects_with(["test"], o.input)]

@@ -4,8 +4,19 @@
 
 def evaluation_inputs(wildcards):
     """Each output's result for each subject of the evaluated splits that has its input and ground truth."""
-    splits = config["evaluate"]["splits"]
-    return [inference_path(o, r["subject"]) for o in OUTPUTS.values() for r in subjects_with(splits, o.input, o.truth)]
+    run, _ = output_plan()
+    return [inference_path(OUTPUTS[name], subject) for name, subjects in run.items() for subject in subjects]
+
+
+def evaluated_outputs(wildcards):
+    run, _ = output_plan()
+    return json.dumps([OUTPUTS[name].as_dict() for name in run])
+
+
+def skipped_outputs(wildcards):
+    """The outputs that are not evaluated, with the reason (the report says it in their place)."""
+    _, skipped = output_plan()
+    return json.dumps([{**OUTPUTS[name].as_dict(), "reason": reason} for name, reason in skipped.items()])
 
 
 # Without a model to evaluate there is nothing to do (and no rule).
@@ -34,16 +45,15 @@ if OUTPUTS:
             ),
         params:
             cfg=section_json("evaluate"),
-            outputs=json.dumps([o.as_dict() for o in OUTPUTS.values()]),
+            outputs=evaluated_outputs,
+            skipped=skipped_outputs,
             degradation=json.dumps(config["preprocess"]["sr"]),
         log:
             "logs/evaluate_models.log",
-        conda:
-            "../envs/pipeline.yaml"
         benchmark:
             "results/benchmarks/evaluate_models.tsv"
         shell:
             "python -m pipeline evaluate --subjects {input.subjects:q} --infer results/infer"
-            " --outputs {params.outputs:q} --degradation {params.degradation:q}"
+            " --outputs {params.outputs:q} --skipped {params.skipped:q} --degradation {params.degradation:q}"
             " --histories results/models --metrics $(dirname {output.summary:q}) --figures {output.figures:q}"
             " --params {params.cfg:q} > {log:q} 2>&1"
