@@ -1,6 +1,8 @@
 # Config validation, paths and input functions shared by the rules. What a rule needs from the GAN families
 # comes from the package (pipeline.workflow), so adding a family touches no .smk file.
 import json
+import os
+from pathlib import Path
 
 from snakemake.logging import logger
 from snakemake.utils import validate
@@ -73,3 +75,70 @@ def test_inference_targets(wildcards):
     _, skipped = output_plan()
     return [inference_path(o, r["subject"]) for o in OUTPUTS.values() if o.name not in skipped
             for r in subjects_with(["test"], o.input)]
+
+
+# ---- ingest_scans (rules/ingest.smk)
+def ingest_input(wildcards):
+    """The demo cohort's participants.tsv (its scans exist only once generate_demo has run), or every file of the
+    user's input_dir: adding, removing or changing a scan re-runs ingestion and what depends on it."""
+    if USE_DEMO:
+        return [f"{DEMO_DIR}/participants.tsv"]
+    if not os.path.isdir(INPUT_DIR):
+        raise ValueError(f"input_dir {INPUT_DIR!r} is not a folder")
+    return sorted(str(p) for p in Path(INPUT_DIR).rglob("*") if p.is_file())
+
+
+def ingest_input_dir(wildcards, input):
+    """The folder of scans: the demo cohort's (where its participants.tsv lies) or the user's input_dir."""
+    return os.path.dirname(input[0]) if USE_DEMO else INPUT_DIR
+
+
+# ---- train_model (rules/train.smk)
+def train_params(wildcards):
+    return wf.train_params(config, wildcards.family)
+
+
+def train_threads(wildcards):
+    """Every core of the run (one when none is given, as for `snakemake --report`, which runs nothing)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
+
+
+# ---- infer_model (rules/infer.smk)
+def infer_model_input(wildcards):
+    """The family's model.pt (the training job's marker) and the subject's input scan."""
+    output = OUTPUTS[wildcards.output]
+    rows = [r for r in preprocessed_rows() if r["subject"] == wildcards.subject and r.get(output.input)]
+    if not rows or wildcards.desc != output.desc:
+        raise ValueError(f"{wildcards.subject}: no {output.input} in {PREPROCESS_DIR}/subjects.tsv for "
+                         f"{output.name} (or its outputs end in _{output.desc})")
+    return {"model": f"results/models/{output.family}/model.pt", "scan": str(rows[0][output.input])}
+
+
+def infer_model_file(wildcards):
+    output = OUTPUTS[wildcards.output]
+    return f"results/models/{output.family}/{output.model_file}"
+
+
+def infer_arguments(wildcards):
+    return wf.infer_arguments(config, OUTPUTS[wildcards.output])
+
+
+# ---- evaluate_models (rules/evaluate.smk)
+def evaluation_inputs(wildcards):
+    """Each output's result for each subject of the evaluated splits that has its input and ground truth."""
+    run, _ = output_plan()
+    return [inference_path(OUTPUTS[name], subject) for name, subjects in run.items() for subject in subjects]
+
+
+def evaluated_outputs(wildcards):
+    run, _ = output_plan()
+    return json.dumps([OUTPUTS[name].as_dict() for name in run])
+
+
+def skipped_outputs(wildcards):
+    """The outputs that are not evaluated, with the reason (the report says it in their place)."""
+    _, skipped = output_plan()
+    return json.dumps([{**OUTPUTS[name].as_dict(), "reason": reason} for name, reason in skipped.items()])

@@ -2,23 +2,6 @@
 # the classical baselines of its task, on the evaluated splits' subjects that have its input and ground truth.
 
 
-def evaluation_inputs(wildcards):
-    """Each output's result for each subject of the evaluated splits that has its input and ground truth."""
-    run, _ = output_plan()
-    return [inference_path(OUTPUTS[name], subject) for name, subjects in run.items() for subject in subjects]
-
-
-def evaluated_outputs(wildcards):
-    run, _ = output_plan()
-    return json.dumps([OUTPUTS[name].as_dict() for name in run])
-
-
-def skipped_outputs(wildcards):
-    """The outputs that are not evaluated, with the reason (the report says it in their place)."""
-    _, skipped = output_plan()
-    return json.dumps([{**OUTPUTS[name].as_dict(), "reason": reason} for name, reason in skipped.items()])
-
-
 # Without a model to evaluate there is nothing to do (and no rule).
 if OUTPUTS:
 

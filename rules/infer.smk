@@ -3,25 +3,6 @@
 # (window size, overlap, test-time augmentation) are this rule's params.
 
 
-def infer_model_input(wildcards):
-    """The family's model.pt (the training job's marker) and the subject's input scan."""
-    output = OUTPUTS[wildcards.output]
-    rows = [r for r in preprocessed_rows() if r["subject"] == wildcards.subject and r.get(output.input)]
-    if not rows or wildcards.desc != output.desc:
-        raise ValueError(f"{wildcards.subject}: no {output.input} in {PREPROCESS_DIR}/subjects.tsv for "
-                         f"{output.name} (or its outputs end in _{output.desc})")
-    return {"model": f"results/models/{output.family}/model.pt", "scan": str(rows[0][output.input])}
-
-
-def infer_model_file(wildcards):
-    output = OUTPUTS[wildcards.output]
-    return f"results/models/{output.family}/{output.model_file}"
-
-
-def infer_arguments(wildcards):
-    return wf.infer_arguments(config, OUTPUTS[wildcards.output])
-
-
 rule infer_model:
     input:
         unpack(infer_model_input),

@@ -5,10 +5,6 @@
 # training uses CUDA when the machine has it; on a cluster set it in the profile (set-resources: train_model:gpu=1).
 
 
-def train_params(wildcards):
-    return wf.train_params(config, wildcards.family)
-
-
 rule train_model:
     input:
         subjects=f"{PREPROCESS_DIR}/subjects.tsv",
@@ -20,7 +16,7 @@ rule train_model:
     params:
         cfg=train_params,
         seed=config["seed"],
-    threads: workflow.cores
+    threads: train_threads
     log:
         "logs/train_model/{family}.log",
     benchmark:
