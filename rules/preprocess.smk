@@ -2,7 +2,8 @@
 # inputs. A checkpoint: later rules read its subjects.tsv to learn the subjects of each split.
 import os
 
-# The optional split override file is an input only when it exists (its edits then re-run the split).
+# The optional split override file is an input only when it exists (its edits then re-run the split); it may name
+# subjects by their pseudonyms or by their original IDs (mapped through the pseudonym key, never logged).
 _SPLIT_FILE = config["preprocess"]["split"]["subjects_file"]
 PREPROCESS_SPLIT_FILE = [_SPLIT_FILE] if _SPLIT_FILE and os.path.isfile(_SPLIT_FILE) else []
 
@@ -10,6 +11,7 @@ PREPROCESS_SPLIT_FILE = [_SPLIT_FILE] if _SPLIT_FILE and os.path.isfile(_SPLIT_F
 checkpoint preprocess_scans:
     input:
         manifest="results/ingest/manifest.tsv",
+        key="results/ingest/pseudonym_key.tsv",
         split_file=PREPROCESS_SPLIT_FILE,
     output:
         subjects=f"{PREPROCESS_DIR}/subjects.tsv",
@@ -23,4 +25,4 @@ checkpoint preprocess_scans:
     shell:
         "python -m pipeline preprocess --manifest {input.manifest:q}"
         ' --out "$(dirname {output.subjects:q})"'
-        " --params {params.cfg:q} --seed {params.seed} > {log:q} 2>&1"
+        " --pseudonym-key {input.key:q} --params {params.cfg:q} --seed {params.seed} > {log:q} 2>&1"
