@@ -4,6 +4,7 @@ patient identifiers appear nowhere under results/ (the demo's own DICOM and the 
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import subprocess
 import sys
@@ -146,3 +147,25 @@ def test_inference_settings_rerun_inference_not_training(tiny_run):
     training = _variant(tiny_run, "lr", srgan={"lr": 1e-3})
     jobs = _planned_jobs(tiny_run, training)
     assert jobs.get("train_model") == 1, jobs  # SRGAN only: CycleGAN's section did not change
+
+
+def test_snakemake_report_of_the_run(tiny_run):
+    """Snakemake's own report of the finished run (`snakemake --report`): one self-contained HTML file holding the
+    results the rules flag with report() (the evaluation's summary, metrics and figures), and no demo identifier."""
+    out = tiny_run / "snakemake_report.html"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tiny_run),
+           "--configfile", str(REPO / "config" / "config.yaml"), str(tiny_run / "tiny.yaml"), "--cores", "1",
+           "--report", str(out)]
+    proc = subprocess.run(cmd, cwd=tiny_run, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    html = out.read_text()
+    results = json.loads(re.search(r"var results = (\{.*?\});\s*</script>", html, re.S).group(1))
+    paths = {Path(p).as_posix(): r for p, r in results.items()}
+    written = [*(tiny_run / "results/metrics").glob("*.*"), *(tiny_run / "results/figures").rglob("*.png")]
+    expected = {p.relative_to(tiny_run).as_posix() for p in written}
+    assert "results/metrics/summary.json" in expected and "results/metrics/srgan.csv" in expected
+    assert expected <= set(paths), sorted(expected - set(paths))  # every metrics file and figure is in it
+    assert all(r["job_properties"]["rule"] == "evaluate_models" and r["data_uri"].startswith("data:")
+               for r in paths.values())  # embedded: the file opens anywhere
+    leaks = [v for v in _identifiers(tiny_run / "results/demo/dicom") if v in html]
+    assert not leaks, leaks
