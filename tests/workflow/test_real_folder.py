@@ -79,6 +79,44 @@ def test_input_paths_never_reach_logs_reports_or_models(t1w_only_run):
     assert not leaks, leaks
 
 
+@pytest.fixture(scope="module")
+def test_split_without_t2w_run(tmp_path_factory):
+    """Every subject has T1w; only the training and validation subjects have T2w. The split is pinned by the
+    subjects' own BIDS labels (the override file maps them through the pseudonym key)."""
+    root = tmp_path_factory.mktemp("cohort")
+    bids = _demo(root / "demo", 5)
+    scans = root / "scans"
+    test_subjects = {"demo04", "demo05"}
+    for src in [*bids.rglob("*_T1w.nii.gz"), *bids.rglob("*_T2w.nii.gz")]:
+        label = src.name.split("_")[0].removeprefix("sub-")
+        if src.name.endswith("_T2w.nii.gz") and label in test_subjects:
+            continue
+        dest = scans / src.relative_to(bids)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dest)
+    work = root / "work"
+    work.mkdir()
+    split = work / "split.tsv"
+    split.write_text("subject\tsplit\n" + "".join(f"demo0{i}\t{'test' if f'demo0{i}' in test_subjects else 'train'}\n"
+                                               for i in range(1, 6)))
+    preprocess = {**TINY["preprocess"], "split": {"train": 0.6, "val": 0.0, "test": 0.4, "subjects_file": str(split)}}
+    (work / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "input_dir": str(scans), "preprocess": preprocess}))
+    proc = _snakemake(work)
+    assert proc.returncode == 0, _failure(proc, work)
+    return work, proc.stdout + proc.stderr
+
+
+def test_a_cohort_whose_test_split_lacks_t2w_still_reports(test_split_without_t2w_run):
+    work, out = test_split_without_t2w_run
+    assert "cyclegan (cyclegan) is skipped: no test subject has T1w and T2w" in out
+    subjects = (work / "results/preprocess/subjects.tsv").read_text().splitlines()
+    assert sum(line.split("\t")[1] == "test" for line in subjects[1:]) == 2  # the override by original IDs held
+    assert len(list((work / "results/infer/srgan").glob("sub-*_sr.nii.gz"))) == 2
+    assert not (work / "results/models/cyclegan").exists()
+    index = (work / "reports/index.html").read_text()
+    assert "not evaluated" in index and "no test subject has T1w and T2w" in index
+
+
 def _planned(work: Path) -> str:
     proc = _snakemake(work, "-n", timeout=300)
     assert proc.returncode == 0, _failure(proc, work)
