@@ -176,11 +176,14 @@ class SplitConfig(Section):
         "Share of subjects for training (ratios are normalised by their sum)."))
     val: float = Field(0.2, ge=0, description="Share of subjects for validation.")
     test: float = Field(0.2, ge=0, description=(
-        "Share of subjects for testing. With 3 or more subjects every split with a share > 0 gets at least "
-        "one subject."))
+        "Share of subjects for testing. Every split with a share > 0 gets at least one subject; fewer "
+        "subjects than such splits is an error (with 2 subjects, set val to 0)."))
     subjects_file: str = Field("config/subjects.tsv", description=(
         "Optional TSV with columns subject and split (train, val or test) that fixes the split of the "
-        "subjects it lists; the rest are split at random to keep the ratios. Used only if it exists."))
+        "subjects it lists; the rest are split at random to keep the ratios. Used only if it exists. A subject "
+        "is a pseudonym (sub-003) or your own ID (BIDS label, PatientID, folder name: mapped through the "
+        "pseudonym key); an optional id_type column (pseudonym, bids, dicom, nifti) settles an ID that "
+        "matches several. An ID that matches nothing is an error."))
 
     @model_validator(mode="after")
     def _rules(self) -> SplitConfig:

@@ -1,7 +1,8 @@
 """Stable pseudonyms: `sub-001`, `sub-002`, ... ordered by a hash of the original subject ID.
 
 The same set of inputs always gives the same pseudonyms. The only link back to the original IDs is the key
-file (`pseudonym_key.tsv`) written here; nothing else in the pipeline reads it.
+file (`pseudonym_key.tsv`) written here; only the preprocess stage reads it, to map the original IDs of the
+split override file (no report, log or model file holds them).
 """
 
 from __future__ import annotations
