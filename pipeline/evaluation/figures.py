@@ -323,7 +323,9 @@ def training_curves(history: Path, out: Path, title: str = "", dpi: int = 110) -
     for skip in ("epoch", "time", "wall_s", "elapsed_s"):
         cols.pop(skip, None)
     val = {k: v for k, v in cols.items() if k.startswith("val")}
-    disc = {k: v for k, v in cols.items() if k not in val and re.search(r"(^|_)D(_|$)", k)}
+    # the discriminators' losses and logits (D, D_A, d_real, ...) apart: the generator panel then holds positive
+    # losses only, and a log scale shows a small pixel loss beside the adversarial terms
+    disc = {k: v for k, v in cols.items() if k not in val and re.search(r"(^|_)[Dd](_|$)", k)}
     losses = {k: v for k, v in cols.items() if k not in val and k not in disc}
     panels = [(("generator losses" if disc else "losses"), losses)]
     panels += [("discriminator losses", disc)] if disc else []
