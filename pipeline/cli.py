@@ -23,6 +23,9 @@ STAGES: dict[str, tuple[str, str]] = {
     "infer": ("pipeline.stages.infer", "apply a trained model to a scan (NIfTI file or DICOM folder)"),
     "evaluate": ("pipeline.stages.evaluate", "PSNR/SSIM/MAE/NRMSE of models and baselines, statistics, figures"),
     "report": ("pipeline.stages.report", "assemble reports/index.html and one page per subject (computes nothing)"),
+    "export-dicom": ("pipeline.stages.export_dicom", "write model outputs as derived DICOM series for PACS"),
+    "export-bundle": ("pipeline.stages.export_bundle", "write a trained model as a MONAI bundle"),
+    "reader-results": ("pipeline.stages.reader_results", "un-blind and summarise a reader study's ratings file"),
 }
 
 log = logging.getLogger("pipeline")
