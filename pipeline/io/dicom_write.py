@@ -1,13 +1,16 @@
 """Write a 3-D volume as a DICOM series (one file per slice) with exact geometry.
 
-Used by the demo cohort (stage 1) and by test fixtures. The volume is (x, y, z) with an affine voxel -> RAS+ mm
-(nibabel's convention); slice `k` is `volume[:, :, k]`. DICOM describes geometry in LPS patient coordinates:
+The volume is (x, y, z) with an affine voxel -> RAS+ mm (nibabel's convention); slice `k` is `volume[:, :, k]`.
+DICOM describes geometry in LPS patient coordinates:
 
 - the image's columns run along the volume's first axis (ImageOrientationPatient's row cosine = affine column 0),
   its rows along the second axis (column cosine = affine column 1), so `pixel_array[r, c] == volume[c, r, k]`;
 - ImagePositionPatient is the centre of each slice's first voxel, `affine @ (0, 0, k, 1)`, in LPS;
 - PixelSpacing is [row spacing, column spacing] = [|affine[:, 1]|, |affine[:, 0]|]; SliceThickness and
   SpacingBetweenSlices are |affine[:, 2]|.
+
+Used by the demo cohort (stage 1), test fixtures and the DICOM export of model outputs (`pipeline.export.dicom`,
+which sets ImageType, references and identification through `extra` and `per_slice`).
 
 Any orthogonal affine (axial, coronal, sagittal, oblique, either slice direction, left- or right-handed) is
 written exactly; a sheared affine cannot be expressed in DICOM and is rejected. Pixels are int16 or uint16 with
@@ -134,6 +137,7 @@ def write_dicom_series(
     file_name: Callable[[int], str] | None = None,
     extra: dict[str, Any] | None = None,
     uid_seed: str | None = None,
+    per_slice: Callable[[int], dict[str, Any]] | None = None,
 ) -> list[Path]:
     """Write `volume` (x, y, z; `affine` voxel -> RAS+ mm) as one DICOM file per slice under `out_dir`.
 
@@ -154,6 +158,8 @@ def write_dicom_series(
         extra: more DICOM keywords set on every slice (after the defaults, so they override them; not the
             per-slice SOPInstanceUID, InstanceNumber, ImagePositionPatient, SliceLocation and PixelData).
         uid_seed: string the UIDs are derived from, for reproducible files.
+        per_slice: slice index -> more DICOM keywords for that slice only (e.g. a SourceImageSequence naming
+            the source images the slice was derived from); set after `extra`, removed again before the next slice.
 
     Returns:
         The written paths, in slice order.
@@ -260,8 +266,14 @@ def write_dicom_series(
         ds.ImagePositionPatient = [_ds(v) for v in position]
         ds.SliceLocation = _ds(float(np.dot(position, geometry["normal"])))
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
+        own = dict(per_slice(k)) if per_slice is not None else {}
+        _check_keywords(own, f"per_slice({k})")
+        for keyword, value in own.items():
+            setattr(ds, keyword, value)
         path = out_dir / file_name(k)
         with atomic_path(path) as tmp:
             ds.save_as(tmp, enforce_file_format=True)
+        for keyword in own:
+            delattr(ds, keyword)
         paths.append(path)
     return paths
