@@ -74,6 +74,15 @@ def join_weights(spec: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[s
 
 
 # ------------------------------------------------------------------------------------------ the network
+def flag(value: Any) -> bool:
+    """A boolean from the config or the command line (fire passes ``--normalise true`` as the string 'true')."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, (bool, int)) or value not in (0, 1):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return bool(value)
+
+
 class BundleNetwork(nn.Module):
     """A model file's generator with its family's whole-volume inference, as one network for MONAI.
 
@@ -98,8 +107,8 @@ class BundleNetwork(nn.Module):
         self.family = family_of(spec)
         self.direction = self.family.direction(direction)
         self.generator = self.family.load_generator(join_weights(spec, state), self.direction, "cpu")
-        self.normalise = bool(normalise)
-        self.settings = {k: v for k, v in (settings or {}).items() if v is not None}
+        self.normalise = flag(normalise)
+        self.settings = {k: flag(v) if k == "tta" else v for k, v in (settings or {}).items() if v is not None}
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -249,7 +258,8 @@ def metadata(spec: dict[str, Any], direction: str | None) -> dict[str, Any]:
         "data_source": "the scans of the group that trained it (no identifiers are kept in the bundle)",
         "data_type": "nifti",
         "image_classes": f"single channel: {_norm_text(src, src_norm)}",
-        "pred_classes": f"single channel: synthetic {dst}, values nominally in {out_range} (not clipped for SR)",
+        "pred_classes": (f"single channel: synthetic {dst}, values nominally in {out_range} (not clipped for SR; "
+                         "with `normalise` true, an SR output is in the input scan's units)"),
         "network_data_format": {
             "inputs": {"image": _tensor_format(src, src_norm, ["*", "*", "*"], [0.0, 1.0],
                                                _norm_text(src, src_norm))},
@@ -306,7 +316,8 @@ def _readme(meta: dict[str, Any], config: dict[str, Any]) -> Iterator[str]:
     yield f"**{DISCLAIMER}**\n"
     yield f"{meta['task']}.\n"
     yield "## Run\n"
-    yield "```\npip install medgan-pipeline   # the network is pipeline.export.bundle.BundleNetwork"
+    yield ("```\npip install medgan-pipeline fire   # the network is pipeline.export.bundle.BundleNetwork; "
+           "`python -m monai.bundle` needs fire")
     yield f"{run_command('BUNDLE_DIR')}\n```\n"
     yield (f"It writes `OUT_DIR/<scan>_{config['output_postfix']}.nii.gz` in RAS. The input is one NIfTI volume: "
            f"{meta['network_data_format']['inputs']['image']['normalisation']}; for a raw scan add "

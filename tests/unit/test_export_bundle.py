@@ -102,12 +102,14 @@ def test_sr_bundle_files_and_metadata(sr_case):
 @pytest.mark.skipif(find_spec("fire") is None and not os.environ.get("CI"),
                     reason="`python -m monai.bundle` needs the fire package (pip install fire)")
 def test_sr_bundle_from_the_command_line_equals_infer(sr_case, tmp_path):
-    """The 2.5D case through the exact command a user types: context channels, skip, windows, HR affine."""
+    """The 2.5D case through the exact command a user types: context channels, skip, windows, HR affine; with
+    test-time augmentation switched on from the command line (fire passes `true` as a string)."""
     root, scan = sr_case
     bundle = root / "bundle"
-    want, want_affine = _infer(root / "m" / "model.pt", scan, tmp_path / "infer.nii.gz")
+    want, want_affine = _infer(root / "m" / "model.pt", scan, tmp_path / "infer.nii.gz", "--tta")
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
-           "--bundle_root", str(bundle), "--input_path", str(scan), "--output_dir", str(tmp_path / "out")]
+           "--bundle_root", str(bundle), "--input_path", str(scan), "--output_dir", str(tmp_path / "out"),
+           "--settings#tta", "true"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stderr[-3000:]
     got, got_affine = load_nifti(tmp_path / "out" / "lr_sr.nii.gz")
@@ -116,6 +118,8 @@ def test_sr_bundle_from_the_command_line_equals_infer(sr_case, tmp_path):
     np.testing.assert_allclose(got_affine, want_affine, atol=1e-6)
     lr, _ = load_nifti(scan)
     assert np.abs(want - upsample(lr, 4, "zerofill", (0, 1))).max() > 0.05  # the network did something
+    plain, _ = _infer(root / "m" / "model.pt", scan, tmp_path / "plain.nii.gz")
+    assert np.abs(plain - want).max() > 1e-3  # and TTA changed it: the override reached the network
 
 
 def test_sr_bundle_on_a_raw_scan_equals_infer_normalise(sr_case, tmp_path):
@@ -158,6 +162,14 @@ def test_export_bundle_errors(sr_case, tmp_path, caplog):
     assert cli(["export-bundle", "--model", str(tmp_path / "x.pt"), "--out", str(tmp_path / "c")]) == 1
     assert "--direction is not for them" in caplog.text and "not a model file" in caplog.text
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_flags_from_the_command_line():
+    from pipeline.export.bundle import flag
+
+    assert flag("true") is True and flag("False") is False and flag(True) is True and flag(0) is False
+    with pytest.raises(ValueError, match="true or false"):
+        flag("yes")
 
 
 def test_a_spec_monai_would_parse_is_refused():
