@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.evaluation.slices import error_scale
 from pipeline.io.atomic import atomic_path
 
 # Colours: a calm clinical palette (baselines in slate, models in teal), shared with the report's CSS.
@@ -91,9 +92,11 @@ def subject_panels(
     title: str,
     data_range: float = 1.0,
     dpi: int = 110,
+    error_max: float | None = None,
 ) -> Path:
     """Mid-slices in three planes of input, baseline, model output and ground truth, and the absolute-error
-    maps of baseline and output on one shared colour scale (with colour bars). Writes a PNG.
+    maps of baseline and output on one shared colour scale (with colour bars), up to `error_max` when given (else
+    the 99.5th percentile of both errors inside the mask). Writes a PNG.
 
     Each plane is one mosaic image (the six panels side by side, colour-mapped here), which keeps the figure
     to a few axes and fast to draw.
@@ -107,8 +110,7 @@ def subject_panels(
     centre = centre_of_mask(mask)
     err_base = np.abs(baseline - truth)
     err_out = np.abs(output - truth)
-    inside = np.concatenate([err_base[mask], err_out[mask]]) if mask.any() else np.concatenate([err_base.ravel(), err_out.ravel()])
-    vmax_err = max(float(np.percentile(inside, 99.5)) if inside.size else 0.0, 1e-3 * data_range)
+    vmax_err = error_max if error_max is not None else error_scale([err_base, err_out], mask, data_range)
     norm_img, norm_err = Normalize(0.0, data_range, clip=True), Normalize(0.0, vmax_err, clip=True)
     gray, hot = colormaps["gray"], colormaps["inferno"]
     columns = [

@@ -1,5 +1,8 @@
 """The evaluation of a run: score every task's outputs and baselines, summarise, write CSVs, summary.json and
-the figures (per-subject panels, group strip plots, one training curve per model family).
+the figures (per-subject panels, group strip plots, one training curve per model family), the slice viewer's
+sprite sheets (`pipeline.evaluation.slices`; summary.json's `figures.viewer`) and the blinded reader study's
+pairs (`pipeline.evaluation.reader`; `figures.reader`, the key in `<figures>/reader/key.json`), both only when
+something was evaluated.
 
 Outputs that are not evaluated (`--skipped`, or no subject of the evaluated splits has their input and truth)
 get a header-only CSV and an entry of summary.json's `skipped` (the output's keys, `reason`, and the
@@ -24,6 +27,7 @@ import numpy as np
 from pipeline.config import EvaluateConfig, to_dict
 from pipeline.evaluation.cases import BASELINE_LABELS, load_case, load_prediction, make_baseline
 from pipeline.evaluation.metrics import METRIC_LABELS, METRICS, masked_metrics, protocol
+from pipeline.evaluation.reader import ReaderStudy
 from pipeline.evaluation.statistics import compare, describe
 from pipeline.evaluation.tasks import Output, Skipped, Task, build_tasks, check_outputs
 from pipeline.io.atomic import write_text
@@ -43,9 +47,17 @@ def evaluate_task(
     infer_dir: Path,
     figures_dir: Path,
     cfg: EvaluateConfig,
+    viewer: dict[str, dict[str, Any]] | None = None,
+    study: ReaderStudy | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, dict[str, str]]]:
-    """Score a task's outputs and baselines on the selected subjects; returns (rows, summary, figure paths)."""
-    from pipeline.evaluation import figures
+    """Score a task's outputs and baselines on the selected subjects; returns (rows, summary, figure paths).
+
+    The slice viewer's sprite sheets go to `<figures>/<subject>/slices/<task>/`, their entries into `viewer`
+    ({subject: {output: entry}}); `study` collects the reader study's pairs.
+    """
+    from pipeline.evaluation import figures, slices
+
+    viewer = {} if viewer is None else viewer
 
     in_splits = [r for r in rows if r["split"] in cfg.splits]
     selected = [r for r in in_splits if _scorable(r, task.source, task.target)]
@@ -75,9 +87,21 @@ def evaluate_task(
     for row in selected:
         case = load_case(row, task, table)
         base = _clip(make_baseline(task, case, strongest), cfg)
+        preds = {o.name: _clip(load_prediction(infer_dir, o.name, case, o.desc), cfg) for o in task.outputs}
+        error_max = slices.error_scale([np.abs(v - case.truth) for v in (base, *preds.values())], case.mask, cfg.data_range)
+        labels = (_source_label(task), BASELINE_LABELS.get(strongest, strongest), f"ground truth ({task.target})")
+        viewer.setdefault(case.subject, {}).update(slices.write_subject_slices(
+            figures_dir / case.subject / "slices" / task.name, source=case.source, baseline=base, truth=case.truth,
+            outputs=preds, mask=case.mask, affine=case.affine, data_range=cfg.data_range, error_max=error_max,
+            labels={"input": labels[0], "baseline": labels[1], "truth": labels[2], **{m: m for m in preds}},
+            centre=figures.centre_of_mask(case.mask)))
         for out in task.outputs:
             model = out.name
-            pred = _clip(load_prediction(infer_dir, model, case, out.desc), cfg)
+            pred = preds[model]
+            if study is not None:
+                study.add(subject=case.subject, output=model, task=task.name, baseline=strongest, prediction=pred,
+                          baseline_image=base, mask=case.mask, affine=case.affine, data_range=cfg.data_range,
+                          n_subjects=len(selected))
             values = {r["method"]: r for r in records if r["subject"] == case.subject and r["method"] in (model, strongest)}
             png = figures_dir / case.subject / f"{model}.png"
             figures.subject_panels(
@@ -88,10 +112,11 @@ def evaluate_task(
                 truth=case.truth,
                 mask=case.mask,
                 affine=case.affine,
-                labels=(_source_label(task), BASELINE_LABELS.get(strongest, strongest), model, f"ground truth ({task.target})"),
+                labels=(labels[0], labels[1], model, labels[2]),
                 title=_panel_title(case.subject, model, strongest, values),
                 data_range=cfg.data_range,
                 dpi=cfg.figure_dpi,
+                error_max=error_max,
             )
             paths.setdefault(case.subject, {})[model] = png.as_posix()
     return records, summary, paths
@@ -238,6 +263,8 @@ def evaluate(
         "skipped": [],
     }
     figures_dir.mkdir(parents=True, exist_ok=True)  # a declared output, even when nothing is evaluated
+    viewer: dict[str, dict[str, Any]] = {}  # the slice viewer's sprite sheets: {subject: {output: entry}}
+    study = ReaderStudy(figures_dir / "reader", cfg.seed)
     for task in tasks:
         for s in task.skipped:
             log.warning("%s (%s): not evaluated: %s", s.output.name, task.description, s.reason)
@@ -248,7 +275,8 @@ def evaluate(
             log.info("wrote %s (header only)", csv_path)
         if not task.outputs:
             continue
-        records, task_summary, subject_figs = evaluate_task(task, rows, subjects_tsv, infer_dir, figures_dir, cfg)
+        records, task_summary, subject_figs = evaluate_task(task, rows, subjects_tsv, infer_dir, figures_dir, cfg,
+                                                            viewer, study)
         summary["tasks"][task.name] = task_summary
         for model in task.models:
             csv_path = metrics_dir / f"{model}.csv"
@@ -262,6 +290,11 @@ def evaluate(
             figures_dir / "group", task.name, records, task_summary, METRICS, METRIC_LABELS, dpi=cfg.figure_dpi
         )
     summary["figures"]["training"] = training_figures(outputs, histories, figures_dir, cfg)
+    if viewer:
+        summary["figures"]["viewer"] = viewer
+    reader = study.finish()
+    if reader:
+        summary["figures"]["reader"] = reader
     out = metrics_dir / "summary.json"
     write_text(out, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     log.info("wrote %s", out)

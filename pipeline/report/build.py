@@ -5,7 +5,9 @@ figure from `results/figures/` (copied into `reports/assets/` so the folder is s
 are inlined as SVG so each point links to its subject page). The outputs shown, their tasks and model
 families come from the summary (which carries evaluation's `outputs` list), so a new family needs no change
 here. Outputs evaluation did not score (summary.json's `skipped`) are shown where their task would be, as
-"not evaluated: <reason>"; with nothing evaluated at all the index still renders, saying so. The pages load no
+"not evaluated: <reason>"; with nothing evaluated at all the index still renders, saying so. Each subject page
+has a slice viewer per output, and `reports/reader.html` is the blinded reader study (`pipeline.report.viewer`):
+their one inline script each is allowed by its hash, the index runs none. The pages load no
 script, style, font or image from anywhere else (a Content-Security-Policy forbids it), and everything that
 came from data is HTML-escaped by Jinja2's autoescaping. Only pseudonyms (`sub-NNN`) are shown; input paths
 never are (the workflow config shows `input_dir` as a placeholder). What is read from disk is in
@@ -24,6 +26,7 @@ from pathlib import Path
 from pipeline.config import ReportConfig
 from pipeline.io.atomic import atomic_path, write_text
 from pipeline.io.tables import SUBJECT_RE
+from pipeline.report import viewer as scripted
 from pipeline.report.inputs import (
     SIDECAR_FIELDS,
     device_info,
@@ -169,7 +172,8 @@ def build_report(
     models_dir: Path | None = None,
     workflow_config: str | None = None,
 ) -> list[Path]:
-    """Write the report; returns the pages written (index last)."""
+    """Write the report; returns the pages written (the reader study's page when evaluation sampled one, the
+    subject pages, index last)."""
     from markupsafe import Markup
 
     summary = _read_summary(summary_path)
@@ -250,8 +254,17 @@ def build_report(
     env = _environment()
     written = []
     ingest = ctx["ingest"]
+    reader = scripted.reader_context(summary, assets)
+    (out_dir / "reader.html").unlink(missing_ok=True)
+    if reader is not None:
+        path = out_dir / "reader.html"
+        write_text(path, env.get_template("reader.html").render(**common, **reader, root="",
+                                                               script=scripted.script("reader.js")))
+        written.append(path)
+    ctx["reader"] = reader is not None
     for i, sub in enumerate(subjects):
         sidecars = ingest.get("sidecars", {}).get(sub, {})
+        viewers = scripted.viewers(summary, sub, assets, root="../")
         page = env.get_template("subject.html").render(
             **common,
             root="../",
@@ -267,6 +280,8 @@ def build_report(
             sidecars=sidecars,
             sidecar_fields=[(k, label) for k, label in SIDECAR_FIELDS if any(k in m for m in sidecars.values())],
             protocol=summary["protocol"],
+            viewers=viewers,
+            script=scripted.script("viewer.js") if viewers else None,
         )
         path = out_dir / "subjects" / f"{sub}.html"
         write_text(path, page)

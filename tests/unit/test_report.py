@@ -52,7 +52,8 @@ def _parse(path: Path) -> _Refs:
 
 
 def _pages(report: Path) -> list[Path]:
-    return [report / "index.html", *sorted((report / "subjects").glob("*.html"))]
+    reader = [report / "reader.html"] if (report / "reader.html").is_file() else []
+    return [report / "index.html", *reader, *sorted((report / "subjects").glob("*.html"))]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,8 @@ def test_pages_for_every_subject_and_self_contained(reported_cohort, partly_repo
 def _assert_self_contained(report: Path) -> None:
     for page in _pages(report):
         parsed = _parse(page)
-        assert "script" not in parsed.tags and "link" not in parsed.tags, page
+        assert "link" not in parsed.tags, page
+        _assert_scripts_pinned(page)
         for attr, ref in parsed.refs:
             assert not re.match(r"^[a-z][a-z0-9+.-]*://", ref, re.I), f"{page}: external reference {ref}"
             target, _, fragment = ref.partition("#")
@@ -98,6 +100,25 @@ def _assert_self_contained(report: Path) -> None:
         text = page.read_text()
         assert not re.search(r"url\(\s*['\"]?(?!#)", text) and "@import" not in text  # only url(#local-id)
         assert "Content-Security-Policy" in text
+
+
+def _assert_scripts_pinned(page: Path) -> None:
+    """A subject page and the reader page run one inline script, which their CSP allows by its SHA-256 (and
+    nothing else: no 'unsafe-inline', no 'self', no source file); the index runs none and its CSP allows none."""
+    import base64
+    import hashlib
+
+    text = page.read_text()
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', text).group(1).replace("&#39;", "'")
+    scripts = re.findall(r"<script>(.*?)</script>", text, re.DOTALL)
+    assert len(re.findall(r"<script", text)) == len(scripts)  # no script with attributes (src=, type=, ...)
+    if page.name == "index.html":
+        assert scripts == [] and "script-src" not in csp, page
+        return
+    (body,) = scripts
+    digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}';" in csp and "unsafe" not in csp.split("script-src")[1].split(";")[0], page
+    assert "default-src 'none'" in csp and "connect-src" not in csp and "form-action 'none'" in csp
 
 
 def test_every_subject_figure_and_strip_plot_link(reported_cohort):
@@ -137,7 +158,8 @@ def test_dicom_text_is_escaped_and_identifiers_never_shown(reported_cohort):
     assert "&lt;img src=x onerror=alert(2)&gt;" in index  # a skipped input's reason quoting a DICOM tag
     for page in _pages(reported_cohort):
         text = page.read_text()
-        assert XSS not in text and XSS_IMG not in text and "<script" not in text.lower()
+        assert XSS not in text and XSS_IMG not in text
+        assert len(re.findall("<script", text, re.IGNORECASE)) == (0 if page.name == "index.html" else 1)  # its own only
         assert "DOE" not in text and "JOHN" not in text, f"{page}: an identifier from an input path leaked"
 
 

@@ -27,6 +27,7 @@ PAGE_JS = """
 ({
   scripts: document.scripts.length,
   svgs: document.querySelectorAll('svg.plot').length,
+  viewers: document.querySelectorAll('.viewer.ready').length,
   svgLinks: Array.from(document.querySelectorAll('svg.plot a')).map(a => a.getAttribute('xlink:href') || a.getAttribute('href')),
   text: document.body.innerText,
   title: document.title,
@@ -56,7 +57,7 @@ def _check(browser: Browser, page: Path, shot: Path, *, images_expected: bool = 
     assert bool(images) == images_expected, f"{page.name}: {len(images)} images"
     broken = [i["src"] for i in images if not i["complete"] or i["width"] == 0]
     assert broken == [], f"{page.name}: images that did not load"
-    assert info["scripts"] == 0
+    assert info["scripts"] == (0 if page.name == "index.html" or not info["viewers"] else 1)  # the viewer's
     assert info["overflow"] <= 0, f"{page.name}: wider than the window by {info['overflow']} px"
     assert shot.stat().st_size > 20_000 and height >= 900 and width == 1280
     return info
@@ -78,12 +79,15 @@ def test_report_renders_in_headless_chromium(reported_cohort, tmp_path):
                 assert info["svgs"] == 8 and len(info["svgLinks"]) > 0
                 assert all(link.startswith("subjects/sub-") for link in info["svgLinks"])
                 assert info["verdictBottom"] is not None and info["verdictBottom"] <= info["viewport"], "verdict not on the first screen"
-            elif page.stem == "sub-002":
-                assert XSS in info["text"]  # shown as text, not run
+            else:
+                assert info["viewers"] == 3  # one per output, its script ran
+                if page.stem == "sub-002":
+                    assert XSS in info["text"]  # shown as text, not run
 
         # CycleGAN not evaluated: its note is shown, on the first screen, beside the SR verdicts.
         info = _check(browser, partly / "index.html", shots / "partly_index.png")
         assert info["svgs"] == 4 and info["verdictBottom"] <= info["viewport"]
+        assert _check(browser, partly / "subjects/sub-002.html", shots / "partly_sub-002.png")["viewers"] == 2
         (note,) = info["notes"]
         assert note["id"] == "verdict-cyclegan" and note["visible"] and note["height"] > 20
         assert note["bottom"] <= info["viewport"], "the not-evaluated note is below the first screen"
