@@ -121,25 +121,11 @@ class BundleNetwork(nn.Module):
 
     def volume(self, data: np.ndarray) -> np.ndarray:
         """One (x, y, z) volume through the model, in the units `infer` writes (see `pipeline.inference.run`)."""
-        from pipeline.inference.run import normalise_scan
+        from pipeline.inference.run import infer_array
 
-        (src, src_norm), (dst, dst_norm) = self.family.io_modalities(self.spec, self.direction)
-        data = np.asarray(data, dtype=np.float32)
-        raw = bool(data.min() < -0.5 or data.max() > 1.5)
-        span = None
-        if self.normalise or (raw and src_norm.get("method") == "window"):
-            data, low, high = normalise_scan(data, src_norm, src)
-            span = (low, high)
-        elif raw:
-            log.warning("intensities span [%.3g, %.3g] but the model expects [0, 1] (set normalise for raw scans)",
-                        float(data.min()), float(data.max()))
         device = next(self.generator.parameters()).device
-        out = self.family.apply(self.generator, data, self.spec, device, **self.settings)
-        if dst == src and span is not None:
-            return (span[0] + out * (span[1] - span[0])).astype(np.float32)
-        if dst != src and dst_norm.get("method") == "window":
-            w_low, w_high = (float(v) for v in dst_norm["window"])
-            return (w_low + np.clip(out, 0.0, 1.0) * (w_high - w_low)).astype(np.float32)
+        out, _ = infer_array(self.family, self.spec, self.generator, data, self.direction, self.normalise, device,
+                             "the bundle's input", **self.settings)
         return out
 
     def _with_geometry(self, out: torch.Tensor, x: Any) -> torch.Tensor:

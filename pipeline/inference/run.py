@@ -50,6 +50,29 @@ def normalise_scan(data: np.ndarray, norm: dict[str, Any], modality: str) -> tup
     return normed, float(params["low"]), float(params["high"])
 
 
+def infer_array(family: Any, blob: dict[str, Any], generator: Any, data: np.ndarray, direction: str | None = None,
+                normalise: bool = False, device: Any = "cpu", where: str = "the input",
+                **settings: Any) -> tuple[np.ndarray, str]:
+    """The model applied to one (x, y, z) scan array: normalised as the model file records when `normalise` (or for
+    a raw CT), the family's `apply`, the output mapped back (see the module docstring). Returns (output, its unit)."""
+    (src, src_norm), (dst, dst_norm) = family.io_modalities(blob, direction)
+    data = np.asarray(data, dtype=np.float32)
+    raw = bool(data.min() < -0.5 or data.max() > 1.5)
+    low = high = None
+    if normalise or (raw and src_norm.get("method") == "window"):
+        data, low, high = normalise_scan(data, src_norm, src)
+    elif raw:
+        log.warning("%s: intensities span [%.3g, %.3g] but the model expects [0, 1] (use --normalise for raw scans)",
+                    where, float(data.min()), float(data.max()))
+    out = family.apply(generator, data, blob, device, **settings)
+    if dst == src and low is not None:  # the input's own units
+        return (low + out * (high - low)).astype(np.float32), "the input's units"
+    if dst != src and dst_norm.get("method") == "window":
+        w_low, w_high = (float(v) for v in dst_norm["window"])
+        return (w_low + np.clip(out, 0.0, 1.0) * (w_high - w_low)).astype(np.float32), dst_norm.get("unit", "HU")
+    return out, "normalised [0, 1]"
+
+
 def infer_scan(model: str | Path, input_path: str | Path, output: str | Path, direction: str | None = None,
                normalise: bool = False, device: str = "auto", **settings: Any) -> Path:
     """Apply the model file `model` to the scan `input_path`, write `output` (NIfTI); see the module docstring.
@@ -65,25 +88,12 @@ def infer_scan(model: str | Path, input_path: str | Path, output: str | Path, di
     blob = load_model_file(model)
     family = family_of(blob)
     direction = family.direction(direction)
-    (src, src_norm), (dst, dst_norm) = family.io_modalities(blob, direction)
+    (src, _), (dst, _) = family.io_modalities(blob, direction)
     dev = device_for(device)
     data, affine = read_scan(input_path)
-    raw = data.min() < -0.5 or data.max() > 1.5
-    low = high = None
-    if normalise or (raw and src_norm.get("method") == "window"):
-        data, low, high = normalise_scan(data, src_norm, src)
-    elif raw:
-        log.warning("%s: intensities span [%.3g, %.3g] but the model expects [0, 1] (use --normalise for raw scans)",
-                    input_path, float(data.min()), float(data.max()))
     generator = family.load_generator(blob, direction, dev)
     started = time.perf_counter()
-    out = family.apply(generator, data, blob, dev, **settings)
-    unit = "normalised [0, 1]"
-    if dst == src and low is not None:  # the input's own units
-        out, unit = low + out * (high - low), "the input's units"
-    elif dst != src and dst_norm.get("method") == "window":
-        w_low, w_high = (float(v) for v in dst_norm["window"])
-        out, unit = w_low + np.clip(out, 0.0, 1.0) * (w_high - w_low), dst_norm.get("unit", "HU")
+    out, unit = infer_array(family, blob, generator, data, direction, normalise, dev, str(input_path), **settings)
     save_nifti(out, family.output_affine(affine, blob), output)
     log.info("%s -> %s: %s %s -> %s %s, %s (%s %s, %.1f s on %s)", input_path, output, src, data.shape, dst,
              out.shape, unit, family.name, blob.get("kind"), time.perf_counter() - started, dev)
