@@ -121,6 +121,11 @@ def _assert_shows(browser, selector: str, expected: np.ndarray) -> np.ndarray:
     return shot
 
 
+def _viewport_shot(browser: Browser, path: Path) -> None:
+    """The window as the user sees it (the viewer scrolled into view), as a PNG."""
+    path.write_bytes(base64.b64decode(browser.send("Page.captureScreenshot", {"format": "png"})["data"]))
+
+
 def _mouse(browser: Browser, kind: str, x: float, y: float, **extra) -> None:
     browser.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, **extra})
 
@@ -144,7 +149,7 @@ def test_slider_wheel_and_keys_move_every_panel_together(reported_cohort, evalua
         assert {p["slice"] for p in first["panels"]} == {str(start)} and all(p["loaded"] for p in first["panels"])
         truth_panel = '.viewer .vpanel[data-key="truth"] .vp'
         before = _assert_shows(browser, truth_panel, slices.to_uint8(axial[start], 1.0))
-        browser.screenshot(shots / "viewer_slider_start.png")
+        _viewport_shot(browser, shots / "viewer_slider_start.png")
 
         # the slider, clicked near its right end (a real mouse event), moves every panel to one new slice
         rect = browser.evaluate(RECT_JS % "document.querySelector('.viewer input.slider')")
@@ -157,7 +162,7 @@ def test_slider_wheel_and_keys_move_every_panel_together(reported_cohort, evalua
         assert moved["pos"].startswith(f"axial slice {k + 1} / {axial.shape[0]}")
         after = _assert_shows(browser, truth_panel, slices.to_uint8(axial[k], 1.0))
         assert not np.array_equal(before, after)
-        browser.screenshot(shots / "viewer_slider_moved.png")
+        _viewport_shot(browser, shots / "viewer_slider_moved.png")
         # the other viewers on the page keep their own position
         assert browser.evaluate(STATE_JS % 1)["slider"] == start
 
