@@ -294,6 +294,22 @@ class ReportConfig(Section):
         "Decimal places of SSIM, MAE and NRMSE in the tables (PSNR always 2)."))
 
 
+class ExportConfig(Section):
+    """Exports of the test subjects' outputs (rules/export.smk): derived DICOM series, BIDS derivatives."""
+
+    where: ClassVar[str] = "export"
+
+    dicom: bool = Field(False, description=(
+        "Each output of each test subject as a new derived DICOM series (DERIVED\\SECONDARY, marked synthetic, "
+        "not for diagnosis) in results/export/dicom/<output>/<subject>/."))
+    bids: bool = Field(False, description=(
+        "The test subjects' outputs as a BIDS derivatives dataset in results/derivatives/medgan/."))
+    reidentify: bool = Field(False, description=(
+        "DICOM export with the original patient ID (from the pseudonym key) and, for DICOM inputs, the source's "
+        "identification, StudyInstanceUID and series references, to file it into the patient's study in PACS; "
+        "false: the pseudonym as patient ID and name, a new study, no source UID."))
+
+
 # --------------------------------------------------------------------------------------------- model families
 # --------------------------------------------------------------------------------------------- the workflow
 class WorkflowBase(Section):
@@ -311,6 +327,7 @@ class WorkflowBase(Section):
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
 
 # --------------------------------------------------------------------------------------------- parsing

@@ -67,6 +67,11 @@ def final_targets():
     targets += ["results/ingest/manifest.tsv", f"{PREPROCESS_DIR}/subjects.tsv", test_inference_targets]
     if OUTPUTS:
         targets.append("reports/index.html")
+        # rules/export.smk: a DICOM series per output and test subject, the BIDS derivatives dataset
+        if config["export"]["dicom"]:
+            targets.append(export_dicom_targets)
+        if config["export"]["bids"]:
+            targets.append("results/derivatives/medgan")
     return targets
 
 

@@ -4,6 +4,7 @@ SeriesDescription; the pseudonym unless re-identification is asked for (then the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -187,3 +188,72 @@ def test_misuse_is_refused(tmp_path):
     export_dicom(output, model, tmp_path / "c")
     with pytest.raises(ValueError, match="already holds files"):
         export_dicom(output, model, tmp_path / "c")
+
+
+DRY_RUN_SNAKEFILE = """
+configfile: "{repo}/config/config.yaml"
+include: "{repo}/rules/common.smk"
+
+checkpoint preprocess_scans:  # its outputs exist already (written by the test): nothing to run
+    output: subjects="results/preprocess/subjects.tsv", manifest="results/ingest/manifest.tsv"
+    shell: "false"
+
+rule stand_in:
+    output: "results/infer/{{output}}/{{subject}}_{{desc}}.nii.gz"
+    shell: "touch {{output}}"
+
+rule train_stand_in:
+    output: "results/models/{{family}}/model.pt"
+    shell: "touch {{output}}"
+
+rule report_stand_in:
+    output: "reports/index.html"
+    shell: "touch {{output}}"
+
+include: "{repo}/rules/export.smk"
+
+rule all:
+    input: final_targets()
+    default_target: True
+"""
+
+
+def test_dry_run_plans_the_export_jobs(tmp_path):
+    """With export.dicom and export.bids true, `snakemake -n` plans export_dicom for each output and test subject
+    (re-identified: with the source lookup) and one export_bids; with the defaults, neither."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    (tmp_path / "Snakefile").write_text(DRY_RUN_SNAKEFILE.format(repo=REPO))
+    (tmp_path / "results/ingest").mkdir(parents=True)
+    for name in ("manifest.tsv", "files.tsv", "pseudonym_key.tsv"):
+        (tmp_path / "results/ingest" / name).write_text("subject\n")
+    table = tmp_path / "results/preprocess/subjects.tsv"
+    table.parent.mkdir(parents=True)
+    cells = "\t".join(f"x/{c}.nii.gz" for c in ("T1w", "T2w", "mask", "T1w_lr"))
+    table.write_text("subject\tsplit\tT1w\tT2w\tmask\tT1w_lr\n" +
+                     "".join(f"{s}\t{split}\t{cells}\n" for s, split in
+                             (("sub-001", "train"), ("sub-002", "test"), ("sub-003", "test"))))
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "on.yaml").write_text("input_dir: inputs\nmodels: [srgan, cyclegan]\n"
+                                         "export: {dicom: true, bids: true, reidentify: true}\n")
+
+    def dry_run(*configs: str) -> str:
+        cmd = [sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "1", "--configfile",
+               str(REPO / "config/config.yaml"), *configs]
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout + proc.stderr
+
+    text = dry_run("on.yaml")
+    folders = set(re.findall(r"results/export/dicom/\w+/sub-\d+", text))
+    assert folders == {f"results/export/dicom/{o}/{s}" for o in ("srresnet", "srgan", "cyclegan")
+                       for s in ("sub-002", "sub-003")}, text
+    assert re.search(r"export_dicom\s+6\b", text) and re.search(r"export_bids\s+1\b", text), text
+    assert "--direction A2B" in text and "--reidentify --ingest results/ingest --input-dir inputs" in text
+    assert "results/derivatives/medgan" in text
+    (tmp_path / "off.yaml").write_text("input_dir: inputs\nmodels: [srgan, cyclegan]\n")
+    off = dry_run("off.yaml")
+    assert "export_dicom" not in off and "export_bids" not in off
