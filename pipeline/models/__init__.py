@@ -10,9 +10,10 @@ from typing import Any
 
 from pipeline.models.contract import Family
 from pipeline.models.cyclegan import CycleGAN
+from pipeline.models.pix2pix import Pix2Pix
 from pipeline.models.srgan import SRGAN
 
-FAMILIES: dict[str, type[Family]] = {"srgan": SRGAN, "cyclegan": CycleGAN}
+FAMILIES: dict[str, type[Family]] = {"srgan": SRGAN, "cyclegan": CycleGAN, "pix2pix": Pix2Pix}
 
 
 def family(name: str) -> type[Family]:

@@ -1,0 +1,332 @@
+"""pix2pix (Isola et al. 2017) for paired modality translation (T1w -> T2w, MR -> CT), 2D or 3D.
+
+One generator `G` (a U-Net with skip connections - MONAI's `UNet` with instance norm and a tanh head,
+`pipeline.nets.resnet_generator.TanhUNet` - or the ResNet generator CycleGAN uses) and one conditional PatchGAN
+discriminator `D` (MONAI `PatchDiscriminator`, instance norm) that judges the (source, image) pair: its input is
+the source and the real or translated target stacked as 2 channels, so it learns whether the target fits *this*
+source. One step, as in the reference implementation (junyanz/pytorch-CycleGAN-and-pix2pix,
+`models/pix2pix_model.py`):
+
+1. forward: ``fake_B = G(A)``;
+2. generator step with D frozen: ``lambda_adv J_G(D(A, fake_B)) + lambda_l1 |fake_B - B|``;
+3. discriminator step with G frozen: ``1/2 J_D(D(A, B), D(A, fake_B))``.
+
+Adversarial terms come from `pipeline.gan.losses` (the classic non-saturating log loss by default - the
+reference's ``vanilla`` - or least squares, minimax, hinge). Adam (betas 0.5/0.999) for both; the learning rate
+is constant for `n_steps`, then decays linearly to 0 over `n_steps_decay`. Images in [0, 1] (the preprocess
+stage's normalisation) are mapped to [-1, 1] inside the model. The sampler (`pipeline.data.paired_sampler`)
+takes the same subject and the same crop from both modalities and refuses a subject whose two images are not on
+one grid. Whole-volume inference is CycleGAN's (`pipeline.models.cyclegan.translate`: slices or patches through
+the shared sliding window, optional test-time augmentation).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section, to_dict
+from pipeline.gan.base import Precision, adam
+from pipeline.gan.checkpoint import save_checkpoint
+from pipeline.gan.losses import d_loss, g_loss, pixel_loss
+from pipeline.gan.schedules import linear_decay
+from pipeline.models.contract import Family, Output
+from pipeline.models.cyclegan import CycleGAN
+from pipeline.nets.discriminators import patch_discriminator
+from pipeline.nets.resnet_generator import build_generator, init_weights, size_multiple
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ config
+class Pix2PixConfig(Section):
+    """pix2pix paired modality translation (stages 4-5), trained on co-registered slices or patches of one subject.
+
+    The defaults are the demo's budget configuration (a small U-Net trained for a few minutes on 2 CPU cores).
+    """
+
+    where: ClassVar[str] = "pix2pix"
+
+    source: str = Field("T1w", description="Input modality (a column of results/preprocess/subjects.tsv).")
+    target: str = Field("T2w", description=(
+        "Output modality (not the source), on the source's grid; CT outputs are written in Hounsfield units."))
+    spatial_dims: Annotated[Literal[2, 3], INT_CHOICE] = Field(2, description=(
+        "2 for slices, 3 for volumetric patches."))
+    slice_axis: Annotated[Literal[0, 1, 2], INT_CHOICE] = Field(2, description=(
+        "Axis 2D slices are taken across (0 sagittal, 1 coronal, 2 axial on RAS volumes)."))
+    patch_size: int = Field(48, ge=0, multiple_of=4, description=(
+        "Side of the training crops in voxels (a multiple of the generator's size factor: 8 for the U-Net, 4 "
+        "for ResNet; 0 whole slices); also the sliding-window size of inference."))
+    batch_size: int = Field(8, ge=1, description="Source/target crop pairs per step.")
+    flip: bool = Field(True, description="Random flips of the crops (the same for source and target).")
+    generator: Literal["unet", "resnet"] = Field("unet", description=(
+        "U-Net with skip connections (MONAI's UNet, instance norm, widths ngf..8 ngf, num_res_units residual "
+        "units per level) or the ResNet generator of CycleGAN (n_blocks residual blocks)."))
+    ngf: int = Field(16, ge=1, description="Filters of the generator's first level (64 in the reference).")
+    num_res_units: int = Field(1, ge=0, description="Residual units per level of the U-Net (0: plain convolutions).")
+    n_blocks: int = Field(4, ge=0, description="Residual blocks of the ResNet generator.")
+    ndf: int = Field(16, ge=1, description=(
+        "Filters of the PatchGAN discriminator's first layer (64 in the reference)."))
+    d_layers: int = Field(3, ge=1, description=(
+        "Layers of the PatchGAN discriminator (3 gives 70x70 patches in 2D)."))
+    gan_loss: Literal["nonsaturating", "lsgan", "minimax", "hinge"] = Field("nonsaturating", description=(
+        "Adversarial loss of the conditional discriminator; nonsaturating is the paper's log loss, lsgan least "
+        "squares."))
+    lambda_adv: float = Field(1.0, ge=0, description="Weight of the adversarial term (0: L1 regression only).")
+    lambda_l1: float = Field(100.0, ge=0, description="Weight of the L1 term (100 in the paper).")
+    lr: float = Field(1e-3, gt=0, description=(
+        "Adam learning rate of generator and discriminator (the paper's 2e-4 is slow for a short demo run)."))
+    betas: Betas = Field((0.5, 0.999), strict=False, description="Adam betas.")
+    n_steps: int = Field(1000, ge=0, description="Steps at the constant learning rate.")
+    n_steps_decay: int = Field(2000, ge=0, description=(
+        "Steps of linear decay of the learning rate to 0 after n_steps."))
+    log_every: int = Field(50, ge=1, description="Steps between log lines / history.csv rows.")
+    checkpoint_every: int = Field(200, ge=1, description=(
+        "Steps between checkpoints (training resumes from the last one)."))
+    precision: PrecisionMode = Field("auto", description=(
+        "Mixed precision on CUDA (auto - bf16 where supported, else fp16); CPU always fp32."))
+    deterministic: bool = Field(True, description="Deterministic kernels where PyTorch has them.")
+    sw_batch_size: int = Field(16, ge=1, description=(
+        "Windows (slices or patches) per forward pass at inference."))
+    overlap: float = Field(0.25, ge=0, lt=1, description="Overlap of inference windows (Gaussian-blended).")
+    tta: bool = Field(True, description=(
+        "Inference: average the translations of every window's 8 flips/transposes (3D: 8 flips; 8x the time)."))
+
+    @model_validator(mode="after")
+    def _rules(self) -> Pix2PixConfig:
+        if self.n_steps + self.n_steps_decay < 1:
+            raise Invalid(None, "n_steps + n_steps_decay must be >= 1")
+        if self.source == self.target:
+            raise Invalid(None, f"source and target are both {self.source!r}")
+        if self.lambda_adv == 0 and self.lambda_l1 == 0:
+            raise Invalid(None, "lambda_adv and lambda_l1 are both 0: the generator would learn nothing")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ networks
+def generator_kwargs(cfg: Pix2PixConfig) -> dict[str, Any]:
+    """`build_generator` arguments (stored in the model file)."""
+    if cfg.generator == "resnet":
+        return {"kind": f"resnet_{cfg.n_blocks}blocks", "spatial_dims": cfg.spatial_dims, "ngf": cfg.ngf}
+    return {"kind": "unet", "spatial_dims": cfg.spatial_dims, "ngf": cfg.ngf, "num_res_units": cfg.num_res_units}
+
+
+def make_generator(kwargs: dict[str, Any]) -> nn.Module:
+    kw = dict(kwargs)
+    return build_generator(kw.pop("kind"), **kw)
+
+
+def build_discriminator(cfg: Pix2PixConfig) -> nn.Module:
+    """The conditional PatchGAN: 2 input channels, the source and the (real or translated) target."""
+    return patch_discriminator(cfg.spatial_dims, cfg.ndf, cfg.d_layers, norm="INSTANCE", bias=True, in_channels=2)
+
+
+# ------------------------------------------------------------------------------------------ model
+class Pix2Pix(Family):
+    """pix2pix paired modality translation (a U-Net generator, a conditional PatchGAN discriminator)."""
+
+    name: ClassVar[str] = "pix2pix"
+    config_class: ClassVar[type] = Pix2PixConfig
+    file_task: ClassVar[str] = "paired-translation"
+    inference_keys: ClassVar[tuple[str, ...]] = ("sw_batch_size", "overlap", "tta")
+    loss_names: ClassVar[tuple[str, ...]] = ("G_adv", "L1", "G", "D", "d_real", "d_fake")
+
+    def __init__(
+        self,
+        cfg: Pix2PixConfig,
+        device: str | torch.device = "cpu",
+        precision: Precision | None = None,
+        meta: dict[str, Any] | None = None,
+        roi_size: Sequence[int] | None = None,
+    ) -> None:
+        device = torch.device(device)
+        super().__init__(device, precision or Precision(device, cfg.precision))
+        self.cfg = cfg
+        self.meta = dict(meta or {})
+        self.g_kwargs = generator_kwargs(cfg)
+        self.roi_size = [int(r) for r in roi_size] if roi_size else [cfg.patch_size or 64] * cfg.spatial_dims
+        smallest = 3 * 2**cfg.d_layers
+        if min(self.roi_size) < smallest:
+            raise ValueError(f"pix2pix: crops of {self.roi_size} voxels are too small for a {cfg.d_layers}-layer "
+                             f"PatchGAN discriminator (needs >= {smallest}); raise patch_size or lower d_layers")
+        nets = {"G": init_weights(make_generator(self.g_kwargs)), "D": build_discriminator(cfg)}
+        self.channels_last = self.device.type == "cuda" and cfg.spatial_dims == 2
+        fmt = {"memory_format": torch.channels_last} if self.channels_last else {}
+        self.networks = {k: net.to(self.device, **fmt) for k, net in nets.items()}
+        betas = tuple(cfg.betas)
+        self.optimizers = {k: adam(net.parameters(), lr=cfg.lr, betas=betas) for k, net in self.networks.items()}
+        decay = linear_decay(cfg.n_steps, cfg.n_steps_decay)
+        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(opt, decay) for k, opt in self.optimizers.items()}
+        self.real: dict[str, torch.Tensor] = {}
+        self.fake: torch.Tensor | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.n_steps + self.cfg.n_steps_decay
+
+    # -- data -----------------------------------------------------------------------------------------
+    @classmethod
+    def prepare_data(cls, cfg: Pix2PixConfig, data_dir: str | Path, seed: int,
+                     cache_dir: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
+        """The paired training sampler and the constructor arguments it implies (ROI, metadata).
+
+        The training volumes are read one subject at a time and cached on disk in a new folder under
+        `cache_dir` (None: the system's temporary folder); `sampler.close()` deletes it.
+        """
+        from pipeline.data.cache import VolumeCache
+        from pipeline.data.paired_sampler import PairedSampler
+        from pipeline.data.volumes import domain_volumes, normalisation_method, recorded_normalisation
+
+        vols = {"A": domain_volumes(data_dir, cfg.source, "train"), "B": domain_volumes(data_dir, cfg.target, "train")}
+        multiple = size_multiple(make_generator({**generator_kwargs(cfg), "ngf": 1}))
+        if cfg.patch_size % multiple:
+            raise ValueError(f"pix2pix.patch_size {cfg.patch_size} is not a multiple of {multiple}, which the "
+                             f"{cfg.generator} generator needs")
+        cache = VolumeCache(cache_dir, prefix="pix2pix-")
+        try:
+            sampler = PairedSampler(vols, cfg, seed, multiple, cache=cache)
+        except BaseException:
+            cache.close()
+            raise
+        meta: dict[str, Any] = {
+            "n_train_subjects": len(sampler.subjects),
+            "normalisation": {m: normalisation_method(recorded_normalisation(data_dir, sampler.subjects, m))
+                              for m in (cfg.source, cfg.target)},
+        }
+        return sampler, {"meta": meta, "roi_size": [sampler.patch[a] for a in sampler.axes]}
+
+    # -- the contract ---------------------------------------------------------------------------------
+    def set_input(self, batch: dict[str, torch.Tensor]) -> None:
+        """Take ``A`` (source) and ``B`` (its registered target), values in [0, 1], mapped to [-1, 1]."""
+        self.real = {}
+        for dom in ("A", "B"):
+            x = batch[dom].to(self.device).float() * 2.0 - 1.0
+            self.real[dom] = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def discriminate(self, source: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """The conditional discriminator's logits for `image` given `source` (both (N, 1, *spatial))."""
+        return self.networks["D"](torch.cat([source, image], dim=1))[-1]
+
+    def optimize_step(self, step: int) -> None:
+        cfg, amp = self.cfg, self.precision
+        real_a, real_b = self.real["A"], self.real["B"]
+        losses: dict[str, torch.Tensor] = {}
+        with amp.autocast():
+            fake_b = self.networks["G"](real_a)
+
+        # generator step, discriminator frozen
+        opt_g = self.optimizers["G"]
+        opt_g.zero_grad(set_to_none=True)
+        with self.frozen("D"):
+            losses["L1"] = pixel_loss(fake_b, real_b, "l1")
+            total = cfg.lambda_l1 * losses["L1"]
+            if cfg.lambda_adv > 0:
+                with amp.autocast():
+                    logits = self.discriminate(real_a, fake_b)
+                losses["G_adv"] = g_loss(logits, cfg.gan_loss)
+                total = total + cfg.lambda_adv * losses["G_adv"]
+            losses["G"] = total
+            amp.backward(total)
+            amp.step(opt_g)
+
+        # discriminator step, generator frozen (skipped when the adversarial term is off)
+        if cfg.lambda_adv > 0:
+            opt_d = self.optimizers["D"]
+            opt_d.zero_grad(set_to_none=True)
+            with self.frozen("G"):
+                with amp.autocast():
+                    real_logits = self.discriminate(real_a, real_b)
+                    fake_logits = self.discriminate(real_a, fake_b.detach())
+                losses["D"] = 0.5 * d_loss(real_logits, fake_logits, cfg.gan_loss)
+                amp.backward(losses["D"])
+                amp.step(opt_d)
+            losses["d_real"] = real_logits.float().mean()
+            losses["d_fake"] = fake_logits.float().mean()
+        self.fake = fake_b.detach()
+        self._losses = {k: v.detach() for k, v in losses.items()}
+
+    def visuals(self) -> dict[str, torch.Tensor]:
+        """Source, target and translation, in [0, 1]."""
+        items = {"real_A": self.real.get("A"), "real_B": self.real.get("B"), "fake_B": self.fake}
+        return {k: (v.float() + 1.0) / 2.0 for k, v in items.items() if v is not None}
+
+    # -- export ---------------------------------------------------------------------------------------
+    def model_file(self, steps: int) -> dict[str, Any]:
+        """The self-describing model file: the generator, the contrasts it maps and what inference needs."""
+        cfg = self.cfg
+        return {
+            **self.model_file_header("pix2pix"),
+            "generator": {"builder": "pipeline.nets.resnet_generator.build_generator",
+                          "kwargs": copy.deepcopy(self.g_kwargs)},
+            "state_dict": {k: v.detach().to("cpu") for k, v in self.networks["G"].state_dict().items()},
+            "translation": {"source": cfg.source, "target": cfg.target, "paired": True,
+                            "spatial_dims": cfg.spatial_dims,
+                            "slice_axis": cfg.slice_axis if cfg.spatial_dims == 2 else None, "train_downsample": 1},
+            "normalisation": copy.deepcopy(self.meta.get("normalisation", {})),
+            "inference": {"roi_size": list(self.roi_size), "sw_batch_size": cfg.sw_batch_size,
+                          "overlap": cfg.overlap, "tta": cfg.tta},
+            "training": {"steps": steps, "n_train_subjects": self.meta.get("n_train_subjects"),
+                         "config": to_dict(cfg)},
+        }
+
+    def export(self, out_dir: Path) -> list[Path]:
+        return [save_checkpoint(self.model_file(self.total_steps), Path(out_dir) / "model.pt")]
+
+    def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+        """PSNR (dB) and MAE inside the mask of the translation of the validation subjects that have both
+        modalities (output clipped to [0, 1]); logged and returned - a quick check, not the evaluation stage."""
+        from pipeline.data.volumes import domain_volumes
+        from pipeline.gan.checkpoint import load_checkpoint
+
+        src, dst = (domain_volumes(data_dir, m, "val") for m in (self.cfg.source, self.cfg.target))
+        subjects = [s for s in src.names if s in dst.names]
+        if not subjects:
+            return {}
+        blob = load_checkpoint(Path(out_dir) / "model.pt")
+        net = self.load_generator(blob, None, self.device)
+        psnr, mae = [], []
+        for s in subjects:
+            truth = dst[dst.names.index(s)]
+            diff = (np.clip(self.apply(net, src[src.names.index(s)].image, blob, self.device), 0, 1) - truth.image)
+            diff = diff[truth.mask]
+            psnr.append(-10.0 * np.log10(max(float(np.mean(diff**2)), 1e-12)))
+            mae.append(float(np.mean(np.abs(diff))))
+        result = {"psnr_db": float(np.mean(psnr)), "mae": float(np.mean(mae)), "subjects": len(subjects)}
+        log.info("validation of %s -> %s in the mask (%d subject(s)): PSNR %.2f dB, MAE %.4f", self.cfg.source,
+                 self.cfg.target, len(subjects), result["psnr_db"], result["mae"])
+        return result
+
+    # -- the family contract ---------------------------------------------------------------------------
+    @classmethod
+    def outputs(cls, cfg: Pix2PixConfig) -> list[Output]:
+        """The source -> target generator, evaluated as a translation (against the source and histogram matching)."""
+        return [Output(cls.name, cls.name, "model.pt", "translation", cfg.source, cfg.target, cfg.target)]
+
+    @classmethod
+    def load_generator(cls, blob: dict[str, Any], direction: str | None, device: str | torch.device) -> nn.Module:
+        """The source -> target generator, in eval mode (pix2pix files hold one: no `direction`)."""
+        cls.direction(direction)
+        net = make_generator(blob["generator"]["kwargs"])
+        net.load_state_dict(blob["state_dict"])
+        return net.to(torch.device(device)).eval()
+
+    @classmethod
+    def io_modalities(cls, blob: dict[str, Any], direction: str | None) -> tuple[tuple[str, dict], tuple[str, dict]]:
+        cls.direction(direction)
+        info, norms = blob["translation"], blob.get("normalisation", {})
+        return (info["source"], norms.get(info["source"], {})), (info["target"], norms.get(info["target"], {}))
+
+    @classmethod
+    def apply(cls, generator: nn.Module, volume: np.ndarray, blob: dict[str, Any],
+              device: str | torch.device = "cpu", **settings: Any) -> np.ndarray:
+        """The whole-volume translation of CycleGAN's generators (`pipeline.models.cyclegan.translate`: the same
+        model-file layout), with the model file's inference settings overridden by the non-None `settings`."""
+        return CycleGAN.apply(generator, volume, blob, device, **settings)
