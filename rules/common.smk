@@ -2,6 +2,7 @@
 # comes from the package (pipeline.workflow), so adding a family touches no .smk file.
 import json
 import os
+import shlex
 from pathlib import Path
 
 from snakemake.logging import logger
@@ -147,3 +148,39 @@ def skipped_outputs(wildcards):
     """The outputs that are not evaluated, with the reason (the report says it in their place)."""
     _, skipped = output_plan()
     return json.dumps([{**OUTPUTS[name].as_dict(), "reason": reason} for name, reason in skipped.items()])
+
+
+# ---- export_dicom, export_bids (rules/export.smk)
+def export_dicom_targets(wildcards):
+    """A DICOM series folder per output (not skipped) and test subject: the infer rule's results, exported."""
+    _, skipped = output_plan()
+    return [f"results/export/dicom/{o.name}/{r['subject']}" for o in OUTPUTS.values() if o.name not in skipped
+            for r in subjects_with(["test"], o.input)]
+
+
+def export_dicom_input(wildcards):
+    """The output's image, its family's model.pt (the training job's marker) and ingest's key and tables."""
+    output = OUTPUTS[wildcards.output]
+    return {"image": inference_path(output, wildcards.subject), "model": f"results/models/{output.family}/model.pt",
+            "key": "results/ingest/pseudonym_key.tsv", "manifest": "results/ingest/manifest.tsv",
+            "files": "results/ingest/files.tsv"}
+
+
+def export_dicom_options(wildcards):
+    """The generator (--direction), a series number per output, and re-identification with the source lookup."""
+    output = OUTPUTS[wildcards.output]
+    args = list(output.infer_args[:2]) if output.infer_args[:1] == ("--direction",) else []
+    args += ["--series-number", str(1001 + list(OUTPUTS).index(output.name))]
+    if config["export"]["reidentify"]:
+        args += ["--reidentify", "--ingest", "results/ingest", "--input-dir", INPUT_DIR]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def export_bids_models(wildcards):
+    _, skipped = output_plan()
+    return sorted({f"results/models/{o.family}/model.pt" for o in OUTPUTS.values() if o.name not in skipped})
+
+
+def export_bids_outputs(wildcards):
+    _, skipped = output_plan()
+    return json.dumps([o.as_dict() for o in OUTPUTS.values() if o.name not in skipped])
