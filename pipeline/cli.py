@@ -24,6 +24,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "evaluate": ("pipeline.stages.evaluate", "PSNR/SSIM/MAE/NRMSE of models and baselines, statistics, figures"),
     "report": ("pipeline.stages.report", "assemble reports/index.html and one page per subject (computes nothing)"),
     "export-dicom": ("pipeline.stages.export_dicom", "write model outputs as derived DICOM series for PACS"),
+    "export-bids": ("pipeline.stages.export_bids", "write the test subjects' outputs as BIDS derivatives"),
     "export-bundle": ("pipeline.stages.export_bundle", "write a trained model as a MONAI bundle"),
     "reader-results": ("pipeline.stages.reader_results", "un-blind and summarise a reader study's ratings file"),
 }

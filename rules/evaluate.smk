@@ -22,7 +22,8 @@ if OUTPUTS:
             ),
             figures=report(
                 directory("results/figures"),
-                patterns=["{name}.png"],
+                # the figures for people, not the viewer's sprite sheets or the reader study's images
+                patterns=["group/{name,[^/]+}.png", "training/{name,[^/]+}.png", "{subject,sub-[^/]+}/{name,[^/]+}.png"],
                 caption="captions/figures.rst",
                 category="Figures",
             ),
