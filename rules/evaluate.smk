@@ -22,11 +22,12 @@ if OUTPUTS:
             ),
             figures=report(
                 directory("results/figures"),
-                # the figures for people, not the viewer's sprite sheets or the reader study's images
-                patterns=["group/{name,[^/]+}.png", "training/{name,[^/]+}.png", "{subject,sub-[^/]+}/{name,[^/]+}.png"],
+                patterns=["{name}.png"],
                 caption="captions/figures.rst",
                 category="Figures",
             ),
+            # the report's slice viewer sprite sheets and the reader study's images and key (not for Snakemake's report)
+            viewer=directory("results/viewer"),
         params:
             cfg=section_json("evaluate"),
             outputs=evaluated_outputs,
@@ -40,4 +41,5 @@ if OUTPUTS:
             "python -m pipeline evaluate --subjects {input.subjects:q} --infer results/infer"
             " --outputs {params.outputs:q} --skipped {params.skipped:q} --degradation {params.degradation:q}"
             " --histories results/models --metrics $(dirname {output.summary:q}) --figures {output.figures:q}"
+            " --viewer {output.viewer:q}"
             " --params {params.cfg:q} > {log:q} 2>&1"

@@ -7,6 +7,7 @@ if OUTPUTS:
             summary="results/metrics/summary.json",
             metrics=expand("results/metrics/{output}.csv", output=list(OUTPUTS)),
             figures="results/figures",
+            viewer="results/viewer",
             subjects=f"{PREPROCESS_DIR}/subjects.tsv",
             manifest="results/ingest/manifest.tsv",
         output:

@@ -1,7 +1,7 @@
 """The evaluation of a run: score every task's outputs and baselines, summarise, write CSVs, summary.json and
 the figures (per-subject panels, group strip plots, one training curve per model family), the slice viewer's
 sprite sheets (`pipeline.evaluation.slices`; summary.json's `figures.viewer`) and the blinded reader study's
-pairs (`pipeline.evaluation.reader`; `figures.reader`, the key in `<figures>/reader/key.json`), both only when
+pairs (`pipeline.evaluation.reader`; `figures.reader`, the key in `<viewer>/reader/key.json`), both only when
 something was evaluated.
 
 Outputs that are not evaluated (`--skipped`, or no subject of the evaluated splits has their input and truth)
@@ -49,10 +49,11 @@ def evaluate_task(
     cfg: EvaluateConfig,
     viewer: dict[str, dict[str, Any]] | None = None,
     study: ReaderStudy | None = None,
+    viewer_dir: Path | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, dict[str, str]]]:
     """Score a task's outputs and baselines on the selected subjects; returns (rows, summary, figure paths).
 
-    The slice viewer's sprite sheets go to `<figures>/<subject>/slices/<task>/`, their entries into `viewer`
+    The slice viewer's sprite sheets go to `<viewer_dir>/<subject>/slices/<task>/`, their entries into `viewer`
     ({subject: {output: entry}}); `study` collects the reader study's pairs.
     """
     from pipeline.evaluation import figures, slices
@@ -91,7 +92,7 @@ def evaluate_task(
         error_max = slices.error_scale([np.abs(v - case.truth) for v in (base, *preds.values())], case.mask, cfg.data_range)
         labels = (_source_label(task), BASELINE_LABELS.get(strongest, strongest), f"ground truth ({task.target})")
         viewer.setdefault(case.subject, {}).update(slices.write_subject_slices(
-            figures_dir / case.subject / "slices" / task.name, source=case.source, baseline=base, truth=case.truth,
+            (viewer_dir or figures_dir) / case.subject / "slices" / task.name, source=case.source, baseline=base, truth=case.truth,
             outputs=preds, mask=case.mask, affine=case.affine, data_range=cfg.data_range, error_max=error_max,
             labels={"input": labels[0], "baseline": labels[1], "truth": labels[2], **{m: m for m in preds}},
             centre=figures.centre_of_mask(case.mask)))
@@ -237,6 +238,7 @@ def evaluate(
     histories: Path = Path("results/models"),
     metrics_dir: Path = Path("results/metrics"),
     figures_dir: Path = Path("results/figures"),
+    viewer_dir: Path = Path("results/viewer"),
 ) -> dict[str, Any]:
     """Evaluate `outputs` on the subjects of `subjects_tsv`; writes `<metrics_dir>/<output>.csv` (header only
     for the `skipped` outputs and those no subject can be scored on), `<metrics_dir>/summary.json` and the
@@ -264,7 +266,8 @@ def evaluate(
     }
     figures_dir.mkdir(parents=True, exist_ok=True)  # a declared output, even when nothing is evaluated
     viewer: dict[str, dict[str, Any]] = {}  # the slice viewer's sprite sheets: {subject: {output: entry}}
-    study = ReaderStudy(figures_dir / "reader", cfg.seed)
+    viewer_dir.mkdir(parents=True, exist_ok=True)  # a declared output too
+    study = ReaderStudy(viewer_dir / "reader", cfg.seed)
     for task in tasks:
         for s in task.skipped:
             log.warning("%s (%s): not evaluated: %s", s.output.name, task.description, s.reason)
@@ -276,7 +279,7 @@ def evaluate(
         if not task.outputs:
             continue
         records, task_summary, subject_figs = evaluate_task(task, rows, subjects_tsv, infer_dir, figures_dir, cfg,
-                                                            viewer, study)
+                                                            viewer, study, viewer_dir)
         summary["tasks"][task.name] = task_summary
         for model in task.models:
             csv_path = metrics_dir / f"{model}.csv"

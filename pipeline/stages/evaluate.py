@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--histories", type=Path, default=Path("results/models"), help="folder of <family>/history.csv")
     parser.add_argument("--metrics", type=Path, default=Path("results/metrics"), help="output folder of <name>.csv and summary.json")
     parser.add_argument("--figures", type=Path, default=Path("results/figures"), help="output folder of the figures")
+    parser.add_argument("--viewer", type=Path, default=Path("results/viewer"),
+                        help="output folder of the report's slice viewer and reader study images (and the study's key)")
     parser.add_argument("--params", default=None, help="the `evaluate` config section (inline JSON or YAML file)")
 
 
@@ -49,5 +51,6 @@ def main(args: argparse.Namespace) -> int:
         histories=args.histories,
         metrics_dir=args.metrics,
         figures_dir=args.figures,
+        viewer_dir=args.viewer,
     )
     return 0

@@ -1,6 +1,6 @@
 """reader-results: un-blind and summarise the ratings files of the report's blinded reader study.
 
-    python -m pipeline reader-results ratings.json [more.json ...] [--key results/figures/reader/key.json] [--out S.json]
+    python -m pipeline reader-results ratings.json [more.json ...] [--key results/viewer/reader/key.json] [--out S.json]
 
 Prints per output the mean 1-5 rating of model and strongest baseline (paired difference with its t interval)
 and the share of pairs where the model was preferred (Wilson interval, binomial p). The library is
@@ -16,7 +16,7 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", type=Path, nargs="+", help="ratings file(s) downloaded from reports/reader.html")
-    parser.add_argument("--key", type=Path, default=Path("results/figures/reader/key.json"),
+    parser.add_argument("--key", type=Path, default=Path("results/viewer/reader/key.json"),
                         help="the study's key, written by the evaluate stage (never part of the report)")
     parser.add_argument("--out", type=Path, default=None, help="also write the summary as JSON here")
     parser.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")

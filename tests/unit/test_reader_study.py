@@ -87,7 +87,7 @@ def test_pairs_are_seeded_and_their_images_match_the_key(evaluated_cohort):
 
     summary = json.loads((evaluated_cohort / "results/metrics/summary.json").read_text())
     study = summary["figures"]["reader"]
-    key = json.loads((evaluated_cohort / "results/figures/reader/key.json").read_text())
+    key = json.loads((evaluated_cohort / "results/viewer/reader/key.json").read_text())
     assert study["study"] == key["study"] and sorted(p["id"] for p in study["pairs"]) == sorted(key["pairs"])
     per_output = {o: sum(e["output"] == o for e in key["pairs"].values()) for o in ("srgan", "srresnet", "cyclegan")}
     assert per_output == {"srgan": 12, "srresnet": 12, "cyclegan": 12}  # 10 a output, ceil(10 / 3) per subject
@@ -153,7 +153,7 @@ def test_ratings_are_downloaded_and_unblinded(reported_cohort, evaluated_cohort,
         assert browser.console_errors() == [] and browser.dialogs() == []
         assert [u for u in browser.requests() if not u.startswith(("file://", "data:", "blob:"))] == []
     (saved,) = downloads.glob("*.json")
-    key = json.loads((evaluated_cohort / "results/figures/reader/key.json").read_text())
+    key = json.loads((evaluated_cohort / "results/viewer/reader/key.json").read_text())
     assert saved.name == f"ratings-{key['study']}-R_One.json"
     data = json.loads(saved.read_text())
     assert data["study"] == key["study"] and data["reader"] == "R. One" and len(data["ratings"]) == 36
@@ -161,9 +161,9 @@ def test_ratings_are_downloaded_and_unblinded(reported_cohort, evaluated_cohort,
     assert data["ratings"][3] == {"pair": pairs[3], "left": 5, "right": None, "preference": None}
     assert all(r == {"pair": p, "left": None, "right": None, "preference": None} for r, p in zip(data["ratings"][4:], pairs[4:], strict=True))
 
-    assert cli.main(["reader-results", str(saved), "--key", str(evaluated_cohort / "results/figures/reader/key.json")]) == 0
+    assert cli.main(["reader-results", str(saved), "--key", str(evaluated_cohort / "results/viewer/reader/key.json")]) == 0
     capsys.readouterr()
-    s = reader.summarise([saved], evaluated_cohort / "results/figures/reader/key.json")["outputs"]
+    s = reader.summarise([saved], evaluated_cohort / "results/viewer/reader/key.json")["outputs"]
     left_is_model = [key["pairs"][p]["model_side"] == "left" for p in pairs[:3]]
     assert sum(o["preference"]["n"] for o in s.values()) == 3
     assert sum(o["preference"]["model_preferred"] for o in s.values()) == sum(left_is_model)
