@@ -310,7 +310,6 @@ class ExportConfig(Section):
         "false: the pseudonym as patient ID and name, a new study, no source UID."))
 
 
-# --------------------------------------------------------------------------------------------- model families
 # --------------------------------------------------------------------------------------------- the workflow
 class WorkflowBase(Section):
     """Configuration of the workflow (config/config.yaml). Unknown keys are errors, so a misspelt key fails
