@@ -302,7 +302,7 @@ class ExportConfig(Section):
     dicom: bool = Field(False, description=(
         "Each output of each test subject as a new derived DICOM series (DERIVED\\SECONDARY, marked synthetic, "
         "not for diagnosis) in results/export/dicom/<output>/<subject>/."))
-    bids: bool = Field(False, description=(
+    bids: bool = Field(True, description=(
         "The test subjects' outputs as a BIDS derivatives dataset in results/derivatives/medgan/."))
     reidentify: bool = Field(False, description=(
         "DICOM export with the original patient ID (from the pseudonym key) and, for DICOM inputs, the source's "

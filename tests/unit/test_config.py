@@ -146,7 +146,7 @@ def test_unknown_keys_are_rejected_with_the_key_named(edit, key):
         _snakemake(data)
 
 
-@pytest.mark.parametrize("models", [["pix2pix"], ["srgan", "srgan"], "srgan"])
+@pytest.mark.parametrize("models", [["nosuchfamily"], ["srgan", "srgan"], "srgan"])
 def test_models_lists_registered_families_once(models):
     with pytest.raises(cfgmod.ConfigError, match="models"):
         wf.load_workflow_config({"models": models})

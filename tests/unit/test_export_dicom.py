@@ -220,7 +220,8 @@ rule all:
 
 def test_dry_run_plans_the_export_jobs(tmp_path):
     """With export.dicom and export.bids true, `snakemake -n` plans export_dicom for each output and test subject
-    (re-identified: with the source lookup) and one export_bids; with the defaults, neither."""
+    (re-identified: with the source lookup) and one export_bids; with the defaults only export_bids; with both off,
+    neither."""
     import subprocess
     import sys
 
@@ -254,6 +255,9 @@ def test_dry_run_plans_the_export_jobs(tmp_path):
     assert re.search(r"export_dicom\s+6\b", text) and re.search(r"export_bids\s+1\b", text), text
     assert "--direction A2B" in text and "--reidentify --ingest results/ingest --input-dir inputs" in text
     assert "results/derivatives/medgan" in text
-    (tmp_path / "off.yaml").write_text("input_dir: inputs\nmodels: [srgan, cyclegan]\n")
+    (tmp_path / "default.yaml").write_text("input_dir: inputs\nmodels: [srgan, cyclegan]\n")
+    default = dry_run("default.yaml")  # BIDS derivatives by default, DICOM only when asked for
+    assert "export_dicom" not in default and re.search(r"export_bids\s+1\b", default), default
+    (tmp_path / "off.yaml").write_text("input_dir: inputs\nmodels: [srgan, cyclegan]\nexport: {bids: false}\n")
     off = dry_run("off.yaml")
     assert "export_dicom" not in off and "export_bids" not in off
