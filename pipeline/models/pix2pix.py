@@ -1,7 +1,7 @@
 """pix2pix (Isola et al. 2017) for paired modality translation (T1w -> T2w, MR -> CT), 2D or 3D.
 
-One generator `G` (a U-Net with skip connections - MONAI's `UNet` with instance norm and a tanh head,
-`pipeline.nets.resnet_generator.TanhUNet` - or the ResNet generator CycleGAN uses) and one conditional PatchGAN
+One generator `G` (the ResNet generator CycleGAN uses, or a U-Net with skip connections - MONAI's `UNet` with
+instance norm and a tanh head, `pipeline.nets.resnet_generator.TanhUNet`) and one conditional PatchGAN
 discriminator `D` (MONAI `PatchDiscriminator`, instance norm) that judges the (source, image) pair: its input is
 the source and the real or translated target stacked as 2 channels, so it learns whether the target fits *this*
 source. One step, as in the reference implementation (junyanz/pytorch-CycleGAN-and-pix2pix,
@@ -39,7 +39,7 @@ from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.losses import d_loss, g_loss, pixel_loss
 from pipeline.gan.schedules import linear_decay
 from pipeline.models.contract import Family, Output
-from pipeline.models.cyclegan import CycleGAN
+from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
 from pipeline.nets.discriminators import patch_discriminator
 from pipeline.nets.resnet_generator import build_generator, init_weights, size_multiple
 
@@ -47,10 +47,16 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------ config
+#: the keys that mean for pix2pix exactly what they mean for CycleGAN: type, default, range and description are
+#: defined once, in `CycleGANConfig`
+_AS_CYCLEGAN = CycleGANConfig.model_fields
+
+
 class Pix2PixConfig(Section):
     """pix2pix paired modality translation (stages 4-5), trained on co-registered slices or patches of one subject.
 
-    The defaults are the demo's budget configuration (a small U-Net trained for a few minutes on 2 CPU cores).
+    The defaults are the demo's budget configuration (a small ResNet generator trained for a few minutes on 2 CPU
+    cores), tuned on the demo's training and validation subjects.
     """
 
     where: ClassVar[str] = "pix2pix"
@@ -58,18 +64,18 @@ class Pix2PixConfig(Section):
     source: str = Field("T1w", description="Input modality (a column of results/preprocess/subjects.tsv).")
     target: str = Field("T2w", description=(
         "Output modality (not the source), on the source's grid; CT outputs are written in Hounsfield units."))
-    spatial_dims: Annotated[Literal[2, 3], INT_CHOICE] = Field(2, description=(
-        "2 for slices, 3 for volumetric patches."))
-    slice_axis: Annotated[Literal[0, 1, 2], INT_CHOICE] = Field(2, description=(
-        "Axis 2D slices are taken across (0 sagittal, 1 coronal, 2 axial on RAS volumes)."))
+    spatial_dims: Annotated[Literal[2, 3], INT_CHOICE] = _AS_CYCLEGAN["spatial_dims"]
+    slice_axis: Annotated[Literal[0, 1, 2], INT_CHOICE] = _AS_CYCLEGAN["slice_axis"]
     patch_size: int = Field(48, ge=0, multiple_of=4, description=(
         "Side of the training crops in voxels (a multiple of the generator's size factor: 8 for the U-Net, 4 "
         "for ResNet; 0 whole slices); also the sliding-window size of inference."))
     batch_size: int = Field(8, ge=1, description="Source/target crop pairs per step.")
     flip: bool = Field(True, description="Random flips of the crops (the same for source and target).")
-    generator: Literal["unet", "resnet"] = Field("unet", description=(
-        "U-Net with skip connections (MONAI's UNet, instance norm, widths ngf..8 ngf, num_res_units residual "
-        "units per level) or the ResNet generator of CycleGAN (n_blocks residual blocks)."))
+    generator: Literal["resnet", "unet"] = Field("resnet", description=(
+        "The ResNet generator of CycleGAN (n_blocks residual blocks) or a U-Net with skip connections (MONAI's "
+        "UNet, instance norm, widths ngf..8 ngf, num_res_units residual units per level). On the demo's 7 training "
+        "subjects the ResNet generalises better (validation SSIM 0.753 against 0.746 for the U-Net; wider or "
+        "longer-trained U-Nets fit the training subjects better and the validation ones worse)."))
     ngf: int = Field(16, ge=1, description="Filters of the generator's first level (64 in the reference).")
     num_res_units: int = Field(1, ge=0, description="Residual units per level of the U-Net (0: plain convolutions).")
     n_blocks: int = Field(4, ge=0, description="Residual blocks of the ResNet generator.")
@@ -81,22 +87,21 @@ class Pix2PixConfig(Section):
         "Adversarial loss of the conditional discriminator; nonsaturating is the paper's log loss, lsgan least "
         "squares."))
     lambda_adv: float = Field(1.0, ge=0, description="Weight of the adversarial term (0: L1 regression only).")
-    lambda_l1: float = Field(100.0, ge=0, description="Weight of the L1 term (100 in the paper).")
+    lambda_l1: float = Field(1000.0, ge=0, description=(
+        "Weight of the L1 term (100 in the paper; the demo's 1000 keeps the GAN's invented texture, which no "
+        "metric against a noisy target rewards, small: U-Net validation SSIM 0.746 against 0.723 at 100)."))
     lr: float = Field(1e-3, gt=0, description=(
         "Adam learning rate of generator and discriminator (the paper's 2e-4 is slow for a short demo run)."))
-    betas: Betas = Field((0.5, 0.999), strict=False, description="Adam betas.")
-    n_steps: int = Field(1000, ge=0, description="Steps at the constant learning rate.")
-    n_steps_decay: int = Field(2000, ge=0, description=(
+    betas: Betas = _AS_CYCLEGAN["betas"]
+    n_steps: int = Field(1500, ge=0, description="Steps at the constant learning rate.")
+    n_steps_decay: int = Field(3000, ge=0, description=(
         "Steps of linear decay of the learning rate to 0 after n_steps."))
-    log_every: int = Field(50, ge=1, description="Steps between log lines / history.csv rows.")
-    checkpoint_every: int = Field(200, ge=1, description=(
-        "Steps between checkpoints (training resumes from the last one)."))
-    precision: PrecisionMode = Field("auto", description=(
-        "Mixed precision on CUDA (auto - bf16 where supported, else fp16); CPU always fp32."))
-    deterministic: bool = Field(True, description="Deterministic kernels where PyTorch has them.")
-    sw_batch_size: int = Field(16, ge=1, description=(
-        "Windows (slices or patches) per forward pass at inference."))
-    overlap: float = Field(0.25, ge=0, lt=1, description="Overlap of inference windows (Gaussian-blended).")
+    log_every: int = _AS_CYCLEGAN["log_every"]
+    checkpoint_every: int = _AS_CYCLEGAN["checkpoint_every"]
+    precision: PrecisionMode = _AS_CYCLEGAN["precision"]
+    deterministic: bool = _AS_CYCLEGAN["deterministic"]
+    sw_batch_size: int = _AS_CYCLEGAN["sw_batch_size"]
+    overlap: float = _AS_CYCLEGAN["overlap"]
     tta: bool = Field(True, description=(
         "Inference: average the translations of every window's 8 flips/transposes (3D: 8 flips; 8x the time)."))
 

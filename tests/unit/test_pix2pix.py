@@ -23,7 +23,7 @@ from tests.unit.test_cyclegan import make_translation_dataset
 
 def tiny_cfg(**overrides) -> Pix2PixConfig:
     """A pix2pix config small enough for unit tests (a step in a few tens of milliseconds)."""
-    base = dict(ngf=4, ndf=4, d_layers=2, patch_size=16, batch_size=2, n_steps=3, n_steps_decay=3, log_every=1,
+    base = dict(ngf=4, n_blocks=1, ndf=4, d_layers=2, patch_size=16, batch_size=2, n_steps=3, n_steps_decay=3, log_every=1,
                 checkpoint_every=2, sw_batch_size=8, tta=False)
     base.update(overrides)
     return Pix2PixConfig(**base)
@@ -164,7 +164,7 @@ def test_generator_loss_is_adversarial_plus_weighted_l1():
 
 @pytest.mark.parametrize(("dims", "generator"), [(2, "unet"), (3, "unet"), (2, "resnet")])
 def test_one_step_in_2d_and_3d(dims, generator):
-    cfg = tiny_cfg(spatial_dims=dims, generator=generator, n_blocks=1)
+    cfg = tiny_cfg(spatial_dims=dims, generator=generator)
     model = Pix2Pix(cfg)
     shape = (2, 1, *([16] * dims))
     model.set_input({"A": torch.rand(shape), "B": torch.rand(shape)})
@@ -184,7 +184,7 @@ def test_config_rules():
 
 def test_unet_patch_size_must_fit_the_generator(data):
     with pytest.raises(ValueError, match="not a multiple of 8"):
-        Pix2Pix.prepare_data(tiny_cfg(patch_size=20), data, 0)
+        Pix2Pix.prepare_data(tiny_cfg(generator="unet", patch_size=20), data, 0)
 
 
 # ------------------------------------------------------------------------------------------ training + inference
@@ -239,8 +239,19 @@ def test_model_file_inference_and_contract(data, tmp_path):
                                                          (2, "resnet", [12, 12]), (3, "resnet", [8, 8, 8])])
 def test_whole_volume_inference_shapes(dims, generator, roi):
     vol = np.random.default_rng(0).random((21, 26, 10)).astype(np.float32)
-    cfg = tiny_cfg(spatial_dims=dims, generator=generator, n_blocks=1)
+    cfg = tiny_cfg(spatial_dims=dims, generator=generator)
     blob = Pix2Pix(cfg, roi_size=[16] * dims).model_file(0)
     net = Pix2Pix.load_generator(blob, None, "cpu")
     out = Pix2Pix.apply(net, vol, blob, roi_size=roi)
     assert out.shape == vol.shape and np.isfinite(out).all() and out.dtype == np.float32
+
+
+def test_shipped_config_block_is_the_demo_recipe():
+    """config.yaml's pix2pix block validates, keeps the default run to SRGAN + CycleGAN and is the family's defaults."""
+    from pipeline.workflow_config import load_workflow_config
+    from tests.conftest import REPO
+
+    cfg = load_workflow_config(REPO / "config" / "config.yaml")
+    assert "pix2pix" not in cfg.models
+    assert cfg.pix2pix == Pix2PixConfig() and cfg.pix2pix.lambda_adv > 0 and cfg.pix2pix.lambda_l1 > 0
+    assert load_workflow_config({"models": ["pix2pix"]}).models == ["pix2pix"]
