@@ -27,7 +27,6 @@ then averages the input down by the same factor and interpolates the output back
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 from collections.abc import Sequence
@@ -40,13 +39,22 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section, to_dict
+from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section
 from pipeline.gan.base import Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.image_pool import ImagePool
 from pipeline.gan.losses import d_loss, g_loss
 from pipeline.gan.schedules import linear_decay
 from pipeline.models.contract import Family, Output, inference_settings
+from pipeline.models.translation import (
+    cached_sampler,
+    crop_roi,
+    generator_range,
+    model_file_entries,
+    place,
+    training_metadata,
+    validate_source_to_target,
+)
 from pipeline.nets.discriminators import patch_discriminator
 from pipeline.nets.interp import downsample, upsample
 from pipeline.nets.resnet_generator import build_generator, init_weights, size_multiple
@@ -178,11 +186,7 @@ class CycleGAN(Family):
         self.cfg = cfg
         self.meta = dict(meta or {})
         self.g_kwargs = generator_kwargs(cfg)
-        self.roi_size = [int(r) for r in roi_size] if roi_size else [cfg.patch_size or 64] * cfg.spatial_dims
-        smallest = 3 * 2**cfg.d_layers
-        if min(self.roi_size) < smallest:
-            raise ValueError(f"cyclegan: crops of {self.roi_size} voxels are too small for a {cfg.d_layers}-layer "
-                             f"PatchGAN discriminator (needs >= {smallest}); raise patch_size or lower d_layers")
+        self.roi_size = crop_roi(self.name, cfg, roi_size)
         g_kw = dict(self.g_kwargs)
         nets: dict[str, nn.Module] = {
             "G_AB": init_weights(build_generator(g_kw.pop("kind"), **g_kw)),
@@ -190,10 +194,8 @@ class CycleGAN(Family):
             "D_A": build_discriminator(cfg),
             "D_B": build_discriminator(cfg),
         }
-        self.channels_last = self.device.type == "cuda" and cfg.spatial_dims == 2
-        for k, net in nets.items():
-            nets[k] = net.to(self.device, memory_format=torch.channels_last) if self.channels_last else net.to(self.device)
-        self.networks = nets
+        self.networks, self.channels_last = place(nets, self.device, cfg.spatial_dims)
+        nets = self.networks
         betas = tuple(cfg.betas)
         self.optimizers = {
             "G": adam(itertools.chain(nets["G_AB"].parameters(), nets["G_BA"].parameters()), lr=cfg.lr, betas=betas),
@@ -219,14 +221,8 @@ class CycleGAN(Family):
         The training volumes are read one at a time and cached on disk in a new folder under `cache_dir`
         (None: the system's temporary folder); `sampler.close()` deletes it.
         """
-        from pipeline.data.cache import VolumeCache
         from pipeline.data.unpaired_sampler import UnpairedSampler
-        from pipeline.data.volumes import (
-            domain_volumes,
-            normalisation_method,
-            recorded_normalisation,
-            subject_names,
-        )
+        from pipeline.data.volumes import domain_volumes
 
         a_vols = domain_volumes(data_dir, cfg.source, "train")
         b_vols = domain_volumes(data_dir, cfg.target, "train")
@@ -234,27 +230,16 @@ class CycleGAN(Family):
         if cfg.patch_size % multiple:
             raise ValueError(f"cyclegan.patch_size {cfg.patch_size} is not a multiple of {multiple}, which the "
                              f"{cfg.generator} generator needs")
-        cache = VolumeCache(cache_dir, prefix="cyclegan-")
-        try:
-            sampler = UnpairedSampler(a_vols, b_vols, cfg, seed, multiple, cache=cache)
-        except BaseException:
-            cache.close()
-            raise
-        meta: dict[str, Any] = {
-            "n_train_subjects": len(sampler.subjects),
-            "normalisation": {m: normalisation_method(recorded_normalisation(data_dir, subject_names(v), m))
-                              for m, v in ((cfg.source, a_vols), (cfg.target, b_vols))},
-        }
+        sampler = cached_sampler(cache_dir, "cyclegan-",
+                                 lambda cache: UnpairedSampler(a_vols, b_vols, cfg, seed, multiple, cache=cache))
+        meta = training_metadata(data_dir, sampler.subjects, cfg, {cfg.source: a_vols, cfg.target: b_vols})
         roi = [sampler.patch[a] for a in sampler.axes]
         return sampler, {"seed": seed, "meta": meta, "roi_size": roi}
 
     # -- the contract ---------------------------------------------------------------------------------
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
         """Take ``A`` and ``B`` (values in [0, 1]) and map them to the generators' [-1, 1]."""
-        self.real = {}
-        for dom in ("A", "B"):
-            x = batch[dom].to(self.device).float() * 2.0 - 1.0
-            self.real[dom] = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        self.real = generator_range(batch, self.device, self.channels_last)
 
     def optimize_step(self, step: int) -> None:
         cfg, nets, amp = self.cfg, self.networks, self.precision
@@ -328,52 +313,17 @@ class CycleGAN(Family):
     # -- export ---------------------------------------------------------------------------------------
     def model_file(self, steps: int) -> dict[str, Any]:
         """The self-describing model file: both generators and everything inference needs (weights_only-safe)."""
-        cfg = self.cfg
-        return {
-            **self.model_file_header("cyclegan"),
-            "generator": {"builder": "pipeline.nets.resnet_generator.build_generator",
-                          "kwargs": copy.deepcopy(self.g_kwargs)},
-            "state_dicts": {d: {k: v.detach().to("cpu") for k, v in self.networks[g].state_dict().items()}
-                            for d, g in (("A2B", "G_AB"), ("B2A", "G_BA"))},
-            "translation": {
-                "source": cfg.source,
-                "target": cfg.target,
-                "spatial_dims": cfg.spatial_dims,
-                "slice_axis": cfg.slice_axis if cfg.spatial_dims == 2 else None,
-                "train_downsample": cfg.train_downsample,
-            },
-            "normalisation": copy.deepcopy(self.meta.get("normalisation", {})),
-            "inference": {"roi_size": list(self.roi_size), "sw_batch_size": cfg.sw_batch_size,
-                          "overlap": cfg.overlap, "tta": cfg.tta},
-            "training": {"steps": steps, "n_train_subjects": self.meta.get("n_train_subjects"),
-                         "config": to_dict(cfg)},
-        }
+        weights = {"state_dicts": {d: {k: v.detach().to("cpu") for k, v in self.networks[g].state_dict().items()}
+                                   for d, g in (("A2B", "G_AB"), ("B2A", "G_BA"))}}
+        return {**self.model_file_header("cyclegan"),
+                **model_file_entries(self, weights, steps, train_downsample=self.cfg.train_downsample)}
 
     def export(self, out_dir: Path) -> list[Path]:
         return [save_checkpoint(self.model_file(self.total_steps), Path(out_dir) / "model.pt")]
 
     def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-        """PSNR (dB) inside the mask of the A -> B translation on validation subjects that have both modalities
-        (output clipped to [0, 1]); logged and returned - a quick check, not the evaluation stage."""
-        from pipeline.data.volumes import domain_volumes
-        from pipeline.gan.checkpoint import load_checkpoint
-
-        a_vols = domain_volumes(data_dir, self.cfg.source, "val")  # read one subject at a time, below
-        b_vols = domain_volumes(data_dir, self.cfg.target, "val")
-        common = sorted(set(a_vols.names) & set(b_vols.names))
-        if not common:
-            return {}
-        blob = load_checkpoint(Path(out_dir) / "model.pt")
-        gen = self.load_generator(blob, "A2B", self.device)
-        vals = []
-        for s in common:
-            out = self.apply(gen, a_vols[a_vols.names.index(s)].image, blob, self.device)
-            b = b_vols[b_vols.names.index(s)]
-            err = (np.clip(out, 0.0, 1.0) - b.image)[b.mask]
-            vals.append(float(10 * np.log10(1.0 / max(float(np.mean(err**2)), 1e-12))))
-        log.info("validation PSNR of %s -> %s in the mask (%d subject(s)): %.2f dB", self.cfg.source,
-                 self.cfg.target, len(common), float(np.mean(vals)))
-        return {"psnr_db": float(np.mean(vals)), "subjects": len(common)}
+        """The A -> B translation's PSNR and MAE on the validation subjects (`translation.validate_source_to_target`)."""
+        return validate_source_to_target(self, data_dir, out_dir, "A2B")
 
     # -- the family contract ---------------------------------------------------------------------------
     @classmethod

@@ -22,7 +22,6 @@ the shared sliding window, optional test-time augmentation).
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,13 +32,22 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section, to_dict
+from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section
 from pipeline.gan.base import Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.losses import d_loss, g_loss, pixel_loss
 from pipeline.gan.schedules import linear_decay
 from pipeline.models.contract import Family, Output
 from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
+from pipeline.models.translation import (
+    cached_sampler,
+    crop_roi,
+    generator_range,
+    model_file_entries,
+    place,
+    training_metadata,
+    validate_source_to_target,
+)
 from pipeline.nets.discriminators import patch_discriminator
 from pipeline.nets.resnet_generator import build_generator, init_weights, size_multiple
 
@@ -157,15 +165,9 @@ class Pix2Pix(Family):
         self.cfg = cfg
         self.meta = dict(meta or {})
         self.g_kwargs = generator_kwargs(cfg)
-        self.roi_size = [int(r) for r in roi_size] if roi_size else [cfg.patch_size or 64] * cfg.spatial_dims
-        smallest = 3 * 2**cfg.d_layers
-        if min(self.roi_size) < smallest:
-            raise ValueError(f"pix2pix: crops of {self.roi_size} voxels are too small for a {cfg.d_layers}-layer "
-                             f"PatchGAN discriminator (needs >= {smallest}); raise patch_size or lower d_layers")
+        self.roi_size = crop_roi(self.name, cfg, roi_size)
         nets = {"G": init_weights(make_generator(self.g_kwargs)), "D": build_discriminator(cfg)}
-        self.channels_last = self.device.type == "cuda" and cfg.spatial_dims == 2
-        fmt = {"memory_format": torch.channels_last} if self.channels_last else {}
-        self.networks = {k: net.to(self.device, **fmt) for k, net in nets.items()}
+        self.networks, self.channels_last = place(nets, self.device, cfg.spatial_dims)
         betas = tuple(cfg.betas)
         self.optimizers = {k: adam(net.parameters(), lr=cfg.lr, betas=betas) for k, net in self.networks.items()}
         decay = linear_decay(cfg.n_steps, cfg.n_steps_decay)
@@ -186,35 +188,22 @@ class Pix2Pix(Family):
         The training volumes are read one subject at a time and cached on disk in a new folder under
         `cache_dir` (None: the system's temporary folder); `sampler.close()` deletes it.
         """
-        from pipeline.data.cache import VolumeCache
         from pipeline.data.paired_sampler import PairedSampler
-        from pipeline.data.volumes import domain_volumes, normalisation_method, recorded_normalisation
+        from pipeline.data.volumes import domain_volumes
 
         vols = {"A": domain_volumes(data_dir, cfg.source, "train"), "B": domain_volumes(data_dir, cfg.target, "train")}
         multiple = size_multiple(make_generator({**generator_kwargs(cfg), "ngf": 1}))
         if cfg.patch_size % multiple:
             raise ValueError(f"pix2pix.patch_size {cfg.patch_size} is not a multiple of {multiple}, which the "
                              f"{cfg.generator} generator needs")
-        cache = VolumeCache(cache_dir, prefix="pix2pix-")
-        try:
-            sampler = PairedSampler(vols, cfg, seed, multiple, cache=cache)
-        except BaseException:
-            cache.close()
-            raise
-        meta: dict[str, Any] = {
-            "n_train_subjects": len(sampler.subjects),
-            "normalisation": {m: normalisation_method(recorded_normalisation(data_dir, sampler.subjects, m))
-                              for m in (cfg.source, cfg.target)},
-        }
+        sampler = cached_sampler(cache_dir, "pix2pix-", lambda cache: PairedSampler(vols, cfg, seed, multiple, cache=cache))
+        meta = training_metadata(data_dir, sampler.subjects, cfg, {cfg.source: vols["A"], cfg.target: vols["B"]})
         return sampler, {"meta": meta, "roi_size": [sampler.patch[a] for a in sampler.axes]}
 
     # -- the contract ---------------------------------------------------------------------------------
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
         """Take ``A`` (source) and ``B`` (its registered target), values in [0, 1], mapped to [-1, 1]."""
-        self.real = {}
-        for dom in ("A", "B"):
-            x = batch[dom].to(self.device).float() * 2.0 - 1.0
-            self.real[dom] = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        self.real = generator_range(batch, self.device, self.channels_last)
 
     def discriminate(self, source: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """The conditional discriminator's logits for `image` given `source` (both (N, 1, *spatial))."""
@@ -266,48 +255,16 @@ class Pix2Pix(Family):
     # -- export ---------------------------------------------------------------------------------------
     def model_file(self, steps: int) -> dict[str, Any]:
         """The self-describing model file: the generator, the contrasts it maps and what inference needs."""
-        cfg = self.cfg
-        return {
-            **self.model_file_header("pix2pix"),
-            "generator": {"builder": "pipeline.nets.resnet_generator.build_generator",
-                          "kwargs": copy.deepcopy(self.g_kwargs)},
-            "state_dict": {k: v.detach().to("cpu") for k, v in self.networks["G"].state_dict().items()},
-            "translation": {"source": cfg.source, "target": cfg.target, "paired": True,
-                            "spatial_dims": cfg.spatial_dims,
-                            "slice_axis": cfg.slice_axis if cfg.spatial_dims == 2 else None, "train_downsample": 1},
-            "normalisation": copy.deepcopy(self.meta.get("normalisation", {})),
-            "inference": {"roi_size": list(self.roi_size), "sw_batch_size": cfg.sw_batch_size,
-                          "overlap": cfg.overlap, "tta": cfg.tta},
-            "training": {"steps": steps, "n_train_subjects": self.meta.get("n_train_subjects"),
-                         "config": to_dict(cfg)},
-        }
+        weights = {"state_dict": {k: v.detach().to("cpu") for k, v in self.networks["G"].state_dict().items()}}
+        return {**self.model_file_header("pix2pix"),
+                **model_file_entries(self, weights, steps, paired=True, train_downsample=1)}
 
     def export(self, out_dir: Path) -> list[Path]:
         return [save_checkpoint(self.model_file(self.total_steps), Path(out_dir) / "model.pt")]
 
     def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-        """PSNR (dB) and MAE inside the mask of the translation of the validation subjects that have both
-        modalities (output clipped to [0, 1]); logged and returned - a quick check, not the evaluation stage."""
-        from pipeline.data.volumes import domain_volumes
-        from pipeline.gan.checkpoint import load_checkpoint
-
-        src, dst = (domain_volumes(data_dir, m, "val") for m in (self.cfg.source, self.cfg.target))
-        subjects = [s for s in src.names if s in dst.names]
-        if not subjects:
-            return {}
-        blob = load_checkpoint(Path(out_dir) / "model.pt")
-        net = self.load_generator(blob, None, self.device)
-        psnr, mae = [], []
-        for s in subjects:
-            truth = dst[dst.names.index(s)]
-            diff = (np.clip(self.apply(net, src[src.names.index(s)].image, blob, self.device), 0, 1) - truth.image)
-            diff = diff[truth.mask]
-            psnr.append(-10.0 * np.log10(max(float(np.mean(diff**2)), 1e-12)))
-            mae.append(float(np.mean(np.abs(diff))))
-        result = {"psnr_db": float(np.mean(psnr)), "mae": float(np.mean(mae)), "subjects": len(subjects)}
-        log.info("validation of %s -> %s in the mask (%d subject(s)): PSNR %.2f dB, MAE %.4f", self.cfg.source,
-                 self.cfg.target, len(subjects), result["psnr_db"], result["mae"])
-        return result
+        """The translation's PSNR and MAE on the validation subjects (`translation.validate_source_to_target`)."""
+        return validate_source_to_target(self, data_dir, out_dir, None)
 
     # -- the family contract ---------------------------------------------------------------------------
     @classmethod
