@@ -269,13 +269,20 @@ def test_a_skipped_output_keeps_its_task():
 
 
 def test_the_families_default_outputs_are_the_demo_tasks():
-    """What the registered families export (`Family.outputs`), passed as JSON, is what evaluation reads."""
+    """What the default families export (`Family.outputs`), passed as JSON, is what evaluation reads; every
+    registered family's outputs parse, and a translation family joins CycleGAN's task block."""
     from pipeline.models import FAMILIES
+    from pipeline.workflow_config import load_workflow_config
 
-    exported = [o.as_dict() for cls in FAMILIES.values() for o in cls.outputs(cls.config_class())]
-    outputs = parse_outputs(json.loads(json.dumps(exported)))
+    def exported(names):
+        return parse_outputs(json.loads(json.dumps(
+            [o.as_dict() for n in names for o in FAMILIES[n].outputs(FAMILIES[n].config_class())])))
+
+    outputs = exported(load_workflow_config({}).models)
     assert sorted(outputs, key=lambda o: o.name) == sorted((Output(**o) for o in OUTPUTS), key=lambda o: o.name)
     assert [t.name for t in _tasks(outputs, {"method": "kspace", "scale": 2})] == ["sr", "translation"]
+    every = exported(FAMILIES)
+    assert [t.name for t in _tasks(every, {"method": "kspace", "scale": 2})] == ["sr", "translation"]
 
 
 def test_outputs_from_a_file(tmp_path):

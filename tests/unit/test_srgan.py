@@ -78,7 +78,7 @@ def test_discriminators_return_features_and_logits(dims):
 def test_build_model_names_the_choices():
     assert "srgan" in FAMILIES
     with pytest.raises(ValueError, match="srgan"):
-        build_model("pix2pix", tiny_cfg())
+        build_model("nosuchfamily", tiny_cfg())
 
 
 @pytest.mark.parametrize(("spatial_dims", "scale", "axes", "shape"),

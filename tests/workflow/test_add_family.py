@@ -53,11 +53,13 @@ def _add_toy_family(repo: Path, env: dict[str, str]) -> None:
     """What a contributor does: the module, its registry entry, its config block, the regenerated schema."""
     shutil.copy(REPO / "tests/workflow/toy_family.py", repo / "pipeline/models/toy.py")
     registry = repo / "pipeline/models/__init__.py"
-    text = registry.read_text()
-    text = text.replace("from pipeline.models.srgan import SRGAN\n",
-                        "from pipeline.models.srgan import SRGAN\nfrom pipeline.models.toy import Toy\n")
-    text = text.replace('"cyclegan": CycleGAN}', '"cyclegan": CycleGAN, "toy": Toy}')
-    registry.write_text(text)
+    lines = registry.read_text().splitlines(keepends=True)
+    last_import = max(i for i, line in enumerate(lines) if line.startswith("from pipeline.models."))
+    lines.insert(last_import + 1, "from pipeline.models.toy import Toy\n")
+    entry = next(i for i, line in enumerate(lines) if line.startswith("FAMILIES"))
+    assert lines[entry].rstrip().endswith("}"), lines[entry]  # the registry is one line: one entry is one edit
+    lines[entry] = lines[entry].rstrip()[:-1] + ', "toy": Toy}\n'
+    registry.write_text("".join(lines))
     with (repo / "config/config.yaml").open("a") as fh:
         fh.write(TOY_BLOCK)
     schema = subprocess.run([sys.executable, "-m", "pipeline.workflow_config"], cwd=repo, env=env, check=True,
