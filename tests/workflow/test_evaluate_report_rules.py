@@ -36,7 +36,8 @@ rule all:
 """
 # The stand-in cohort's LR inputs are 2x in-plane k-space truncations (evaluation checks them against this).
 FAST = ("input_dir: stash\npreprocess:\n  sr:\n    scale: 2\n    method: kspace\n    axes: inplane\n"
-        "evaluate:\n  bootstrap_resamples: 1000\n  figure_dpi: 60\n")
+        "evaluate:\n  bootstrap_resamples: 1000\n  figure_dpi: 60\n"
+        "export:\n  bids: false\n")  # this stand-in workflow has no export rules
 
 
 def _workflow(tmp_path: Path, *, test_t2w: bool = True) -> Path:
