@@ -63,11 +63,10 @@ def paired_generator(subjects_tsv: Path, blob: dict, source: str, target: str, s
     import torch
 
     from pipeline.io.tables import read_tsv
-    from pipeline.models.cyclegan import build_generator
+    from pipeline.nets.resnet_generator import generator_from_kwargs
 
     torch.manual_seed(seed)
-    kw = dict(blob["generator"]["kwargs"])
-    net = build_generator(kw.pop("kind"), **kw)
+    net = generator_from_kwargs(blob["generator"]["kwargs"])
     info = blob["translation"]
     axis, crop, batch_size = info["slice_axis"], int(blob["inference"]["roi_size"][0]), 8
     # The table's paths are relative to the cohort's folder, not to the current directory (where

@@ -84,8 +84,8 @@ def plan(rows: Sequence[Mapping[str, Any]], outputs_: Sequence[Output], eval_spl
     splits = list(eval_splits)
     where = "/".join(splits)
     skipped: dict[str, str] = {}
+    train = [r for r in rows if r["split"] == "train"]
     for out in outputs_:
-        train = [r for r in rows if r["split"] == "train"]
         if not any(_has(r, out.input) for r in train) or not any(_has(r, out.truth) for r in train):
             skipped[out.name] = f"no training subject has {_modalities(out.input, out.truth)}"
         elif not any(r["split"] in splits and _has(r, out.input, out.truth) for r in rows):

@@ -32,9 +32,18 @@ def section_json(name):
     return json.dumps(config[name])
 
 
+_SUBJECTS = {}  # (path, mtime, size) -> rows: input functions run once per job, the table is read once
+
+
 def preprocessed_rows(splits=None):
     """The rows of the preprocess checkpoint's subjects.tsv (those of `splits`, when given)."""
-    return read_subjects(checkpoints.preprocess_scans.get().output.subjects, splits)
+    path = checkpoints.preprocess_scans.get().output.subjects
+    stat = os.stat(path)
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key not in _SUBJECTS:
+        _SUBJECTS.clear()
+        _SUBJECTS[key] = read_subjects(path)
+    return [r for r in _SUBJECTS[key] if splits is None or r["split"] in splits]
 
 
 def subjects_with(splits, *columns):

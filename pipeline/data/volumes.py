@@ -74,17 +74,6 @@ def sr_pairs(data_dir: str | Path, modality: str, split: str | Sequence[str]) ->
     return LazyVolumes([r["subject"] for r in kept], lambda i: _read_sr_pair(kept[i], modality))
 
 
-def load_sr_pairs(data_dir: str | Path, modality: str, split: str | Sequence[str]) -> list[SRPair]:
-    """Read the SR pairs of one or several splits from `data_dir/subjects.tsv` (the preprocessing output)
-    into memory (all of them: `sr_pairs` reads them lazily)."""
-    table = Path(data_dir) / "subjects.tsv"
-    pairs = list(sr_pairs(data_dir, modality, split))
-    factors = {sr_factors(p.hr.shape, p.lr.shape) for p in pairs}
-    if len(factors) > 1:
-        raise ValueError(f"{table}: subjects have different upsampling factors {sorted(factors)}")
-    return pairs
-
-
 # ------------------------------------------------------------------------------------------ one modality
 @dataclasses.dataclass
 class Volume:
@@ -116,11 +105,6 @@ def domain_volumes(data_dir: str | Path, modality: str, split: str | Sequence[st
         raise ValueError(f"{table}: no column {modality!r} (columns: {', '.join(rows[0])})")
     kept = [r for r in rows if r.get(modality) is not None and r.get("mask") is not None]
     return LazyVolumes([r["subject"] for r in kept], lambda i: _read_volume(kept[i], modality))
-
-
-def load_domain(data_dir: str | Path, modality: str, split: str | Sequence[str]) -> list[Volume]:
-    """The volumes of `modality` of the subjects of `split`, all read into memory (see `domain_volumes`)."""
-    return list(domain_volumes(data_dir, modality, split))
 
 
 def subject_names(vols: Sequence[Any]) -> list[str]:

@@ -14,7 +14,6 @@ generator) and from the model files themselves.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,8 +25,6 @@ from pipeline import __version__
 from pipeline.gan.base import GANModel
 
 MODEL_FORMAT = "medgan-model/1"
-#: evaluation tasks: which baselines an output is compared with (`pipeline.evaluation`)
-TASKS = ("sr", "translation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +34,7 @@ class Output:
     name: str  #: results/infer/<name>/ and results/metrics/<name>.csv
     family: str  #: results/models/<family>/ holds its model file, history.csv and train_summary.json
     model_file: str  #: the model file's name in results/models/<family>/
-    task: str  #: one of TASKS
+    task: str  #: an evaluation task kind (`pipeline.evaluation.tasks.TASK_KINDS`: sr, translation)
     input: str  #: the subjects.tsv column of the input scan
     truth: str  #: the subjects.tsv column of the ground truth
     desc: str  #: outputs are results/infer/<name>/<subject>_<desc>.nii.gz
@@ -124,8 +121,3 @@ def load_model_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a model file of this pipeline (format {found!r}, expected "
                          f"{MODEL_FORMAT!r}; checkpoints/last.pt is a training checkpoint, use model.pt)")
     return blob
-
-
-def subset(section: dict[str, Any], keys: Sequence[str], keep: bool) -> dict[str, Any]:
-    """`section` with only (`keep`) or without (not `keep`) `keys`."""
-    return {k: v for k, v in section.items() if (k in keys) == keep}

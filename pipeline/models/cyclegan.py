@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section
+from pipeline.config import INT_CHOICE, Betas, PrecisionMode, Section
 from pipeline.gan.base import Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.image_pool import ImagePool
@@ -48,6 +48,7 @@ from pipeline.gan.schedules import linear_decay
 from pipeline.models.contract import Family, Output, inference_settings
 from pipeline.models.translation import (
     cached_sampler,
+    check_translation_config,
     crop_roi,
     generator_range,
     model_file_entries,
@@ -57,7 +58,7 @@ from pipeline.models.translation import (
 )
 from pipeline.nets.discriminators import patch_discriminator
 from pipeline.nets.interp import downsample, upsample
-from pipeline.nets.resnet_generator import build_generator, init_weights, size_multiple
+from pipeline.nets.resnet_generator import build_generator, generator_from_kwargs, init_weights, size_multiple
 from pipeline.nets.windows import as_batch, from_batch, sliding_window
 
 log = logging.getLogger(__name__)
@@ -136,10 +137,7 @@ class CycleGANConfig(Section):
 
     @model_validator(mode="after")
     def _rules(self) -> CycleGANConfig:
-        if self.n_steps + self.n_steps_decay < 1:
-            raise Invalid(None, "n_steps + n_steps_decay must be >= 1")
-        if self.source == self.target:
-            raise Invalid(None, f"source and target are both {self.source!r}")
+        check_translation_config(self)
         return self
 
 #: factor between the reference implementation's generator term and `g_loss` (see the module docstring)
@@ -187,10 +185,9 @@ class CycleGAN(Family):
         self.meta = dict(meta or {})
         self.g_kwargs = generator_kwargs(cfg)
         self.roi_size = crop_roi(self.name, cfg, roi_size)
-        g_kw = dict(self.g_kwargs)
         nets: dict[str, nn.Module] = {
-            "G_AB": init_weights(build_generator(g_kw.pop("kind"), **g_kw)),
-            "G_BA": init_weights(build_generator(self.g_kwargs["kind"], **g_kw)),
+            "G_AB": init_weights(generator_from_kwargs(self.g_kwargs)),
+            "G_BA": init_weights(generator_from_kwargs(self.g_kwargs)),
             "D_A": build_discriminator(cfg),
             "D_B": build_discriminator(cfg),
         }
@@ -336,8 +333,7 @@ class CycleGAN(Family):
     def load_generator(cls, blob: dict[str, Any], direction: str | None, device: str | torch.device) -> nn.Module:
         """The generator of `direction` (A2B: source -> target, B2A: back), in eval mode."""
         direction = cls.direction(direction)
-        kw = dict(blob["generator"]["kwargs"])
-        net = build_generator(kw.pop("kind"), **kw)
+        net = generator_from_kwargs(blob["generator"]["kwargs"])
         net.load_state_dict(blob["state_dicts"][direction])
         return net.to(torch.device(device)).eval()
 

@@ -41,6 +41,7 @@ from pipeline.models.contract import Family, Output
 from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
 from pipeline.models.translation import (
     cached_sampler,
+    check_translation_config,
     crop_roi,
     generator_range,
     model_file_entries,
@@ -49,7 +50,7 @@ from pipeline.models.translation import (
     validate_source_to_target,
 )
 from pipeline.nets.discriminators import patch_discriminator
-from pipeline.nets.resnet_generator import build_generator, init_weights, size_multiple
+from pipeline.nets.resnet_generator import generator_from_kwargs, init_weights, size_multiple
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +116,7 @@ class Pix2PixConfig(Section):
 
     @model_validator(mode="after")
     def _rules(self) -> Pix2PixConfig:
-        if self.n_steps + self.n_steps_decay < 1:
-            raise Invalid(None, "n_steps + n_steps_decay must be >= 1")
-        if self.source == self.target:
-            raise Invalid(None, f"source and target are both {self.source!r}")
+        check_translation_config(self)
         if self.lambda_adv == 0 and self.lambda_l1 == 0:
             raise Invalid(None, "lambda_adv and lambda_l1 are both 0: the generator would learn nothing")
         return self
@@ -130,11 +128,6 @@ def generator_kwargs(cfg: Pix2PixConfig) -> dict[str, Any]:
     if cfg.generator == "resnet":
         return {"kind": f"resnet_{cfg.n_blocks}blocks", "spatial_dims": cfg.spatial_dims, "ngf": cfg.ngf}
     return {"kind": "unet", "spatial_dims": cfg.spatial_dims, "ngf": cfg.ngf, "num_res_units": cfg.num_res_units}
-
-
-def make_generator(kwargs: dict[str, Any]) -> nn.Module:
-    kw = dict(kwargs)
-    return build_generator(kw.pop("kind"), **kw)
 
 
 def build_discriminator(cfg: Pix2PixConfig) -> nn.Module:
@@ -166,7 +159,7 @@ class Pix2Pix(Family):
         self.meta = dict(meta or {})
         self.g_kwargs = generator_kwargs(cfg)
         self.roi_size = crop_roi(self.name, cfg, roi_size)
-        nets = {"G": init_weights(make_generator(self.g_kwargs)), "D": build_discriminator(cfg)}
+        nets = {"G": init_weights(generator_from_kwargs(self.g_kwargs)), "D": build_discriminator(cfg)}
         self.networks, self.channels_last = place(nets, self.device, cfg.spatial_dims)
         betas = tuple(cfg.betas)
         self.optimizers = {k: adam(net.parameters(), lr=cfg.lr, betas=betas) for k, net in self.networks.items()}
@@ -192,7 +185,7 @@ class Pix2Pix(Family):
         from pipeline.data.volumes import domain_volumes
 
         vols = {"A": domain_volumes(data_dir, cfg.source, "train"), "B": domain_volumes(data_dir, cfg.target, "train")}
-        multiple = size_multiple(make_generator({**generator_kwargs(cfg), "ngf": 1}))
+        multiple = size_multiple(generator_from_kwargs({**generator_kwargs(cfg), "ngf": 1}))
         if cfg.patch_size % multiple:
             raise ValueError(f"pix2pix.patch_size {cfg.patch_size} is not a multiple of {multiple}, which the "
                              f"{cfg.generator} generator needs")
@@ -276,7 +269,7 @@ class Pix2Pix(Family):
     def load_generator(cls, blob: dict[str, Any], direction: str | None, device: str | torch.device) -> nn.Module:
         """The source -> target generator, in eval mode (pix2pix files hold one: no `direction`)."""
         cls.direction(direction)
-        net = make_generator(blob["generator"]["kwargs"])
+        net = generator_from_kwargs(blob["generator"]["kwargs"])
         net.load_state_dict(blob["state_dict"])
         return net.to(torch.device(device)).eval()
 

@@ -14,9 +14,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import to_dict
+from pipeline.config import Invalid, to_dict
 
 log = logging.getLogger(__name__)
+
+
+def check_translation_config(cfg: Any) -> None:
+    """The cross-key rules of a translation family's config: some steps, two different modalities."""
+    if cfg.n_steps + cfg.n_steps_decay < 1:
+        raise Invalid(None, "n_steps + n_steps_decay must be >= 1")
+    if cfg.source == cfg.target:
+        raise Invalid(None, f"source and target are both {cfg.source!r}")
 
 
 def crop_roi(name: str, cfg: Any, roi_size: Sequence[int] | None) -> list[int]:

@@ -149,6 +149,12 @@ def build_generator(kind: str, spatial_dims: int, in_channels: int = 1, out_chan
     raise ValueError(f"unknown generator {kind!r}; choose resnet_<n>blocks (e.g. resnet_9blocks) or unet")
 
 
+def generator_from_kwargs(kwargs: dict[str, Any]) -> nn.Module:
+    """`build_generator` from a model file's ``generator.kwargs`` (its ``kind`` and the constructor arguments)."""
+    kw = dict(kwargs)
+    return build_generator(kw.pop("kind"), **kw)
+
+
 def size_multiple(net: nn.Module) -> int:
     """The factor a generator's input sizes must divide by."""
     return int(getattr(net, "multiple", PAD_MULTIPLE))
