@@ -27,6 +27,9 @@ Protocol (written into `results/metrics/summary.json` and shown in the report):
 - Statistics per task and method: n, mean, SD (ddof 1), percentile-bootstrap CI of the mean (seeded);
   model - baseline paired differences per subject with their bootstrap CI and a two-sided Wilcoxon
   signed-rank p-value (`scipy.stats.wilcoxon`); with fewer than 2 subjects CIs and p-values are null.
-  Verdict per metric: `better`/`worse` when the CI of the difference excludes 0 and p < 1 - confidence,
-  else `inconclusive` (with fewer than 6 subjects the exact two-sided test cannot reach p < 0.05).
+  Verdict per metric: `worse` whenever the CI of the difference lies entirely on the bad side of 0 (below
+  0 for PSNR/SSIM, above for MAE/NRMSE), whatever p (with fewer than 6 subjects the exact two-sided test
+  cannot reach p < 0.05, and a model that loses on every subject must still be called worse; the comparison's
+  `note` says so); `better` only when the CI lies entirely on the good side and p < 1 - confidence; else
+  `inconclusive` (`n/a` without a CI).
 """

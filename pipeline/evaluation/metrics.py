@@ -92,8 +92,9 @@ def protocol(cfg: EvaluateConfig) -> dict[str, Any]:
         "ci": f"percentile bootstrap of the mean, {cfg.bootstrap_resamples} resamples, "
         f"{round(cfg.confidence * 100)}% level, seed {cfg.seed}",
         "test": "paired per-subject differences (model - baseline); two-sided Wilcoxon signed-rank test "
-        f"(scipy.stats.wilcoxon); verdict better/worse when the CI of the mean difference excludes 0 and "
-        f"p < {1 - cfg.confidence:g}, otherwise inconclusive",
+        f"(scipy.stats.wilcoxon); verdict worse whenever the CI of the mean difference lies entirely on the bad "
+        f"side of 0 (below 0 for PSNR/SSIM, above 0 for MAE/NRMSE), whatever p; better only when it lies entirely "
+        f"on the good side and p < {1 - cfg.confidence:g}; otherwise inconclusive",
         "confidence": cfg.confidence,
         "splits": list(cfg.splits),
     }

@@ -67,22 +67,40 @@ def wilcoxon_p(diffs: Sequence[float]) -> tuple[float | None, str]:
 
 
 def compare(model: Sequence[float], baseline: Sequence[float], metric: str, cfg: EvaluateConfig) -> dict[str, Any]:
-    """Paired comparison model - baseline of one metric over the same subjects (in the same order)."""
+    """Paired comparison model - baseline of one metric over the same subjects (in the same order).
+
+    Verdict: `worse` as soon as the bootstrap CI of the mean difference lies entirely on the bad side of 0,
+    whatever the Wilcoxon p-value (a model that loses on every subject must be called worse even with too few
+    subjects for the test; `note` says when p is not below alpha); `better` only when the CI lies entirely on
+    the good side of 0 and p < alpha; `n/a` without a CI (fewer than 2 pairs) or, short of `worse`, without a
+    p-value; otherwise `inconclusive`.
+    """
     pairs = [(m, b) for m, b in zip(model, baseline, strict=True) if math.isfinite(m) and math.isfinite(b)]
     diffs = [m - b for m, b in pairs]
     lo, hi = bootstrap_ci(diffs, cfg)
     p, note = wilcoxon_p(diffs)
     mean = float(np.mean(diffs)) if diffs else None
     alpha = 1.0 - cfg.confidence
-    if lo is None or hi is None or p is None:
+    higher = HIGHER_IS_BETTER[metric]
+    # The smallest two-sided exact Wilcoxon p-value with n pairs is 2 / 2^n.
+    cannot_reach = f"n = {len(diffs)} is too few for the Wilcoxon test to reach p < {alpha:g}"
+    too_few = 2.0 ** (1 - len(diffs)) >= alpha
+    if lo is None or hi is None:
         verdict = "n/a"
-    elif (lo > 0 or hi < 0) and p < alpha:
-        improved = (lo > 0) == HIGHER_IS_BETTER[metric]
-        verdict = "better" if improved else "worse"
+    elif (hi < 0) if higher else (lo > 0):
+        verdict = "worse"
+        if p is None or p >= alpha:
+            side = "below" if higher else "above"
+            why = cannot_reach if too_few else (note or f"Wilcoxon p = {p:.2g}, not significant")
+            note = f"the CI lies {side} 0; {why}"
+    elif p is None:
+        verdict = "n/a"
+    elif ((lo > 0) if higher else (hi < 0)) and p < alpha:
+        verdict = "better"
     else:
         verdict = "inconclusive"
-        if 2.0 ** (1 - len(diffs)) >= alpha and not note:  # the smallest two-sided exact p with n pairs
-            note = f"with n = {len(diffs)} the Wilcoxon test cannot reach p < {alpha:g}"
+        if too_few and not note:
+            note = cannot_reach
     return {
         "n": len(diffs),
         "mean_diff": mean,
@@ -90,6 +108,6 @@ def compare(model: Sequence[float], baseline: Sequence[float], metric: str, cfg:
         "ci_high": hi,
         "wilcoxon_p": p,
         "note": note,
-        "higher_is_better": HIGHER_IS_BETTER[metric],
+        "higher_is_better": higher,
         "verdict": verdict,
     }

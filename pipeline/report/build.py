@@ -161,6 +161,25 @@ def _not_evaluated(summary: dict) -> tuple[dict[str, list[dict]], dict[str, dict
     return within, alone
 
 
+def _validation_warnings(trained: dict[str, dict]) -> dict[str, dict]:
+    """Output -> what the report warns about it: the outputs training's validation check listed as `losing`
+    (validation PSNR below the strongest interpolation baseline's), with both PSNRs and the number of
+    validation subjects. Training summaries without `losing` (older files) give no warning."""
+    warnings: dict[str, dict] = {}
+    for family, meta in trained.items():
+        val = meta.get("validation") or {}
+        psnr = val.get("psnr_db", {})
+        for name in val.get("losing", []):
+            warnings[name] = {
+                "family": family,
+                "psnr": psnr.get(name),
+                "baseline": val.get("baseline") or "the interpolation baseline",
+                "baseline_psnr": psnr.get(val.get("baseline", "")),
+                "subjects": val.get("subjects"),
+            }
+    return warnings
+
+
 def build_report(
     summary_path: Path,
     out_dir: Path,
@@ -216,6 +235,7 @@ def build_report(
     bench = read_benchmarks(benchmarks)
     skipped_in, skipped_tasks = _not_evaluated(summary)
     wf_config = read_workflow_config(workflow_config)
+    trained = training_summaries(models_dir, list(families))
     common = {
         "title": cfg.title,
         "decimals": cfg.decimals,
@@ -246,7 +266,8 @@ def build_report(
         "total_seconds": sum(b["seconds"] for b in bench) if bench else None,
         "ingest": ingest_summary(manifest, str(wf_config.get("input_dir") or "")),
         "device": device_info(),
-        "trained": training_summaries(models_dir, list(families)),
+        "trained": trained,
+        "losing": _validation_warnings(trained),
         "versions": versions(),
         "workflow_config": workflow_config_text(wf_config),
         "evaluate_config": json.dumps(summary.get("config", {}), indent=2),

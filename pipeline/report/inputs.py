@@ -190,8 +190,27 @@ def training_summaries(models_dir: Path | None, families: list[str]) -> dict[str
                 "seconds": _float(meta.get("train_seconds")),
                 "threads": meta.get("threads"),
                 "parameters": params if isinstance(params, dict) else {},
+                "validation": _validation(meta.get("validation")),
             }
     return out
+
+
+def _validation(entry: Any) -> dict[str, Any]:
+    """The training-time validation check of a train_summary.json, for the report's warnings: `psnr_db`
+    (name -> dB), `subjects`, `baseline` (the strongest interpolation baseline) and `losing` (the exported
+    outputs whose validation PSNR is below the baseline's); empty when absent or malformed (older files)."""
+    if not isinstance(entry, dict):
+        return {}
+    psnr = entry.get("psnr_db")
+    psnr = {str(k): v for k, v in psnr.items() if _float(v) is not None} if isinstance(psnr, dict) else {}
+    losing = entry.get("losing")
+    subjects = entry.get("subjects")
+    return {
+        "psnr_db": {k: float(v) for k, v in psnr.items()},
+        "subjects": subjects if isinstance(subjects, int) and not isinstance(subjects, bool) else None,
+        "baseline": str(entry.get("baseline") or ""),
+        "losing": [str(x) for x in losing] if isinstance(losing, list) else [],
+    }
 
 
 def device_info() -> dict[str, Any]:

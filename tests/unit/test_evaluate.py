@@ -152,13 +152,43 @@ def test_paired_comparison_directions():
     # Lower is better for MAE: a larger error is worse.
     worse = st.compare(list(base + 1), list(base), "mae", CFG)
     assert worse["verdict"] == "worse"
-    # Too few subjects for the test: the interval may exclude 0 but the verdict stays open, with the reason.
+    # Too few subjects for the test: an interval above 0 does not make "better" (it stays open, with the reason)...
     few = st.compare([31.0, 32.0, 33.0], [30.0, 30.5, 31.0], "psnr", CFG)
-    assert few["verdict"] == "inconclusive" and "cannot reach" in few["note"]
+    assert few["ci_low"] > 0 and few["wilcoxon_p"] > 0.05
+    assert few["verdict"] == "inconclusive" and "n = 3 is too few" in few["note"]
     one = st.compare([31.0], [30.0], "psnr", CFG)
     assert one["verdict"] == "n/a" and one["wilcoxon_p"] is None and "n = 1" in one["note"]
     same = st.compare([30.0, 31.0], [30.0, 31.0], "psnr", CFG)
     assert same["wilcoxon_p"] == 1.0 and same["verdict"] == "inconclusive"
+
+
+def test_worse_needs_no_significance_better_does():
+    """A CI entirely on the bad side of 0 is "worse" whatever p (n = 3: the Wilcoxon test cannot reach
+    p < 0.05), with a note saying so; the same CI on the good side stays "inconclusive". MAE/NRMSE: lower is
+    better, so the bad side is above 0."""
+    base = [30.0, 30.5, 31.0]
+    worse = st.compare([28.0, 29.0, 29.2], base, "psnr", CFG)
+    assert worse["ci_high"] < 0 and worse["wilcoxon_p"] > 0.05
+    assert worse["verdict"] == "worse"
+    assert "CI lies below 0" in worse["note"] and "n = 3 is too few" in worse["note"]
+    assert st.compare([31.0, 32.0, 33.0], base, "psnr", CFG)["verdict"] == "inconclusive"  # mirror image: not better
+    assert st.compare([0.6, 0.7, 0.75], [0.8, 0.82, 0.9], "ssim", CFG)["verdict"] == "worse"
+    # Lower is better: a larger MAE (CI above 0) is worse, a smaller one (CI below 0) only inconclusive.
+    mae_worse = st.compare([0.05, 0.06, 0.065], [0.03, 0.035, 0.04], "mae", CFG)
+    assert mae_worse["ci_low"] > 0 and mae_worse["verdict"] == "worse" and "CI lies above 0" in mae_worse["note"]
+    mae_less = st.compare([0.03, 0.035, 0.04], [0.05, 0.06, 0.065], "mae", CFG)
+    assert mae_less["ci_high"] < 0 and mae_less["verdict"] == "inconclusive"
+    assert st.compare([0.3, 0.32, 0.35], [0.2, 0.21, 0.22], "nrmse", CFG)["verdict"] == "worse"
+    # An interval straddling 0 is inconclusive, even when the mean is on the bad side.
+    assert st.compare([29.0, 31.2, 30.4], base, "psnr", CFG)["verdict"] == "inconclusive"
+    # Enough subjects and significant: worse, with no note; many subjects and a clear gain: better.
+    rng = np.random.default_rng(2)
+    b10 = rng.normal(30, 1, size=10)
+    sig = st.compare(list(b10 - 1 + 0.05 * rng.standard_normal(10)), list(b10), "psnr", CFG)
+    assert sig["verdict"] == "worse" and sig["wilcoxon_p"] < 0.05 and sig["note"] == ""
+    assert st.compare(list(b10 + 1 + 0.05 * rng.standard_normal(10)), list(b10), "psnr", CFG)["verdict"] == "better"
+    # Two subjects, both lost: still worse (a CI without a significant test).
+    assert st.compare([29.0, 29.5], [30.0, 31.0], "psnr", CFG)["verdict"] == "worse"
 
 
 # ------------------------------------------------------------------------------------------ baselines
