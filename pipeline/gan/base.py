@@ -135,6 +135,17 @@ class GANModel:
     def visuals(self) -> dict[str, torch.Tensor]:
         return {}
 
+    #: steps (counted as steps done) at which the loop also checkpoints and calls `validation_step`, e.g. the end
+    #: of a training phase
+    milestones: tuple[int, ...] = ()
+
+    def validation_step(self, step: int) -> int | None:
+        """Called by the loop at every checkpoint step (`step` steps done), before the checkpoint is written:
+        model selection on validation data. Return None to go on, or a later step to continue from (a phase
+        ended early because validation stopped improving; the schedules are advanced to it). Any state it keeps
+        belongs in `extra_state` so a resumed run selects exactly as an uninterrupted one."""
+        return None
+
     def export(self, out_dir: Path) -> list[Path]:
         """Write the model file(s) for inference into `out_dir`; return their paths."""
         raise NotImplementedError

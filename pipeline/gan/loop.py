@@ -261,7 +261,8 @@ def train(
                 if bar is not None:
                     bar.update(1)
                 log_now = step % settings.log_every == 0 or step == total
-                ckpt_now = step % settings.checkpoint_every == 0 or step == total
+                ckpt_now = (step % settings.checkpoint_every == 0 or step == total
+                            or step in getattr(model, "milestones", ()))
                 if not (log_now or ckpt_now):
                     continue
                 # the only host synchronisation: read (and check) the losses before logging or checkpointing
@@ -293,6 +294,16 @@ def train(
                     acc.reset()
                     t_interval = now
                 if ckpt_now:
+                    # model selection on the validation subjects (before the checkpoint, which holds its state);
+                    # the model may end a phase early (no improvement): the loop continues from the step it says
+                    jump = model.validation_step(step)
+                    if jump is not None and jump > step:
+                        for sched in model.schedulers.values():  # the schedules continue as if steps had run
+                            sched.last_epoch = jump - 1
+                            sched.step()
+                        if bar is not None:
+                            bar.update(jump - step)
+                        step = jump
                     checkpoint(step, elapsed_before + time.perf_counter() - t0)
                     last_good = step
     finally:
