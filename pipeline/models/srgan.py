@@ -121,6 +121,14 @@ class SRGANConfig(Section):
         "Inference: average the generator's residual over the flips (and in-plane transposes) of the input, "
         "undone on the output (self-ensemble; 8x the inference compute; on the demo it did not help: 21.36 vs "
         "21.40 dB)."))
+    data_consistency: bool = Field(True, description=(
+        "Inference: correct the output so that it degrades exactly to its input, by the smallest change that does "
+        "(`pipeline.imaging.degrade.data_consistency`: for kspace LR the output's central k-space band is replaced "
+        "by the measured one; block means and bicubic: their pseudo-inverse), using the degradation the model file "
+        "records (skipped, with a warning, where it records none). It only fixes what the input measured: on a "
+        "real 1 mm T1w at x4 in-plane kspace it raised bicubic from 20.55 to 20.87 dB and zerofill + a smooth "
+        "0.05 error from 20.06 to 21.04 dB, but zerofill + 0.05 white noise only from 19.84 to 19.90 dB (the "
+        "1/16 of the noise inside the measured band)."))
 
     @model_validator(mode="after")
     def _rules(self) -> SRGANConfig:
@@ -222,7 +230,7 @@ class SRGAN(Family):
     name: ClassVar[str] = "srgan"
     config_class: ClassVar[type] = SRGANConfig
     file_task: ClassVar[str] = "super-resolution"
-    inference_keys: ClassVar[tuple[str, ...]] = ("roi_size", "sw_batch_size", "overlap", "tta")
+    inference_keys: ClassVar[tuple[str, ...]] = ("roi_size", "sw_batch_size", "overlap", "tta", "data_consistency")
     loss_names: ClassVar[tuple[str, ...]] = ("pixel", "adv", "fm", "G", "D", "d_real", "d_fake")
 
     def __init__(
@@ -435,10 +443,31 @@ class SRGAN(Family):
     @classmethod
     def apply(cls, generator: nn.Module, volume: np.ndarray, blob: dict[str, Any],
               device: str | torch.device = "cpu", **settings: Any) -> np.ndarray:
+        """`super_resolve` with the model file's inference settings (overridden by the non-None `settings`), then,
+        with `data_consistency` (default: on), corrected to degrade exactly to `volume` by the recorded degradation."""
+        from pipeline.evaluation.cases import AXES
+        from pipeline.imaging.degrade import DEGRADE_METHODS, data_consistency
+
         s = inference_settings(blob, **settings)
-        return super_resolve(volume, generator, blob["sr"], device, roi_size=s.get("roi_size", 64),
-                             sw_batch_size=s.get("sw_batch_size", 16), overlap=s.get("overlap", 0.25),
-                             precision=s.get("precision", "auto"), tta=s.get("tta", False))
+        out = super_resolve(volume, generator, blob["sr"], device, roi_size=s.get("roi_size", 64),
+                            sw_batch_size=s.get("sw_batch_size", 16), overlap=s.get("overlap", 0.25),
+                            precision=s.get("precision", "auto"), tta=s.get("tta", False))
+        if not s.get("data_consistency", True):
+            return out
+        degradation = blob.get("degradation") or {}
+        method, factors = degradation.get("method"), [int(f) for f in blob["sr"]["factors"]]
+        axes = tuple(a for a, f in enumerate(factors) if f > 1)
+        recorded = degradation.get("axes", axes)
+        recorded = AXES.get(recorded) if isinstance(recorded, str) else tuple(int(a) for a in recorded)
+        if method not in DEGRADE_METHODS:
+            log.warning("data consistency skipped: the model file records no known degradation (%r)", method)
+        elif not axes or len({factors[a] for a in axes}) != 1 or recorded != axes \
+                or int(degradation.get("scale", factors[axes[0]])) != factors[axes[0]]:
+            log.warning("data consistency skipped: the model's factors %s do not match its recorded degradation %s",
+                        factors, degradation)
+        else:
+            out = data_consistency(out, volume, factors[axes[0]], method, axes)
+        return out
 
     @classmethod
     def output_affine(cls, affine: np.ndarray, blob: dict[str, Any]) -> np.ndarray:

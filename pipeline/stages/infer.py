@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=float, default=None, help="window overlap in [0, 1) (default: the model's)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="self-ensemble over flips/transposes (default: the model's setting)")
+    parser.add_argument("--data-consistency", action=argparse.BooleanOptionalAction, default=None,
+                        help="super-resolution: correct the output to degrade exactly to the input, by the "
+                        "model's recorded degradation (default: the model's setting, else on)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
 
 
@@ -37,5 +40,6 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     infer_scan(args.model, args.input, args.output, direction=args.direction, normalise=args.normalise,
                device=args.device, roi_size=args.roi_size, sw_batch_size=args.sw_batch_size,
+               data_consistency=args.data_consistency,
                overlap=args.overlap, tta=args.tta)
     return 0
