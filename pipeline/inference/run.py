@@ -74,12 +74,16 @@ def infer_array(family: Any, blob: dict[str, Any], generator: Any, data: np.ndar
 
 
 def infer_scan(model: str | Path, input_path: str | Path, output: str | Path, direction: str | None = None,
-               normalise: bool = False, device: str = "auto", **settings: Any) -> Path:
+               normalise: bool = False, device: str = "auto", resolution_mismatch: str = "refuse",
+               **settings: Any) -> Path:
     """Apply the model file `model` to the scan `input_path`, write `output` (NIfTI); see the module docstring.
 
     `direction` picks the generator of a file that holds several (CycleGAN: A2B, B2A); `settings` override the
     model file's inference settings (roi_size, sw_batch_size, overlap, tta; None: the file's).
+    `resolution_mismatch` (refuse | resample | ignore): what to do when the scan's voxel size is not the one the
+    model was trained on (see `pipeline.inference.resolution`).
     """
+    from pipeline.inference.resolution import infer_resampled, needs_resampling
     from pipeline.inference.scans import read_scan
     from pipeline.io.nifti import save_nifti
     from pipeline.models import family_of
@@ -91,9 +95,15 @@ def infer_scan(model: str | Path, input_path: str | Path, output: str | Path, di
     (src, _), (dst, _) = family.io_modalities(blob, direction)
     dev = device_for(device)
     data, affine = read_scan(input_path)
+    resample = needs_resampling(blob, affine, resolution_mismatch, str(input_path))
     generator = family.load_generator(blob, direction, dev)
     started = time.perf_counter()
-    out, unit = infer_array(family, blob, generator, data, direction, normalise, dev, str(input_path), **settings)
+    if resample:
+        out, unit = infer_resampled(lambda x: infer_array(family, blob, generator, x, direction, normalise, dev,
+                                                          str(input_path), **settings),
+                                    data, affine, blob, family.output_affine(affine, blob), str(input_path), settings)
+    else:
+        out, unit = infer_array(family, blob, generator, data, direction, normalise, dev, str(input_path), **settings)
     save_nifti(out, family.output_affine(affine, blob), output)
     log.info("%s -> %s: %s %s -> %s %s, %s (%s %s, %.1f s on %s)", input_path, output, src, data.shape, dst,
              out.shape, unit, family.name, blob.get("kind"), time.perf_counter() - started, dev)

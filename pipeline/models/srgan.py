@@ -305,6 +305,7 @@ class SRGAN(Family):
         from pipeline.data.cache import VolumeCache
         from pipeline.data.sr_sampler import SRPatchSampler
         from pipeline.data.volumes import normalisation_method, recorded_normalisation, sr_pairs
+        from pipeline.inference.resolution import training_resolution
 
         pairs = sr_pairs(data_dir, cfg.modality, "train")
         cache = VolumeCache(cache_dir, prefix="srgan-")
@@ -319,7 +320,8 @@ class SRGAN(Family):
         lr_info = info.get("lr", {})
         meta: dict[str, Any] = {"modality": cfg.modality, "n_train_subjects": len(pairs),
                                 "normalisation": normalisation_method(info),
-                                "degradation": {k: lr_info[k] for k in ("method", "scale", "axes") if k in lr_info}}
+                                "degradation": {k: lr_info[k] for k in ("method", "scale", "axes") if k in lr_info},
+                                "resolution": training_resolution(data_dir, cfg.modality, pairs)}
         return sampler, {"factors": list(sampler.factors), "slice_axis": sampler.slice_axis, "meta": meta}
 
     # -- the contract ---------------------------------------------------------------------------------
@@ -418,6 +420,8 @@ class SRGAN(Family):
             "modality": self.meta.get("modality", self.cfg.modality),
             "normalisation": self.meta.get("normalisation", {"method": "unknown"}),
             "degradation": self.meta.get("degradation", {}),
+            # voxel sizes (mm per axis) of the training pairs, checked by infer; absent in older files
+            **({"resolution": copy.deepcopy(self.meta["resolution"])} if self.meta.get("resolution") else {}),
             "inference": {"roi_size": self.cfg.roi_size, "sw_batch_size": self.cfg.sw_batch_size,
                           "overlap": self.cfg.overlap, "tta": self.cfg.tta},
             "training": {"steps": steps, "pretrain_steps": self.cfg.pretrain_steps,

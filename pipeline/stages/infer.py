@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-consistency", action=argparse.BooleanOptionalAction, default=None,
                         help="super-resolution: correct the output to degrade exactly to the input, by the "
                         "model's recorded degradation (default: the model's setting, else on)")
+    parser.add_argument("--resolution-mismatch", choices=("refuse", "resample", "ignore"), default="refuse",
+                        help="when the scan's voxel size differs (>10%% on an axis) from the one the SR model was "
+                        "trained on: refuse (default), resample (onto the model's grid and back) or ignore (warn)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
 
 
@@ -41,5 +44,5 @@ def main(args: argparse.Namespace) -> int:
     infer_scan(args.model, args.input, args.output, direction=args.direction, normalise=args.normalise,
                device=args.device, roi_size=args.roi_size, sw_batch_size=args.sw_batch_size,
                data_consistency=args.data_consistency,
-               overlap=args.overlap, tta=args.tta)
+               overlap=args.overlap, tta=args.tta, resolution_mismatch=args.resolution_mismatch)
     return 0
