@@ -104,7 +104,15 @@ class SRGANConfig(Section):
     # loop
     log_every: int = Field(100, ge=1, description="Steps between log lines (and rows of history.csv).")
     checkpoint_every: int = Field(250, ge=1, description=(
-        "Steps between checkpoints; a killed run restarts from the last one."))
+        "Steps between checkpoints; a killed run restarts from the last one. Model selection scores the "
+        "generator on the validation subjects at every checkpoint."))
+    select_best: bool = Field(True, description=(
+        "Model selection: export, for each phase, the checkpoint with the best validation PSNR (inside the "
+        "mask) rather than the last; phase 2 starts from the selected SRResNet. Needs validation subjects "
+        "(without them the last weights are exported, with a warning)."))
+    patience: int = Field(4, ge=0, description=(
+        "Early stopping: end a phase after this many validations in a row without a better validation PSNR "
+        "(0: never stop early). With select_best only."))
     precision: PrecisionMode = Field("auto", description=(
         "auto: bf16 autocast on CUDA (fp16 + grad scaler where bf16 is missing), fp32 on CPU; fp32, bf16 or "
         "fp16 force one (autocast on CUDA only)."))
@@ -224,6 +232,12 @@ def super_resolve(
     return out.numpy().astype(np.float32)
 
 
+def masked_psnr(pred: np.ndarray, pair: Any) -> float:
+    """PSNR (dB) of `pred` against an SR pair's HR image inside its mask, `pred` clipped to [0, 1] (data range 1)."""
+    err = (np.clip(pred, 0.0, 1.0) - pair.hr)[pair.mask]
+    return float(10 * np.log10(1.0 / max(float(np.mean(err**2)), 1e-12)))
+
+
 class SRGAN(Family):
     """SRGAN super-resolution: SRResNet pretraining, then adversarial fine-tuning."""
 
@@ -241,6 +255,7 @@ class SRGAN(Family):
         device: str | torch.device = "cpu",
         precision: Precision | None = None,
         meta: dict[str, Any] | None = None,
+        val_dir: str | Path | None = None,
     ) -> None:
         device = torch.device(device)
         super().__init__(device, precision or Precision(device, cfg.precision))
@@ -284,6 +299,11 @@ class SRGAN(Family):
         self.pretrained: dict[str, torch.Tensor] | None = None
         self.batch: dict[str, torch.Tensor] = {}
         self.fake: torch.Tensor | None = None
+        # model selection: per phase the best validation PSNR, its step and weights, validations since it
+        self.val_dir = Path(val_dir) if val_dir is not None and cfg.select_best else None
+        self._val_pairs: list[Any] | None = None
+        self.selection: dict[str, dict[str, Any]] = {}
+        self.milestones = (cfg.pretrain_steps,) if 0 < cfg.pretrain_steps < self.total_steps else ()
 
     @property
     def total_steps(self) -> int:
@@ -322,7 +342,8 @@ class SRGAN(Family):
                                 "normalisation": normalisation_method(info),
                                 "degradation": {k: lr_info[k] for k in ("method", "scale", "axes") if k in lr_info},
                                 "resolution": training_resolution(data_dir, cfg.modality, pairs)}
-        return sampler, {"factors": list(sampler.factors), "slice_axis": sampler.slice_axis, "meta": meta}
+        return sampler, {"factors": list(sampler.factors), "slice_axis": sampler.slice_axis, "meta": meta,
+                         "val_dir": str(data_dir)}
 
     # -- the contract ---------------------------------------------------------------------------------
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
@@ -382,7 +403,13 @@ class SRGAN(Family):
         self._losses = {k: v.detach() for k, v in losses.items()}
 
     def _end_pretraining(self, step: int) -> None:
-        """Keep the SRResNet (the phase-1 generator) and give the adversarial phase a fresh optimizer state."""
+        """Keep the SRResNet (the phase-1 generator: the selected one, if any) and give the adversarial phase a
+        fresh optimizer state, starting from it."""
+        best = self.selection.get("srresnet")
+        if best is not None and best["step"] != step:
+            self.networks["G"].load_state_dict(best["state"])
+            log.info("step %d: phase 2 starts from the SRResNet selected at step %d (validation PSNR %.2f dB)",
+                     step, best["step"], best["psnr"])
         self.pretrained = {k: v.detach().to("cpu", copy=True) for k, v in self.networks["G"].state_dict().items()}
         self.optimizers["G"].state.clear()
         if self.cfg.gan_steps:
@@ -395,28 +422,90 @@ class SRGAN(Family):
         return {k: v.detach() for k, v in out.items() if v is not None}
 
     def extra_state(self) -> dict[str, Any]:
-        return {"pretrained": self.pretrained} if self.pretrained is not None else {}
+        state: dict[str, Any] = {"selection": self.selection}
+        if self.pretrained is not None:
+            state["pretrained"] = self.pretrained
+        return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.pretrained = state.get("pretrained")
+        self.selection = state.get("selection", {})
+
+    # -- model selection ------------------------------------------------------------------------------
+    def _validation_pairs(self) -> list[Any]:
+        """The validation subjects' SR pairs (read once, kept in memory), or [] without any."""
+        if self._val_pairs is None:
+            from pipeline.data.volumes import sr_pairs
+
+            try:
+                self._val_pairs = list(sr_pairs(self.val_dir, self.cfg.modality, "val")) if self.val_dir else []
+            except ValueError:
+                self._val_pairs = []
+            if self.val_dir is not None and not self._val_pairs:
+                log.warning("no validation subject with %s: no model selection, the last weights are exported",
+                            self.cfg.modality)
+        return self._val_pairs
+
+    def _inference_blob(self) -> dict[str, Any]:
+        """What `apply` reads from a model file, for the current generator."""
+        return {"sr": self._sr_entry(), "degradation": self.meta.get("degradation", {}),
+                "inference": {"roi_size": self.cfg.roi_size, "sw_batch_size": self.cfg.sw_batch_size,
+                              "overlap": self.cfg.overlap, "tta": False}}
+
+    def validation_psnr(self, generator: nn.Module, pairs: Sequence[Any]) -> float:
+        """Mean PSNR (dB, inside the mask, output clipped to [0, 1]) of `generator` on `pairs`."""
+        blob = self._inference_blob()
+        return float(np.mean([masked_psnr(self.apply(generator, p.lr, blob, self.device), p) for p in pairs]))
+
+    def validation_step(self, step: int) -> int | None:
+        """Score the generator on the validation subjects; keep the best of each phase; end a phase early after
+        `patience` validations without improvement (phase 1 continues with phase 2, phase 2 ends training)."""
+        P = self.cfg.pretrain_steps
+        phase = "srresnet" if step <= P else "srgan"
+        pairs = self._validation_pairs()
+        if not pairs or (phase == "srresnet" and P == 0):
+            return None
+        G = self.networks["G"]
+        G.eval()
+        try:
+            score = self.validation_psnr(G, pairs)
+        finally:
+            G.train(True)
+        best = self.selection.get(phase)
+        if best is None or score > best["psnr"]:
+            best = {"psnr": score, "step": step, "stale": 0,
+                    "state": {k: v.detach().to("cpu", copy=True) for k, v in G.state_dict().items()}}
+            self.selection[phase] = best
+        else:
+            best["stale"] += 1
+        log.info("step %d: validation PSNR %.2f dB (%s; best %.2f dB at step %d)", step, score, phase,
+                 best["psnr"], best["step"])
+        end = P if phase == "srresnet" else self.total_steps
+        if self.cfg.patience and best["stale"] >= self.cfg.patience and step < end:
+            log.info("step %d: no better validation PSNR in %d validations: %s ends early (continuing at step "
+                     "%d)", step, best["stale"], phase, end)
+            return end
+        return None
 
     # -- export ---------------------------------------------------------------------------------------
+    def _sr_entry(self) -> dict[str, Any]:
+        return {
+            "scale": max(self.factors),
+            "factors": list(self.factors),
+            "axes": [a for a, f in enumerate(self.factors) if f > 1],
+            "spatial_dims": self.cfg.spatial_dims,
+            "slice_axis": self.slice_axis,
+            "context_slices": context_slices(self.cfg),
+            "interp_skip": self.cfg.interp_skip,
+        }
+
     def model_file(self, kind: str, state: dict[str, torch.Tensor], steps: int) -> dict[str, Any]:
         """The self-describing model file: everything inference needs, loadable with weights_only=True."""
-        scale = max(self.factors)
         return {
             **self.model_file_header(kind),
             "generator": {"class": "SRResNet", "kwargs": copy.deepcopy(self.g_kwargs)},
             "state_dict": {k: v.detach().to("cpu") for k, v in state.items()},
-            "sr": {
-                "scale": scale,
-                "factors": list(self.factors),
-                "axes": [a for a, f in enumerate(self.factors) if f > 1],
-                "spatial_dims": self.cfg.spatial_dims,
-                "slice_axis": self.slice_axis,
-                "context_slices": context_slices(self.cfg),
-                "interp_skip": self.cfg.interp_skip,
-            },
+            "sr": self._sr_entry(),
             "modality": self.meta.get("modality", self.cfg.modality),
             "normalisation": self.meta.get("normalisation", {"method": "unknown"}),
             "degradation": self.meta.get("degradation", {}),
@@ -480,52 +569,65 @@ class SRGAN(Family):
 
     def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         """PSNR (dB, inside the mask, output clipped to [0, 1]) on the validation subjects of the exported
-        generators and of the interpolation skip alone; logged and returned (a quick check, not the evaluation)."""
+        generators and of the interpolation baselines (zero-filled k-space where it applies, cubic); logged and
+        returned, with a warning naming each exported generator that scores below the strongest baseline (a
+        quick check, not the evaluation)."""
         from pipeline.data.volumes import sr_pairs
         from pipeline.gan.checkpoint import load_checkpoint
-        from pipeline.nets.interp import interpolate
+        from pipeline.imaging.degrade import upsample
 
         try:
             pairs = sr_pairs(data_dir, self.cfg.modality, "val")
         except ValueError:
             return {}
-
-        def psnr(pred: np.ndarray, pair: Any) -> float:
-            err = (np.clip(pred, 0.0, 1.0) - pair.hr)[pair.mask]
-            return float(10 * np.log10(1.0 / max(float(np.mean(err**2)), 1e-12)))
-
         generators = {}
         for name in ("srresnet", "model"):
             blob = load_checkpoint(Path(out_dir) / f"{name}.pt")
             key = "srgan" if name == "model" and blob["kind"] == "srgan" else name
             generators[key] = (build_generator(blob, self.device), blob)
+        method = self.meta.get("degradation", {}).get("method")
+        baselines = ["zerofill", "bicubic"] if method == "kspace" else ["bicubic"]
+        axes = tuple(a for a, f in enumerate(self.factors) if f > 1)
         vals: dict[str, list[float]] = {}
         for p in pairs:  # one subject in memory at a time
-            if self.cfg.interp_skip != "none":
-                with torch.no_grad():
-                    up = interpolate(torch.from_numpy(p.lr)[None, None], self.factors, self.cfg.interp_skip)
-                vals.setdefault(self.cfg.interp_skip, []).append(psnr(up[0, 0].numpy(), p))
+            for b in baselines:
+                vals.setdefault(b, []).append(masked_psnr(upsample(p.lr, max(self.factors), b, axes), p))
             for key, (gen, blob) in generators.items():
-                out = self.apply(gen, p.lr, blob, self.device)
-                vals.setdefault(key, []).append(psnr(out, p))
+                vals.setdefault(key, []).append(masked_psnr(self.apply(gen, p.lr, blob, self.device), p))
         scores = {k: float(np.mean(v)) for k, v in vals.items()}
+        baseline = max(baselines, key=lambda b: scores[b])
+        losing = [k for k in generators if scores[k] < scores[baseline]]
         log.info("validation PSNR in the mask (%d subject(s)): %s", len(pairs),
                  ", ".join(f"{k} {v:.2f} dB" for k, v in scores.items()))
-        return {"psnr_db": scores, "subjects": len(pairs)}
+        for k in losing:
+            log.warning("%s scores %.2f dB on the validation subject(s), below %s (%.2f dB): it does not beat "
+                        "interpolation on data it was not trained on; do not use it in place of %s", k, scores[k],
+                        baseline, scores[baseline], baseline)
+        selected = {phase: sel["step"] for phase, sel in self.selection.items()}
+        return {"psnr_db": scores, "subjects": len(pairs), "baseline": baseline, "losing": losing,
+                "selected_steps": selected}
 
     def export(self, out_dir: Path) -> list[Path]:
+        """srresnet.pt (phase 1) and model.pt (phase 2), each the selected checkpoint when validation ran."""
         out_dir = Path(out_dir)
-        final = self.networks["G"].state_dict()
         cfg = self.cfg
+        final, final_steps = self.networks["G"].state_dict(), self.total_steps
+        if "srgan" in self.selection:
+            final, final_steps = self.selection["srgan"]["state"], self.selection["srgan"]["step"]
         if self.pretrained is None:  # no adversarial phase ran (gan_steps == 0)
             log.warning("gan_steps is 0: model.pt is the SRResNet (no adversarial fine-tuning)")
-            pretrained, kind = final, "srresnet"
+            if "srresnet" in self.selection:
+                final, final_steps = self.selection["srresnet"]["state"], self.selection["srresnet"]["step"]
+            pretrained, pretrained_steps, kind = final, final_steps, "srresnet"
         else:
             pretrained, kind = self.pretrained, "srgan"
+            pretrained_steps = self.selection.get("srresnet", {}).get("step", cfg.pretrain_steps)
             if cfg.pretrain_steps == 0:
                 log.warning("pretrain_steps is 0: srresnet.pt holds the untrained generator (interpolation only)")
+        for phase, sel in self.selection.items():
+            log.info("%s: exporting the weights of step %d (validation PSNR %.2f dB)", phase, sel["step"], sel["psnr"])
         paths = [
-            save_checkpoint(self.model_file("srresnet", pretrained, cfg.pretrain_steps), out_dir / "srresnet.pt"),
-            save_checkpoint(self.model_file(kind, final, self.total_steps), out_dir / "model.pt"),
+            save_checkpoint(self.model_file("srresnet", pretrained, pretrained_steps), out_dir / "srresnet.pt"),
+            save_checkpoint(self.model_file(kind, final, final_steps), out_dir / "model.pt"),
         ]
         return paths
