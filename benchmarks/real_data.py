@@ -61,21 +61,23 @@ def prepare(corpus: Path, work: Path, spacing: str) -> Path:
     return pre
 
 
-def fold_dir(pre: Path, out: Path, splits: dict[str, str]) -> Path:
-    """A data folder whose subjects.tsv gives the subjects the splits `splits` (subject -> split)."""
+def fold_dir(pre: Path, out: Path, splits: dict[str, str], extra: Path | None = None) -> Path:
+    """A data folder whose subjects.tsv gives the subjects the splits `splits` (subject -> split); with `extra` (a
+    second preprocess folder, e.g. the demo's) its train and val subjects are added as training subjects."""
     out.mkdir(parents=True, exist_ok=True)
-    rows = read_subjects(pre / "subjects.tsv")
-    columns = list(rows[0])
+    rows = [(pre, r, splits[r["subject"]]) for r in read_subjects(pre / "subjects.tsv") if r["subject"] in splits]
+    if extra is not None:
+        rows += [(extra, r, "train") for r in read_subjects(extra / "subjects.tsv", ["train", "val"])]
+    columns = list(dict.fromkeys(c for _, r, _ in rows for c in r))
     lines = ["\t".join(columns)]
-    for row in rows:
-        if row["subject"] not in splits:
-            continue
-        link = out / row["subject"]
+    for k, (root, row, split) in enumerate(rows):
+        name = row["subject"] if root == pre else f"sub-demo{k:03d}"
+        link = out / name
         if not link.exists():
-            link.symlink_to((pre / row["subject"]).resolve())
-        cells = {**row, "split": splits[row["subject"]]}
-        lines.append("\t".join("" if cells[c] is None else str(Path(cells[c]).resolve()) if c not in ("subject", "split")
-                               else str(cells[c]) for c in columns))
+            link.symlink_to((root / row["subject"]).resolve())
+        cells = {**row, "subject": name, "split": split}
+        lines.append("\t".join("" if cells.get(c) is None else str(cells[c]) if c in ("subject", "split")
+                               else str(Path(cells[c]).resolve()) for c in columns))
     (out / "subjects.tsv").write_text("\n".join(lines) + "\n")
     return out
 
@@ -140,13 +142,12 @@ def main() -> int:
     ap.add_argument("--params-srgan", default="{}")
     ap.add_argument("--params-cyclegan", default="{}")
     ap.add_argument("--params-pix2pix", default="{}")
-    ap.add_argument("--val", choices=["none", "other"], default="other",
-                    help="validation subject of a fold: none, or 'other': one of the two training subjects is "
-                         "also the validation subject (model selection sees no test data either way)")
     ap.add_argument("--folds", nargs="*", type=int, default=None, help="0-based folds to run (default: all)")
     ap.add_argument("--tag", default="default")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--demo-run", type=Path, default=None)
+    ap.add_argument("--with-demo", action="store_true",
+                    help="train each fold on its two real subjects plus the demo run's train/val subjects")
     args = ap.parse_args()
 
     if not args.corpus.is_dir():
@@ -164,11 +165,8 @@ def main() -> int:
         train_subjects = [s for s in subjects if s != test]
         splits = {s: "train" for s in train_subjects}
         splits[test] = "test"
-        data = fold_dir(pre, work / f"fold{k}_{args.spacing}" / "data", splits)
-        if args.val == "other":  # the validation split is a training subject: selection never sees the test one
-            lines = (data / "subjects.tsv").read_text().splitlines()
-            extra = [ln.replace("\ttrain\t", "\tval\t", 1) for ln in lines[1:] if f"\ttrain\t" in ln][-1:]
-            (data / "subjects.tsv").write_text("\n".join(lines + extra) + "\n")
+        demo_pre = args.demo_run / "results" / "preprocess" if args.demo_run is not None and args.with_demo else None
+        data = fold_dir(pre, work / f"fold{k}_{args.spacing}" / ("data_demo" if demo_pre else "data"), splits, demo_pre)
         for fam in args.families:
             params = json.loads(getattr(args, f"params_{fam}"))
             out = work / f"fold{k}_{args.spacing}" / f"{fam}_{args.tag}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,20 @@ def load_ras(path: Path):
     return Orientation(axcodes="RAS", labels=RAS_LABELS)(image)
 
 
+def antialias(image: Any, spacing: Sequence[float]) -> Any:
+    """Low-pass a channel-first MetaTensor before it is resampled to the coarser `spacing` (mm per axis), so that
+    detail finer than the new voxels does not alias into it: a Gaussian of sigma (new / old - 1) / 2 voxels along
+    each axis that gets coarser (scikit-image's `resize` rule), nothing along the others. A scan already at or
+    coarser than `spacing` is returned unchanged."""
+    from monai.transforms import GaussianSmooth
+
+    ratios = [float(t) / float(s) for t, s in zip(spacing, image.pixdim, strict=True)]
+    sigma = [max(0.0, (r - 1.0) / 2.0) if r > 1.01 else 0.0 for r in ratios]
+    if not any(sigma):
+        return image
+    return GaussianSmooth(sigma=sigma)(image)
+
+
 def preprocess_subject(
     subject: str, scans: Mapping[str, Path], cfg: PreprocessConfig, out_dir: str | Path
 ) -> dict[str, Any]:
@@ -63,12 +77,12 @@ def preprocess_subject(
         pad = background(modality, cfg)
         if modality == ref_modality:
             if cfg.spacing is not None:
-                image = Spacing(pixdim=cfg.spacing, mode="bilinear", padding_mode="zeros")(image - pad) + pad
+                image = Spacing(pixdim=cfg.spacing, mode="bilinear", padding_mode="zeros")(
+                    antialias(image - pad, cfg.spacing)) + pad
             reference = image
         else:
-            image = (
-                ResampleToMatch(mode="bilinear", padding_mode="zeros")(image - pad, img_dst=reference) + pad
-            )
+            image = ResampleToMatch(mode="bilinear", padding_mode="zeros")(
+                antialias(image - pad, [float(v) for v in reference.pixdim]), img_dst=reference) + pad
         grid[modality] = image
 
     mask = foreground_mask(grid[ref_modality][0].numpy(), is_ct=ref_modality == "CT")

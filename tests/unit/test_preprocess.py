@@ -440,3 +440,27 @@ def test_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="mr_percentiles"):
         load_params('{"mr_percentiles": [99, 1]}', PreprocessConfig, "preprocess")
     assert load_params('{"spacing": null}', PreprocessConfig, "preprocess").spacing is None
+
+
+def test_downsampling_is_antialiased_and_a_scan_at_the_target_spacing_is_untouched():
+    """A 1 mm pattern at the Nyquist frequency (alternate voxels 0/1) taken to 2 mm must become its mean, not an
+    aliased pattern of 0s or 1s; a scan already at the target spacing is not filtered at all."""
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import Spacing
+
+    from pipeline.preprocessing.subject import antialias
+
+    x = np.indices((40, 40, 40)).sum(0) % 2
+    img = MetaTensor(torch.from_numpy(x.astype(np.float32))[None], affine=torch.eye(4, dtype=torch.float64))
+    aliased = Spacing(pixdim=(2.0, 2.0, 2.0), mode="bilinear")(img)[0].numpy()[4:-4, 4:-4, 4:-4]
+    smooth = Spacing(pixdim=(2.0, 2.0, 2.0), mode="bilinear")(antialias(img, (2.0, 2.0, 2.0)))[0].numpy()[4:-4, 4:-4, 4:-4]
+    assert abs(aliased.mean() - 0.5) > 0.4  # without the filter: every other voxel, all 0s (or all 1s)
+    assert smooth.std() < 0.05 and abs(smooth.mean() - 0.5) < 0.05  # the 0.5-voxel Gaussian leaves 0.29^3 of it
+    assert antialias(img, (1.0, 1.0, 1.0)) is img
+    # only the axis that gets coarser is filtered: a pattern along x survives a coarser z
+    stripes = MetaTensor(torch.from_numpy((np.indices((40, 40, 40))[0] % 2).astype(np.float32))[None],
+                         affine=torch.eye(4, dtype=torch.float64))
+    # (the filter pads with zeros: the first and last slices along z blend with the background)
+    np.testing.assert_allclose(antialias(stripes, (1.0, 1.0, 3.0))[0].numpy()[..., 4:-4], stripes[0].numpy()[..., 4:-4],
+                               atol=1e-5)
