@@ -105,6 +105,30 @@ def score_sr(model: Path, row: dict, cfg: EvaluateConfig, modality: str = "T1w")
     return out
 
 
+def score_demo_model(model: Path, row: dict, cfg: EvaluateConfig, out_dir: Path, modality: str = "T1w") -> dict:
+    """`python -m pipeline infer` of a model trained elsewhere on one subject's LR scan: the default (refused when
+    the voxel sizes differ; the message is kept), then `--resolution-mismatch resample`, scored like `score_sr`."""
+    from pipeline.imaging.degrade import upsample
+    from pipeline.inference.run import infer_scan
+
+    hr, _ = load_nifti(row[modality])
+    lr, _ = load_nifti(row[f"{modality}_lr"])
+    mask = load_nifti(row["mask"])[0] > 0
+    scale = hr.shape[0] // lr.shape[0]
+    axes = tuple(a for a in range(3) if hr.shape[a] != lr.shape[a])
+    out = {b: masked_metrics(upsample(lr, scale, b, axes), hr, mask, cfg) for b in ("zerofill", "bicubic")}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{row['subject']}_{model.stem}.nii.gz"
+    try:
+        infer_scan(model, row[f"{modality}_lr"], target, device="cpu")
+        out["refused"] = ""
+    except ValueError as exc:
+        out["refused"] = str(exc)
+        infer_scan(model, row[f"{modality}_lr"], target, device="cpu", resolution_mismatch="resample")
+    out["model"] = masked_metrics(load_nifti(target)[0], hr, mask, cfg)
+    return out
+
+
 def score_translation(model: Path, row: dict, cfg: EvaluateConfig, source: str, target: str) -> dict[str, dict]:
     import torch
 
@@ -182,12 +206,13 @@ def main() -> int:
                 results.append({"fold": k, "test": test, "family": fam, "output": fam, "train_s": seconds,
                                 "scores": scores})
             print(json.dumps(results[-1]), flush=True)
-    if args.demo_run is not None:
+    if args.demo_run is not None and not args.with_demo:
+        # the demo-trained SR models on every corpus subject, through `infer` as a user would run it
         for name in ("srresnet", "model"):
             model = args.demo_run / "results" / "models" / "srgan" / f"{name}.pt"
             for s in subjects:
                 results.append({"fold": "demo", "test": s, "family": "srgan", "output": name, "train_s": None,
-                                "scores": score_sr(model, rows[s], cfg)})
+                                "scores": score_demo_model(model, rows[s], cfg, work / "demo_infer")})
                 print(json.dumps(results[-1]), flush=True)
     with (work / f"real_data_{args.tag}_{args.spacing}.json").open("w") as fh:
         json.dump(results, fh, indent=1)
