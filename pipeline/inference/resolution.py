@@ -9,8 +9,8 @@ affine) with ``lr_spacing``: within `TOLERANCE` on every axis the model is appli
 - ``resample``: the scan is resampled onto the model's LR grid (same field of view and centre, the model's voxel
   size; Gaussian anti-aliasing where the grid gets coarser, then cubic B-spline, `scipy.ndimage`), the model is
   applied, its output (on the model's HR grid) is resampled onto the HR grid the input implies (the grid
-  `family.output_affine` gives), and, where `pipeline.imaging.degrade` has a ``data_consistency`` function, made
-  consistent with the measured input.
+  `family.output_affine` gives), and made consistent with the measured input
+  (`pipeline.imaging.degrade.data_consistency`, unless switched off).
 - ``ignore``: applied as it is, with a warning.
 
 Model files written before the record existed have no ``resolution`` entry: nothing is checked (a note says so).
@@ -131,10 +131,9 @@ def infer_resampled(run: Callable[[np.ndarray], tuple[np.ndarray, str]], data: n
                     settings: dict[str, Any] | None = None) -> tuple[np.ndarray, str]:
     """`run` (the model on one array, e.g. `pipeline.inference.run.infer_array`) applied to `data` resampled onto
     the model's LR grid; its output resampled onto the HR grid `out_affine` of the input (shape: the input's times
-    the factors), then made consistent with `data` if `pipeline.imaging.degrade` can (see the module docstring)
-    and the inference settings (the file's, overridden by the non-None `settings`) do not switch
-    ``data_consistency`` off."""
-    from pipeline.imaging import degrade
+    the factors), then made consistent with `data` unless the inference settings (the file's, overridden by the
+    non-None `settings`) switch ``data_consistency`` off."""
+    from pipeline.imaging.degrade import DEGRADE_METHODS, data_consistency
     from pipeline.imaging.geometry import hr_affine_from_lr
     from pipeline.models.contract import inference_settings
 
@@ -146,17 +145,14 @@ def infer_resampled(run: Callable[[np.ndarray], tuple[np.ndarray, str]], data: n
     out = resample(sr, hr_affine_from_lr(lr_aff, factors), out_shape, out_affine)
     done = f"resampled {fmt(voxel_sizes(affine))} -> the model's {fmt(lr_spacing)} grid "
     done += f"({'x'.join(map(str, lr_shape))} voxels) and back onto the input's HR grid ({fmt(voxel_sizes(out_affine))})"
-    consistency = getattr(degrade, "data_consistency", None)
     method = (blob.get("degradation") or {}).get("method")
     axes = tuple(a for a, f in enumerate(factors) if f > 1)
-    if consistency is None:
-        done += "; no data consistency with the input (pipeline.imaging.degrade has no data_consistency)"
-    elif inference_settings(blob, **(settings or {})).get("data_consistency") is False:
+    if inference_settings(blob, **(settings or {})).get("data_consistency") is False:
         done += "; no data consistency with the input (switched off)"
-    elif method not in getattr(degrade, "DEGRADE_METHODS", ()) or len({factors[a] for a in axes}) != 1:
+    elif method not in DEGRADE_METHODS or len({factors[a] for a in axes}) != 1:
         done += f"; no data consistency with the input (degradation {method!r}, factors {factors})"
     else:
-        out = np.asarray(consistency(out, data, factors[axes[0]], method, axes), dtype=np.float32)
+        out = np.asarray(data_consistency(out, data, factors[axes[0]], method, axes), dtype=np.float32)
         done += f"; made consistent with the input ({method} x{factors[axes[0]]} along axes {list(axes)})"
     log.info("%s: %s", where, done)
     return out, unit
