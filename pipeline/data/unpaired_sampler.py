@@ -55,7 +55,7 @@ class UnpairedSampler:
         if len(subjects) < 2:
             raise ValueError(f"unpaired sampling needs at least 2 training subjects, got {subjects}")
         self.seed, self.batch_size, self.flip = seed, cfg.batch_size, cfg.flip
-        self.spatial_dims, self.factor = cfg.spatial_dims, cfg.train_downsample
+        self.spatial_dims, self.factor = cfg.spatial_dims, cfg.train_downsample or 1  # 0 (auto) resolved by the family
         self.slice_axis = cfg.slice_axis if cfg.spatial_dims == 2 else None
         self.axes = [a for a in range(3) if a != self.slice_axis]
         self.subjects = subjects

@@ -63,6 +63,9 @@ from pipeline.nets.windows import as_batch, from_batch, sliding_window
 
 log = logging.getLogger(__name__)
 
+#: `train_downsample: 0` picks the factor that brings the training voxels nearest this side (mm)
+AUTO_SPACING_MM = 2.0
+
 
 # ------------------------------------------------------------------------------------------ config
 class CycleGANConfig(Section):
@@ -82,9 +85,11 @@ class CycleGANConfig(Section):
         "2 for slices, 3 for volumetric patches."))
     slice_axis: Annotated[Literal[0, 1, 2], INT_CHOICE] = Field(2, description=(
         "Axis 2D slices are taken across (0 sagittal, 1 coronal, 2 axial on RAS volumes)."))
-    train_downsample: int = Field(1, ge=1, description=(
+    train_downsample: int = Field(0, ge=0, description=(
         "Train and translate on a grid this many times coarser (block averages); the output is upsampled back "
-        "to the input grid. 1 keeps the input resolution."))
+        "to the input grid. 1 keeps the input resolution; 0 (auto) picks the factor that brings the training "
+        "scans' finest voxel side nearest to 2 mm (the demo's 2 mm: 1; real 1 mm scans: 2, where at 1 mm the "
+        "crops see too little anatomy: held-out SSIM 0.51 against -0.21). The model file records the factor."))
     warmup_steps: int = Field(1200, ge=0, description=(
         "Resolution curriculum - the first warmup_steps steps train on crops from a grid warmup_downsample "
         "times coarser, at most its whole slices (the contrast mapping is found quickly on small images with "
@@ -178,10 +183,13 @@ class CycleGAN(Family):
         seed: int = 0,
         meta: dict[str, Any] | None = None,
         roi_size: Sequence[int] | None = None,
+        train_downsample: int | None = None,
     ) -> None:
         device = torch.device(device)
         super().__init__(device, precision or Precision(device, cfg.precision))
         self.cfg = cfg
+        # the factor prepare_data resolved (auto: from the data); without data, the config's (auto: 1)
+        self.train_downsample = int(train_downsample or cfg.train_downsample or 1)
         self.meta = dict(meta or {})
         self.g_kwargs = generator_kwargs(cfg)
         self.roi_size = crop_roi(self.name, cfg, roi_size)
@@ -227,11 +235,17 @@ class CycleGAN(Family):
         if cfg.patch_size % multiple:
             raise ValueError(f"cyclegan.patch_size {cfg.patch_size} is not a multiple of {multiple}, which the "
                              f"{cfg.generator} generator needs")
+        if cfg.train_downsample == 0 and len(a_vols):
+            spacing = float(np.linalg.norm(a_vols[0].affine[:3, :3], axis=0).min())
+            factor = max(1, round(AUTO_SPACING_MM / spacing))
+            log.info("train_downsample auto: voxels of %.3g mm -> factor %d (about %g mm)", spacing, factor,
+                     spacing * factor)
+            cfg = cfg.model_copy(update={"train_downsample": factor})
         sampler = cached_sampler(cache_dir, "cyclegan-",
                                  lambda cache: UnpairedSampler(a_vols, b_vols, cfg, seed, multiple, cache=cache))
         meta = training_metadata(data_dir, sampler.subjects, cfg, {cfg.source: a_vols, cfg.target: b_vols})
         roi = [sampler.patch[a] for a in sampler.axes]
-        return sampler, {"seed": seed, "meta": meta, "roi_size": roi}
+        return sampler, {"seed": seed, "meta": meta, "roi_size": roi, "train_downsample": cfg.train_downsample}
 
     # -- the contract ---------------------------------------------------------------------------------
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
@@ -313,7 +327,7 @@ class CycleGAN(Family):
         weights = {"state_dicts": {d: {k: v.detach().to("cpu") for k, v in self.networks[g].state_dict().items()}
                                    for d, g in (("A2B", "G_AB"), ("B2A", "G_BA"))}}
         return {**self.model_file_header("cyclegan"),
-                **model_file_entries(self, weights, steps, train_downsample=self.cfg.train_downsample)}
+                **model_file_entries(self, weights, steps, train_downsample=self.train_downsample)}
 
     def export(self, out_dir: Path) -> list[Path]:
         return [save_checkpoint(self.model_file(self.total_steps), Path(out_dir) / "model.pt")]

@@ -48,9 +48,11 @@ class SRGANConfig(Section):
         "Modality to super-resolve; its LR input (`<modality>_lr`) is made by preprocess.sr."))
     spatial_dims: Annotated[Literal[2, 3], INT_CHOICE] = Field(2, description=(
         "2: in-plane slices along an axis that is not degraded (z for in-plane SR); 3: patches."))
-    patch_size: int = Field(0, ge=0, description=(
+    patch_size: int = Field(32, ge=0, description=(
         "HR side of the training crops in voxels (divisible by the scale); crop centres lie inside the "
-        "foreground mask. 0: whole slices (2D) / volumes (3D)."))
+        "foreground mask. 0: whole slices (2D) / volumes (3D). Whole slices let the network memorise its few "
+        "training subjects (real corpus, 2 mm, leave-one-out: -0.67 dB against zero-filling with whole slices, "
+        "+0.45 dB with 32-voxel crops, -0.08 dB with 64)."))
     batch_size: int = Field(8, ge=1, description="Crops per training step.")
     flip: bool = Field(True, description="Random flips of the training crops.")
     context_slices: int = Field(2, ge=0, description=(
@@ -77,8 +79,9 @@ class SRGANConfig(Section):
     d_channels: int = Field(32, ge=1, description="Discriminator width (channels of its first layer).")
     d_layers: int = Field(3, ge=1, description="Discriminator depth: strided layers (patch) or levels (vgg).")
     # training: phase 1 = SRResNet (pixel loss), phase 2 = adversarial fine-tuning
-    pretrain_steps: int = Field(3600, ge=0, description=(
-        "Phase 1: SRResNet steps with the pixel loss only; the result is exported as srresnet.pt."))
+    pretrain_steps: int = Field(7200, ge=0, description=(
+        "Phase 1: SRResNet steps with the pixel loss only; the result is exported as srresnet.pt (with "
+        "validation subjects: the best of its checkpoints, see select_best)."))
     gan_steps: int = Field(250, ge=0, description=(
         "Phase 2: adversarial fine-tuning steps from the SRResNet; the result is exported as model.pt."))
     pixel_loss: Literal["l1", "mse"] = Field("mse", description="Content (pixel) loss: l1 or mse.")
@@ -125,10 +128,10 @@ class SRGANConfig(Section):
         "Inference: windows (2D: slices) per forward pass; bounds the memory used."))
     overlap: float = Field(0.25, ge=0, lt=1, description=(
         "Inference: overlap of neighbouring sliding windows (fraction of the window)."))
-    tta: bool = Field(False, description=(
+    tta: bool = Field(True, description=(
         "Inference: average the generator's residual over the flips (and in-plane transposes) of the input, "
-        "undone on the output (self-ensemble; 8x the inference compute; on the demo it did not help: 21.36 vs "
-        "21.40 dB)."))
+        "undone on the output (self-ensemble; 8x the inference compute; on a real held-out 1 mm T1w +0.11 dB, "
+        "on the demo with whole-slice training 21.36 vs 21.40 dB)."))
     data_consistency: bool = Field(True, description=(
         "Inference: correct the output so that it degrades exactly to its input, by the smallest change that does "
         "(`pipeline.imaging.degrade.data_consistency`: for kspace LR the output's central k-space band is replaced "

@@ -124,6 +124,9 @@ def test_trimmed_config_resolves_to_what_the_untrimmed_one_gave():
         pytest.skip(f"no git history with commit {UNTRIMMED}")
     assert "pretrain_steps: 3600" in old  # it spelled out every key
     old_cfg = yaml.safe_load(old)
+    # defaults changed on purpose since (issue 14, measured on real scans): the rest must resolve as before
+    old_cfg["preprocess"]["spacing"] = None
+    old_cfg["srgan"].update(pretrain_steps=7200, patch_size=32, tta=True)
     assert wf.load_workflow_config(old_cfg) == wf.load_workflow_config(CONFIG)
     assert _snakemake(copy.deepcopy(old_cfg)) == _snakemake(_shipped())
 
@@ -216,6 +219,7 @@ def _value_probes(annotation: Any, metadata: list[Any], extra: dict[str, Any], d
         yield None, True
     if typing.get_origin(annotation) is tuple:
         items = typing.get_args(annotation)
+        default = list(default) if default is not None else [1.0] * len(items)  # an optional tuple: probe a value
         yield list(default), True
         yield list(default)[:-1], False
         yield [*default, default[-1]], False

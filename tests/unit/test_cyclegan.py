@@ -48,11 +48,11 @@ def _volumes(i: int, shape=SHAPE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (field * mask).astype(np.float32), ((1 - field) * mask).astype(np.float32), mask
 
 
-def make_translation_dataset(root: Path, splits=SPLITS, ct: bool = False) -> Path:
+def make_translation_dataset(root: Path, splits=SPLITS, ct: bool = False, spacing: float = 2.0) -> Path:
     """`root/subjects.tsv` + per subject T1w, T2w (or CT), mask and normalisation.json; returns `root`."""
     root = Path(root)
     target = "CT" if ct else "T2w"
-    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine = np.diag([spacing, spacing, spacing, 1.0])
     affine[:3, 3] = [-20.0, 4.0, 7.0]
     lines = [f"subject\tsplit\tT1w\t{target}\tmask"]
     norm = {"T1w": {"method": "percentile", "percentiles": [0.5, 99.5], "low": 1.0, "high": 9.0, "range": [0, 1]},
@@ -305,10 +305,16 @@ def test_resume_is_exact_including_the_image_pools(data, tmp_path):
 
 
 def _infer_args(model, scan, out, direction, **kw):
-    base = dict(model=str(model), input=str(scan), output=str(out), normalise=False, direction=direction,
-                device="cpu", roi_size=None, sw_batch_size=None, overlap=None, tta=None, threads=0)
-    base.update(kw)
-    return argparse.Namespace(**base)
+    """The infer stage's arguments as its own parser gives them (every flag at its default), then `kw`."""
+    from pipeline.stages import infer
+
+    parser = argparse.ArgumentParser()
+    infer.add_arguments(parser)
+    args = parser.parse_args(["--model", str(model), "--input", str(scan), "--output", str(out),
+                              "--direction", direction, "--device", "cpu"])
+    for key, value in kw.items():
+        setattr(args, key, value)
+    return args
 
 
 def test_inference_both_directions_in_input_geometry(data, tmp_path):
@@ -425,3 +431,14 @@ def test_full_config_file_is_valid():
     demo = CycleGANConfig()  # the full run: the demo's recipe with wider nets and more steps
     assert cfg.generator == "resnet" and cfg.ngf > demo.ngf and cfg.n_blocks > demo.n_blocks and cfg.tta
     assert cfg.n_steps + cfg.n_steps_decay > demo.n_steps + demo.n_steps_decay and cfg.warmup_steps > 0
+
+
+@pytest.mark.parametrize(("spacing", "setting", "factor"), [(2.0, 0, 1), (1.0, 0, 2), (0.7, 0, 3), (1.0, 1, 1)])
+def test_auto_train_downsample_works_near_2_mm_and_the_model_file_records_it(tmp_path, spacing, setting, factor):
+    data = make_translation_dataset(tmp_path / "d", spacing=spacing)
+    cfg = tiny_cfg(train_downsample=setting, patch_size=12)
+    sampler, kwargs = CycleGAN.prepare_data(cfg, data, 0)
+    sampler.close()
+    assert kwargs["train_downsample"] == factor and sampler.factor == factor
+    model = build_model("cyclegan", cfg, **kwargs)
+    assert model.model_file(0)["translation"]["train_downsample"] == factor

@@ -222,9 +222,10 @@ def test_model_file_inference_and_contract(data, tmp_path):
     scan = data / "sub-006" / "T1w.nii.gz"
     src, affine = load_nifti(scan)
     out = tmp_path / "out.nii.gz"
-    args = dict(model=str(model), input=str(scan), output=str(out), normalise=False, direction=None, device="cpu",
-                roi_size=None, sw_batch_size=None, overlap=None, tta=None, threads=0)
-    assert infer.main(argparse.Namespace(**args)) == 0
+    parser = argparse.ArgumentParser()
+    infer.add_arguments(parser)
+    args = parser.parse_args(["--model", str(model), "--input", str(scan), "--output", str(out), "--device", "cpu"])
+    assert infer.main(args) == 0
     got, out_affine = load_nifti(out)
     assert got.shape == src.shape and 0.0 <= got.min() and got.max() <= 1.0
     np.testing.assert_allclose(out_affine, affine)
