@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.data.cache import LazyVolumes
-from pipeline.imaging.geometry import sr_factors
+from pipeline.imaging.geometry import fmt, sr_factors, voxel_sizes
 from pipeline.io.nifti import load_nifti
 from pipeline.io.tables import read_subjects
 
@@ -127,3 +127,24 @@ def recorded_normalisation(data_dir: str | Path, subjects: Sequence[str], modali
 def normalisation_method(info: dict[str, Any]) -> dict[str, Any]:
     """The method part of a `recorded_normalisation` entry (what a model file records), or method unknown."""
     return {k: info[k] for k in NORMALISATION_KEYS if k in info} if info else {"method": "unknown"}
+
+
+def training_resolution(data_dir: Any, modality: str, pairs: Sequence[Any], split: str = "train") -> dict[str, Any]:
+    """The ``resolution`` record of a model trained on `pairs` (`pipeline.data.volumes.sr_pairs` of `split`):
+    ``hr_spacing`` and ``lr_spacing`` (mm per volume axis) of the first pair; the others' voxel sizes are read
+    from their headers and a difference of more than 1% is logged (the first is what is recorded)."""
+    import nibabel as nib
+
+    first = pairs[0]
+    hr, lr = voxel_sizes(first.hr_affine), voxel_sizes(first.lr_affine)
+    names = set(getattr(pairs, "names", [first.subject]))
+    differ = []
+    for row in split_rows(data_dir, split)[1]:
+        if row["subject"] in names and row["subject"] != first.subject:
+            other = [voxel_sizes(nib.load(str(row[key])).affine) for key in (modality, f"{modality}_lr")]
+            if not (np.allclose(other[0], hr, rtol=0.01) and np.allclose(other[1], lr, rtol=0.01)):
+                differ.append(f"{row['subject']} {fmt(other[1])} -> {fmt(other[0])}")
+    if differ:
+        log.warning("training subjects differ in voxel size from %s (%s -> %s): %s; the model file records %s's",
+                    first.subject, fmt(lr), fmt(hr), "; ".join(differ), first.subject)
+    return {"hr_spacing": [round(float(v), 6) for v in hr], "lr_spacing": [round(float(v), 6) for v in lr]}

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.evaluation.tasks import Task
+from pipeline.imaging.degrade import AXES
 
 BASELINE_LABELS: dict[str, str] = {
     "bicubic": "bicubic",
@@ -18,7 +19,6 @@ BASELINE_LABELS: dict[str, str] = {
     "identity": "source image",
     "histogram_match": "histogram-matched source",
 }
-AXES = {"inplane": (0, 1), "all": (0, 1, 2), "through": (2,)}
 
 
 def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:

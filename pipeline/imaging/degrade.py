@@ -35,6 +35,8 @@ from collections.abc import Sequence
 import numpy as np
 
 DEGRADE_METHODS = ("kspace", "bicubic", "area", "thick_slice")
+#: the degraded axes that preprocess.sr.axes names
+AXES = {"inplane": (0, 1), "all": (0, 1, 2), "through": (2,)}
 UPSAMPLE_METHODS = ("zerofill", "bicubic", "trilinear", "nearest")
 
 

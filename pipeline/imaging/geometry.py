@@ -42,3 +42,13 @@ def slice_axis_for(factors: Sequence[int]) -> int:
         raise ValueError(f"every axis is upsampled (factors {tuple(factors)}): 2D slices cannot do this; "
                          "use spatial_dims: 3")
     return free[-1]
+
+
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    """Voxel size (mm) along each volume axis of a voxel -> world affine."""
+    return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+
+
+def fmt(spacing: Sequence[float]) -> str:
+    """``3.76x3.76x0.94 mm``."""
+    return "x".join(f"{float(s):.3g}" for s in spacing) + " mm"

@@ -24,44 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.imaging.geometry import fmt, voxel_sizes
+
 log = logging.getLogger(__name__)
 
 MODES = ("refuse", "resample", "ignore")
 #: the largest relative difference, per axis, between the scan's voxel size and the model's LR voxel size
 TOLERANCE = 0.10
-
-
-def voxel_sizes(affine: np.ndarray) -> np.ndarray:
-    """Voxel size (mm) along each volume axis of a voxel -> world affine."""
-    return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
-
-
-def fmt(spacing: Sequence[float]) -> str:
-    """``3.76x3.76x0.94 mm``."""
-    return "x".join(f"{float(s):.3g}" for s in spacing) + " mm"
-
-
-def training_resolution(data_dir: Any, modality: str, pairs: Sequence[Any], split: str = "train") -> dict[str, Any]:
-    """The ``resolution`` record of a model trained on `pairs` (`pipeline.data.volumes.sr_pairs` of `split`):
-    ``hr_spacing`` and ``lr_spacing`` (mm per volume axis) of the first pair; the others' voxel sizes are read
-    from their headers and a difference of more than 1% is logged (the first is what is recorded)."""
-    import nibabel as nib
-
-    from pipeline.data.volumes import split_rows
-
-    first = pairs[0]
-    hr, lr = voxel_sizes(first.hr_affine), voxel_sizes(first.lr_affine)
-    names = set(getattr(pairs, "names", [first.subject]))
-    differ = []
-    for row in split_rows(data_dir, split)[1]:
-        if row["subject"] in names and row["subject"] != first.subject:
-            other = [voxel_sizes(nib.load(str(row[key])).affine) for key in (modality, f"{modality}_lr")]
-            if not (np.allclose(other[0], hr, rtol=0.01) and np.allclose(other[1], lr, rtol=0.01)):
-                differ.append(f"{row['subject']} {fmt(other[1])} -> {fmt(other[0])}")
-    if differ:
-        log.warning("training subjects differ in voxel size from %s (%s -> %s): %s; the model file records %s's",
-                    first.subject, fmt(lr), fmt(hr), "; ".join(differ), first.subject)
-    return {"hr_spacing": [round(float(v), 6) for v in hr], "lr_spacing": [round(float(v), 6) for v in lr]}
 
 
 def needs_resampling(blob: dict[str, Any], affine: np.ndarray, mode: str = "refuse", where: str = "the input") -> bool:

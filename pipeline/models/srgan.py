@@ -327,8 +327,12 @@ class SRGAN(Family):
         """
         from pipeline.data.cache import VolumeCache
         from pipeline.data.sr_sampler import SRPatchSampler
-        from pipeline.data.volumes import normalisation_method, recorded_normalisation, sr_pairs
-        from pipeline.inference.resolution import training_resolution
+        from pipeline.data.volumes import (
+            normalisation_method,
+            recorded_normalisation,
+            sr_pairs,
+            training_resolution,
+        )
 
         pairs = sr_pairs(data_dir, cfg.modality, "train")
         cache = VolumeCache(cache_dir, prefix="srgan-")
@@ -470,8 +474,8 @@ class SRGAN(Family):
             return None
         G = self.networks["G"]
         G.eval()
-        try:
-            score = self.validation_psnr(G, pairs)
+        try:  # under DDP the network is wrapped: score the module itself (every rank the same)
+            score = self.validation_psnr(getattr(G, "module", G), pairs)
         finally:
             G.train(True)
         best = self.selection.get(phase)
@@ -541,8 +545,7 @@ class SRGAN(Family):
               device: str | torch.device = "cpu", **settings: Any) -> np.ndarray:
         """`super_resolve` with the model file's inference settings (overridden by the non-None `settings`), then,
         with `data_consistency` (default: on), corrected to degrade exactly to `volume` by the recorded degradation."""
-        from pipeline.evaluation.cases import AXES
-        from pipeline.imaging.degrade import DEGRADE_METHODS, data_consistency
+        from pipeline.imaging.degrade import AXES, DEGRADE_METHODS, data_consistency
 
         s = inference_settings(blob, **settings)
         out = super_resolve(volume, generator, blob["sr"], device, roi_size=s.get("roi_size", 64),

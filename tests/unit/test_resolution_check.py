@@ -13,8 +13,8 @@ import torch
 from pipeline.cli import main as cli
 from pipeline.imaging import degrade as degrade_module
 from pipeline.imaging.degrade import degrade, lr_affine
-from pipeline.imaging.geometry import hr_affine_from_lr
-from pipeline.inference.resolution import grid_with_spacing, infer_resampled, resample, voxel_sizes
+from pipeline.imaging.geometry import hr_affine_from_lr, voxel_sizes
+from pipeline.inference.resolution import grid_with_spacing, infer_resampled, resample
 from pipeline.inference.run import infer_scan
 from pipeline.io.nifti import load_nifti, save_nifti
 from pipeline.models.srgan import SRGAN
