@@ -80,21 +80,27 @@ def fold_dir(pre: Path, out: Path, splits: dict[str, str], extra: Path | None = 
     return out
 
 
-def score_sr(model: Path, row: dict, cfg: EvaluateConfig, modality: str = "T1w") -> dict[str, dict[str, float]]:
-    """The SR model and the interpolation baselines on one subject (metrics inside the mask)."""
-    import torch
-
+def sr_baselines(row: dict, cfg: EvaluateConfig, modality: str = "T1w") -> tuple:
+    """One subject's HR, LR and mask, and the zero-filled and cubic baselines' metrics inside the mask."""
     from pipeline.imaging.degrade import upsample
-    from pipeline.inference.run import infer_array
-    from pipeline.models import family_of
-    from pipeline.models.contract import load_model_file
 
     hr, _ = load_nifti(row[modality])
     lr, _ = load_nifti(row[f"{modality}_lr"])
     mask = load_nifti(row["mask"])[0] > 0
     scale = hr.shape[0] // lr.shape[0]
     axes = tuple(a for a in range(3) if hr.shape[a] != lr.shape[a])
-    out = {b: masked_metrics(upsample(lr, scale, b, axes), hr, mask, cfg) for b in ("zerofill", "bicubic")}
+    return hr, lr, mask, {b: masked_metrics(upsample(lr, scale, b, axes), hr, mask, cfg) for b in ("zerofill", "bicubic")}
+
+
+def score_sr(model: Path, row: dict, cfg: EvaluateConfig, modality: str = "T1w") -> dict[str, dict[str, float]]:
+    """The SR model and the interpolation baselines on one subject (metrics inside the mask)."""
+    import torch
+
+    from pipeline.inference.run import infer_array
+    from pipeline.models import family_of
+    from pipeline.models.contract import load_model_file
+
+    hr, lr, mask, out = sr_baselines(row, cfg, modality)
     blob = load_model_file(model)
     family = family_of(blob)
     gen = family.load_generator(blob, None, torch.device("cpu"))
@@ -106,15 +112,9 @@ def score_sr(model: Path, row: dict, cfg: EvaluateConfig, modality: str = "T1w")
 def score_demo_model(model: Path, row: dict, cfg: EvaluateConfig, out_dir: Path, modality: str = "T1w") -> dict:
     """`python -m pipeline infer` of a model trained elsewhere on one subject's LR scan: the default (refused when
     the voxel sizes differ; the message is kept), then `--resolution-mismatch resample`, scored like `score_sr`."""
-    from pipeline.imaging.degrade import upsample
     from pipeline.inference.run import infer_scan
 
-    hr, _ = load_nifti(row[modality])
-    lr, _ = load_nifti(row[f"{modality}_lr"])
-    mask = load_nifti(row["mask"])[0] > 0
-    scale = hr.shape[0] // lr.shape[0]
-    axes = tuple(a for a in range(3) if hr.shape[a] != lr.shape[a])
-    out = {b: masked_metrics(upsample(lr, scale, b, axes), hr, mask, cfg) for b in ("zerofill", "bicubic")}
+    hr, lr, mask, out = sr_baselines(row, cfg, modality)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{row['subject']}_{model.stem}.nii.gz"
     try:
