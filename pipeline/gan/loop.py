@@ -262,7 +262,7 @@ def train(
                     bar.update(1)
                 log_now = step % settings.log_every == 0 or step == total
                 ckpt_now = (step % settings.checkpoint_every == 0 or step == total
-                            or step in getattr(model, "milestones", ()))
+                            or step in model.milestones)
                 if not (log_now or ckpt_now):
                     continue
                 # the only host synchronisation: read (and check) the losses before logging or checkpointing

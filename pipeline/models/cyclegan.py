@@ -236,7 +236,9 @@ class CycleGAN(Family):
             raise ValueError(f"cyclegan.patch_size {cfg.patch_size} is not a multiple of {multiple}, which the "
                              f"{cfg.generator} generator needs")
         if cfg.train_downsample == 0 and len(a_vols):
-            spacing = float(np.linalg.norm(a_vols[0].affine[:3, :3], axis=0).min())
+            from pipeline.imaging.geometry import voxel_sizes
+
+            spacing = float(voxel_sizes(a_vols[0].affine).min())
             factor = max(1, round(AUTO_SPACING_MM / spacing))
             log.info("train_downsample auto: voxels of %.3g mm -> factor %d (about %g mm)", spacing, factor,
                      spacing * factor)
