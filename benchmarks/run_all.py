@@ -2,7 +2,7 @@
 
     python benchmarks/run_all.py --run-dir /path/to/finished/workflow     # the full table (on a quiet machine)
     python benchmarks/run_all.py --quick                                   # sanity run: few repeats, small sizes
-    python benchmarks/run_all.py --only peak,train --threads 2 --repeats 9
+    python benchmarks/run_all.py --only peak,train --threads 2 --repeats 9 --reference-dir /tmp/refcode
     python benchmarks/run_all.py --only train --device cuda               # CUDA only (default: CPU, + CUDA if present)
     python benchmarks/run_all.py --only peak,train,infer --device cuda --precisions fp32,bf16   # fast path vs fp32
 
@@ -12,20 +12,26 @@ Sections (`--only`, comma-separated; default all):
            per shape FLOPs (``FlopCounterMode``) / median wall time; the peak is the best shape's GFLOP/s.
            Measured per device and precision at ``--threads`` threads; the yardstick for "fraction of peak".
 ``train``  Training step time (median wall, interquartile range, process CPU time) of SRGAN and CycleGAN at
-           fixed configurations (`TRAIN_CASES`): the SRGAN paper's network and our default architecture at
-           the must-show size (16 residual blocks, 64 channels, batch 16, 24 -> 96 crops, 1 channel; the
-           generator-only pretraining step and the adversarial step), CycleGAN at the reference's setting
-           (resnet_6blocks, 64 filters, 128 x 128, batch 1, 1 channel; identity loss off = our default, and 0.5 =
-           the reference's default), and the reference CycleGAN step re-implemented
-           (`reference_cyclegan.py`) timed interleaved with ours; on CUDA also CycleGAN at 2D 256 x 256
-           (resnet_9blocks, 64 filters: the paper's setting) and 3D 96^3 (resnet_6blocks, 32 filters), with
-           the case's own peak CUDA memory (its resident weights, gradients, optimiser moments and batch, plus
-           the transient peak of its step over ``memory_allocated`` before it). ``--precisions`` picks the CUDA precisions (``fp32``:
-           plain fp32, PyTorch's default TF32 convolutions; ``bf16``: the fast path, bf16 autocast), and
-           ``--cudnn-benchmark`` lets cuDNN autotune (what ``deterministic: false`` does in training). Model FLOPs per step: ``FlopCounterMode``
-           over one full step (forwards and backwards of every network; textbook convolutions, i.e.
-           `pipeline.nets.fastconv.reference_kernels`). Achieved GFLOP/s = FLOPs / median step time;
-           fraction of peak = that / the conv peak of the same device and precision.
+           fixed configurations (`TRAIN_CASES`; a plain run: `DEFAULT_CASES`; ``--cases`` for others: ``all``,
+           ``default`` and substrings of the names): our SRGAN default architecture's adversarial step at the must-show size
+           (16 residual blocks, 64 channels, batch 16, 24 -> 96 crops, 1 channel) and at BasicSR's crop size
+           (32 -> 128, about BasicSR's FLOPs per step), CycleGAN at the reference's setting (resnet_6blocks,
+           64 filters, 128 x 128, batch 1, 1 channel, identity 0.5 = the reference's default; identity 0 = ours
+           with ``--cases``), the SRGAN paper's network and the pretraining steps (``--cases``), and beside
+           them the reference implementations' own training steps (junyanz's CycleGAN, BasicSR's SRGAN; CPU,
+           fp32), loaded from ``--reference-dir`` by `reference_steps.py` (skipped, with a note, without it)
+           and timed in the same rounds: the "reference / ours" column. `reference_cyclegan.py` (our
+           re-implementation of the CycleGAN reference) is no longer timed. On CUDA also CycleGAN at 2D
+           256 x 256 (resnet_9blocks, 64 filters: the paper's setting) and 3D 96^3 (resnet_6blocks, 32
+           filters), with the case's own peak CUDA memory (its resident weights, gradients, optimiser moments
+           and batch, plus the transient peak of its step over ``memory_allocated`` before it).
+           ``--precisions`` picks the precisions (``fp32``: plain fp32, on CUDA PyTorch's default TF32
+           convolutions; ``bf16``: bf16 autocast, channels-last in 2D; ``auto``: on CUDA the fast path, on a
+           CPU fp32 and bf16 side by side where the CPU has native bf16, e.g. AVX-512 BF16 or AMX), and
+           ``--cudnn-benchmark`` lets cuDNN autotune (what ``deterministic: false`` does in training). Model
+           FLOPs per step: ``FlopCounterMode`` over one full step (forwards and backwards of every network;
+           textbook convolutions, i.e. `pipeline.nets.fastconv.reference_kernels`). Achieved GFLOP/s = FLOPs /
+           median step time; fraction of peak = that / the conv peak of the same device and precision.
 ``infer``  Whole-volume inference: SR (`super_resolve`) and translation (`translate`) of a synthetic volume,
            each in its own process; output voxels per second and peak memory (CPU: the process's peak RSS
            and its growth during inference; CUDA: ``max_memory_allocated``). Model files of a finished run
@@ -80,31 +86,54 @@ CYCLEGAN_REF = {"generator": "resnet", "n_blocks": 6, "ngf": 64, "ndf": 64, "d_l
 CYCLEGAN_256 = {**CYCLEGAN_REF, "n_blocks": 9, "patch_size": 256}
 CYCLEGAN_3D = {**CYCLEGAN_REF, "spatial_dims": 3, "ngf": 32, "ndf": 32, "patch_size": 96}
 
-#: name -> (model, config overrides, phase, reference seconds per step on a 2-core machine at 2 threads, its label)
-TRAIN_CASES: dict[str, tuple[str, dict[str, Any], str, float | None, str]] = {
-    "srgan paper, pretrain": ("srgan", SRGAN_PAPER, "pretrain", None, ""),
-    "srgan paper, adversarial": ("srgan", SRGAN_PAPER, "gan", 1.62, "SRGAN paper's generator"),
-    "srgan default arch, pretrain": ("srgan", SRGAN_SIZE, "pretrain", None, ""),
-    "srgan default arch, adversarial": ("srgan", SRGAN_SIZE, "gan", 1.40, "BasicSR MSRResNet-based SRGAN"),
-    "cyclegan ref setting, identity 0": ("cyclegan", CYCLEGAN_REF, "step", 1.27, "CycleGAN reference"),
-    "cyclegan ref setting, identity 0.5": ("cyclegan", {**CYCLEGAN_REF, "lambda_identity": 0.5}, "step", 1.27,
-                                           "CycleGAN reference"),
-    "reference cyclegan re-implemented, identity 0.5": ("reference_cyclegan", {"lambda_identity": 0.5}, "step", 1.27,
-                                                        "CycleGAN reference"),
-    "cyclegan 2D 256x256": ("cyclegan", CYCLEGAN_256, "step", None, ""),
-    "cyclegan 2D 256x256, batch 8": ("cyclegan", {**CYCLEGAN_256, "batch_size": 8}, "step", None, ""),
-    "cyclegan 3D 96^3": ("cyclegan", CYCLEGAN_3D, "step", None, ""),
+#: BasicSR's SRGAN crop (gt_size 128, batch 16, x4): our default architecture at that size does about the
+#: same FLOPs per step as BasicSR's step (see the GFLOP/step column)
+SRGAN_BASICSR_SIZE = {**SRGAN_SIZE, "patch_size": 128}
+
+#: name -> (model, config overrides, phase, the reference case it is compared with, or "")
+#: model "ref:cyclegan" / "ref:basicsr_srgan": the reference implementations' own code (`reference_steps.py`,
+#: from --reference-dir), always fp32, timed in the same rounds as our cases
+TRAIN_CASES: dict[str, tuple[str, dict[str, Any], str, str]] = {
+    "srgan paper, pretrain": ("srgan", SRGAN_PAPER, "pretrain", ""),
+    "srgan paper, adversarial": ("srgan", SRGAN_PAPER, "gan", ""),
+    "srgan default arch, pretrain": ("srgan", SRGAN_SIZE, "pretrain", ""),
+    "srgan default arch, adversarial": ("srgan", SRGAN_SIZE, "gan", "BasicSR SRGAN (reference code)"),
+    "srgan default arch at BasicSR's size, adversarial": ("srgan", SRGAN_BASICSR_SIZE, "gan",
+                                                          "BasicSR SRGAN (reference code)"),
+    "BasicSR SRGAN (reference code)": ("ref:basicsr_srgan", {"gt_size": 128, "batch": 16}, "step", ""),
+    "cyclegan ref setting, identity 0": ("cyclegan", CYCLEGAN_REF, "step", "CycleGAN reference code, identity 0"),
+    "cyclegan ref setting, identity 0.5": ("cyclegan", {**CYCLEGAN_REF, "lambda_identity": 0.5}, "step",
+                                           "CycleGAN reference code, identity 0.5"),
+    "CycleGAN reference code, identity 0": ("ref:cyclegan", {"lambda_identity": 0.0, "track_running_stats": False},
+                                            "step", ""),
+    "CycleGAN reference code, identity 0.5": ("ref:cyclegan", {"lambda_identity": 0.5, "track_running_stats": False},
+                                              "step", ""),
+    #: the stored (2018) networks.py as is: its instance norm also updates running statistics (unused in training)
+    "CycleGAN reference code as stored, identity 0.5": ("ref:cyclegan", {"lambda_identity": 0.5}, "step", ""),
+    "cyclegan 2D 256x256": ("cyclegan", CYCLEGAN_256, "step", ""),
+    "cyclegan 2D 256x256, batch 8": ("cyclegan", {**CYCLEGAN_256, "batch_size": 8}, "step", ""),
+    "cyclegan 3D 96^3": ("cyclegan", CYCLEGAN_3D, "step", ""),
 }
 #: cases too slow for a CPU benchmark run (minutes per step there)
 CUDA_ONLY_CASES = {"cyclegan 2D 256x256", "cyclegan 2D 256x256, batch 8", "cyclegan 3D 96^3"}
+#: the cases of a plain run (`--cases` to pick others: comma-separated substrings of the names)
+DEFAULT_CASES = ["srgan default arch, adversarial", "srgan default arch at BasicSR's size, adversarial",
+                 "BasicSR SRGAN (reference code)", "cyclegan ref setting, identity 0.5",
+                 "CycleGAN reference code, identity 0.5", *sorted(CUDA_ONLY_CASES)]
 REFERENCE_NOTE = (
-    "Reference seconds per step: measured on a 2-core machine like this one (medians, 2 threads): BasicSR's "
-    "MSRResNet-based SRGAN 1.40 s, the SRGAN paper's generator 1.62 s, the CycleGAN reference (junyanz) 1.27 s, "
-    "at about 69% of that machine's conv peak. Their configurations match ours in size (blocks, widths, batch, "
-    "crops, 1 channel), not in every detail (BasicSR's network has no batch norm and 3x3 output convs; whether the "
-    "CycleGAN reference ran with its default identity loss 0.5 was not recorded, so both of our settings are "
-    "listed). The re-implemented reference row runs on this machine interleaved with ours: the fair comparison "
-    "on a loaded machine."
+    "**reference / ours**: the reference implementations' own code, run in this process and timed in the same "
+    "rounds as ours (one step of every case per round, so load drifts hit all alike): junyanz/"
+    "pytorch-CycleGAN-and-pix2pix's `CycleGANModel.optimize_parameters` with its `networks.py` "
+    "(resnet_6blocks, ngf/ndf 64, instance norm, init normal 0.02, lsgan, pool 50; its instance norm without "
+    "running statistics, as in the repository's current networks.py: the stored 2018 copy also updates them, "
+    "unused, the \"as stored\" case) and BasicSR's `MSRResNet` + "
+    "`VGGStyleDiscriminator` with `SRGANModel.optimize_parameters`'s losses (pixel L1, vanilla GAN; no VGG "
+    "perceptual loss), all at 1 channel (`benchmarks/reference_steps.py`; their source from `--reference-dir`, "
+    "not in this repository). The reference code runs in fp32 (it has no mixed-precision option); the ratio is "
+    "the median over rounds of (reference step / our step) in the same round, with its interquartile range. "
+    "CycleGAN: the same work (same networks, losses and sizes). SRGAN: BasicSR's discriminator takes 128 or 256 "
+    "crops only, so it runs at its own size (32 -> 128, batch 16); our row at BasicSR's size does about the same "
+    "FLOPs (compare GFLOP/step), our default-size row (24 -> 96) does fewer."
 )
 
 
@@ -130,15 +159,31 @@ def _devices(arg: str) -> list[str]:
 
 
 def _precisions(device: str, requested: str = "auto") -> list[str]:
-    """The precisions to run on `device`: fp32 on CPU; on CUDA `requested` (comma-separated; auto: bf16/fp16)."""
+    """The precisions to run on `device`, from `requested` (comma-separated): ``auto`` is fp32 + bf16 on a CPU
+    with native bf16 (`pipeline.gan.base.cpu_has_bf16`; fp32 alone on other CPUs) and the fast path on CUDA
+    (bf16, or fp16 where bf16 is missing). A precision the device cannot run falls back as `Precision` does
+    (e.g. fp16 or emulated bf16 on a CPU -> fp32); duplicates are dropped."""
     import torch
 
     from pipeline.gan.base import Precision
 
     dev = torch.device(device)
-    if dev.type != "cuda":
-        return ["fp32"]
-    return list(dict.fromkeys(Precision(dev, p.strip()).mode for p in requested.split(",") if p.strip()))
+    names = [p.strip() for p in requested.split(",") if p.strip()] or ["auto"]
+    modes: list[str] = []
+    for name in names:
+        if name == "auto" and dev.type != "cuda":
+            modes += ["fp32"] + (["bf16"] if _cpu_has_bf16() else [])
+        else:
+            modes.append(Precision(dev, name).mode)
+    return list(dict.fromkeys(modes))
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        from pipeline.gan.base import cpu_has_bf16
+    except ImportError:  # a pipeline without CPU bf16 support
+        return False
+    return cpu_has_bf16()
 
 
 def load_average() -> str:
@@ -242,24 +287,22 @@ def conv_peak(device: str, precision: str, repeats: int, quick: bool) -> list[di
 
 
 # ------------------------------------------------------------------------------------------ training steps
-def _build_step(model: str, overrides: dict[str, Any], phase: str, device: str,
-                precision: str) -> tuple[Callable[[], None], dict[str, Any]]:
+def _build_step(model: str, overrides: dict[str, Any], phase: str, device: str, precision: str,
+                reference_dir: Path | None = None) -> tuple[Callable[[], None], dict[str, Any]]:
     """A closure running one training step of the case, and a description of it."""
     import torch
 
     dev = torch.device(device)
     torch.manual_seed(0)
-    if model == "reference_cyclegan":
-        from reference_cyclegan import ReferenceCycleGAN
+    if model.startswith("ref:"):
+        import reference_steps
 
-        ref = ReferenceCycleGAN(lambda_identity=overrides.get("lambda_identity", 0.5))
-        for net in ref.networks.values():
-            net.to(dev)
-        a = torch.rand(1, 1, 128, 128, device=dev) * 2 - 1
-        b = torch.rand(1, 1, 128, 128, device=dev) * 2 - 1
-        desc = {"params": sum(p.numel() for n in ref.networks.values() for p in n.parameters()), "precision": "fp32",
-                "config": "ngf 64, ndf 64, resnet_6blocks, 128x128, batch 1"}
-        return (lambda: ref.step(a, b)), desc
+        if dev.type != "cpu":
+            raise ValueError("the reference steps run on the CPU only")
+        if model == "ref:cyclegan":
+            return reference_steps.cyclegan_step(reference_dir, lambda_identity=overrides["lambda_identity"],
+                                                 track_running_stats=overrides.get("track_running_stats"))
+        return reference_steps.srgan_step(reference_dir, gt_size=overrides["gt_size"], batch=overrides["batch"])
 
     from pipeline.config import parse, to_dict
     from pipeline.gan.base import Precision
@@ -317,23 +360,36 @@ def step_flops(step: Callable[[], None]) -> int:
 
 
 def train_steps(devices: list[str], repeats: int, warmup: int, cases: list[str],
-                peaks: dict[tuple[str, str], float], precisions: str = "auto") -> list[dict[str, Any]]:
-    """Time every case on every device, interleaved (one step of each case per round), so load drifts hit all."""
+                peaks: dict[tuple[str, str], float], precisions: str = "auto",
+                reference_dir: Path | None = None, notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Time every case on every device, interleaved (one step of each case per round), so load drifts hit all.
+
+    Reference cases (``ref:`` models) run once per device, in fp32, in the same rounds as every precision of
+    ours; each of our rows compared with one gets the reference's median and the median (and interquartile
+    range) over rounds of reference step / our step. `notes` collects what was skipped and why.
+    """
     import torch
 
+    notes = notes if notes is not None else []
     rows = []
     for device in devices:
         dev = torch.device(device)
         built, resident = {}, {}
         for precision in _precisions(device, precisions):
             for name in cases:
-                model, overrides, phase, ref_s, ref_label = TRAIN_CASES[name]
-                if (model == "reference_cyclegan" and dev.type != "cpu") or (
-                        name in CUDA_ONLY_CASES and dev.type != "cuda"):
+                model, overrides, phase, _ = TRAIN_CASES[name]
+                reference = model.startswith("ref:")
+                if reference and (dev.type != "cpu" or (name, "fp32") in built):
+                    continue  # the reference code: CPU, fp32 (its own arithmetic), once per device
+                if name in CUDA_ONLY_CASES and dev.type != "cuda":
+                    continue
+                if reference and reference_dir is None:
+                    notes.append(f"{name}: not run (no --reference-dir with the reference source)")
                     continue
                 before = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
                 try:
-                    step, desc = _build_step(model, overrides, phase, device, precision)
+                    step, desc = _build_step(model, overrides, phase, device, "fp32" if reference else precision,
+                                             reference_dir)
                     for _ in range(warmup):
                         step()
                     _sync(dev)
@@ -341,14 +397,19 @@ def train_steps(devices: list[str], repeats: int, warmup: int, cases: list[str],
                 except torch.OutOfMemoryError as exc:
                     log.error("%s on %s (%s): out of memory: %s", name, device, precision, exc)
                     continue
+                except FileNotFoundError as exc:  # reference_steps.ReferenceMissing
+                    notes.append(f"{name}: not run ({exc})")
+                    log.warning("%s: %s", name, exc)
+                    continue
                 # the case's resident state: weights, gradients, optimiser moments, its batch
-                resident[(name, precision)] = torch.cuda.memory_allocated(dev) - before if dev.type == "cuda" else 0
-                built[(name, precision)] = (step, desc, flops, ref_s, ref_label)
+                key = (name, desc["precision"] if reference else precision)
+                resident[key] = torch.cuda.memory_allocated(dev) - before if dev.type == "cuda" else 0
+                built[key] = (step, desc, flops)
                 log.info("%s on %s (%s): %.1f GFLOP per step", name, device, precision, flops / 1e9)
         wall: dict[tuple[str, str], list[float]] = {k: [] for k in built}
         cpu: dict[tuple[str, str], list[float]] = {k: [] for k in built}
         peak_mem: dict[tuple[str, str], float] = {}
-        for _ in range(repeats):
+        for rnd in range(repeats):
             for name, (step, *_rest) in built.items():
                 if dev.type == "cuda":
                     base = torch.cuda.memory_allocated(dev)
@@ -362,17 +423,23 @@ def train_steps(devices: list[str], repeats: int, warmup: int, cases: list[str],
                 if dev.type == "cuda":
                     # this case alone: its resident state + its step's transient peak (not the other cases')
                     peak_mem[name] = (resident[name] + torch.cuda.max_memory_allocated(dev) - base) / 2**20
-        for (name, precision), (_, desc, flops, ref_s, ref_label) in built.items():
+            log.info("round %d/%d on %s done (load average %s)", rnd + 1, repeats, device, load_average())
+        for (name, precision), (_, desc, flops) in built.items():
             s = _stats(wall[name, precision])
             achieved = flops / s["median"] / 1e9
             peak = peaks.get((device, desc["precision"]))
+            ref_name = TRAIN_CASES[name][3]
             row = {"case": name, "device": device, "precision": desc["precision"], "config": desc["config"],
                    "parameters": desc["params"], "median_s": s["median"], "q1_s": s["q1"], "q3_s": s["q3"],
                    "steps_per_s": 1 / s["median"],
                    "cpu_s": statistics.median(cpu[name, precision]), "gflop_per_step": flops / 1e9, "gflops_per_s": achieved,
                    "fraction_of_peak": achieved / peak if peak else None, "repeats": repeats}
-            if dev.type == "cpu" and ref_s:
-                row |= {"reference_s": ref_s, "reference": ref_label, "speedup_vs_reference": ref_s / s["median"]}
+            if ref_name and (ref_name, "fp32") in built:
+                ref_wall = wall[ref_name, "fp32"]
+                ratios = _stats([r / o for r, o in zip(ref_wall, wall[name, precision], strict=True)])
+                row |= {"reference": ref_name, "reference_s": statistics.median(ref_wall),
+                        "reference_over_ours": ratios["median"], "ratio_q1": ratios["q1"], "ratio_q3": ratios["q3"],
+                        "ratio_iqr": f"{ratios['q1']:.2f}-{ratios['q3']:.2f}"}
             if dev.type == "cuda":
                 row["peak_mem_mib"] = peak_mem.get((name, precision))
                 row["cudnn_benchmark"] = torch.backends.cudnn.benchmark
@@ -527,10 +594,11 @@ def report(info: dict[str, Any], results: dict[str, list[dict[str, Any]]], args:
                 _table(results["train"], [("case", "case"), ("device", "device"), ("precision", "precision"),
                                           ("config", "configuration"), ("median_s", "s/step"), ("q1_s", "q1"), ("q3_s", "q3"), ("cpu_s", "CPU s"),
                                           ("gflop_per_step", "GFLOP/step"), ("gflops_per_s", "GFLOP/s"),
-                                          ("fraction_of_peak", "of peak"), ("reference_s", "reference s"),
-                                          ("speedup_vs_reference", "reference / ours"),
+                                          ("fraction_of_peak", "of peak"), ("reference_s", "reference s/step"),
+                                          ("reference_over_ours", "reference / ours"), ("ratio_iqr", "IQR"),
                                           ("peak_mem_mib", "CUDA MiB")], 3), "",
-                REFERENCE_NOTE, ""]
+                REFERENCE_NOTE, ""] + [f"- {n}" for n in getattr(args, "notes", [])] + \
+               ([""] if getattr(args, "notes", []) else [])
     if "infer" in results:
         out += ["## Whole-volume inference", "",
                 "Median wall seconds per volume (including the sliding-window blending), output voxels per second, "
@@ -554,6 +622,36 @@ def report(info: dict[str, Any], results: dict[str, list[dict[str, Any]]], args:
     return "\n".join(out)
 
 
+SECTION_TITLES = {"peak": "## Conv peak", "train": "## Training step", "infer": "## Whole-volume inference",
+                  "ingest": "## Ingest vs dcm2niix", "demo": "## End-to-end demo run"}
+
+
+def carried_over(previous: str, ran: set[str]) -> str:
+    """The sections of an earlier benchmarks.md that this run did not redo, marked with that run's header line."""
+    lines = previous.splitlines()
+    header = lines[0].lstrip("# ").strip() if lines else "an earlier run"
+    machine = next((ln for ln in lines[1:6] if ln.strip() and not ln.startswith(("Command", "*From"))), "")
+    chunks, current = {}, None
+    for line in lines:
+        if line.startswith("## "):
+            current = next((k for k, t in SECTION_TITLES.items() if line.strip() == t), None)
+            if current is not None:
+                chunks[current] = []
+        if current is not None:
+            chunks[current].append(line)
+    out = []
+    for key in SECTION_TITLES:
+        if key in chunks and key not in ran:
+            body = chunks[key]
+            note = [ln for ln in body[1:3] if ln.startswith("*From")]
+            stamp = note[0] if note else f"*From the earlier run ({header}; {machine.rstrip('.')}), not re-run here.*"
+            rest = [ln for ln in body[1:] if not ln.startswith("*From")]
+            while rest and not rest[0].strip():
+                rest.pop(0)
+            out += [body[0], "", stamp, "", *rest]
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -563,11 +661,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="timed training steps per case")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--ingest-repeats", type=int, default=3)
-    parser.add_argument("--cases", default="", help="training cases, comma-separated substrings of the names")
+    parser.add_argument("--cases", default="", help="training cases, comma-separated: substrings of the names, `default` (DEFAULT_CASES, "
+                             "the default) or `all`")
     parser.add_argument("--run-dir", type=Path, default=None, help="a finished workflow run (for demo and infer)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--quick", action="store_true", help="sanity run: 1 warm-up, 2 repeats, small sizes")
-    parser.add_argument("--precisions", default="auto", help="CUDA precisions, comma-separated: auto, fp32, bf16, fp16")
+    parser.add_argument("--precisions", default="auto",
+                        help="precisions, comma-separated: auto, fp32, bf16, fp16 (auto: CUDA's fast path; on a CPU "
+                             "fp32 + bf16 where the CPU has native bf16)")
+    parser.add_argument("--reference-dir", type=Path, default=None,
+                        help="a folder with the reference implementations' source (pytorch-CycleGAN-and-pix2pix/, "
+                             "BasicSR/; see reference_steps.py): their training steps are timed beside ours")
     parser.add_argument("--no-tf32", action="store_true",
                         help="CUDA fp32 without TF32 (PyTorch's default runs fp32 convolutions in TF32)")
     parser.add_argument("--cudnn-benchmark", action="store_true",
@@ -607,8 +711,12 @@ def main(argv: list[str] | None = None) -> int:
         peaks = {(r["device"], r["precision"]): r["gflops_per_s"] for r in rows if r["is_peak"]}
         results["peak"] = rows
     if "train" in sections:
-        cases = [c for c in TRAIN_CASES if not args.cases or any(s in c for s in args.cases.split(","))]
-        results["train"] = train_steps(devices, args.repeats, args.warmup, cases, peaks, args.precisions)
+        tokens = [t.strip() for t in (args.cases or "default").split(",") if t.strip()]
+        cases = [c for c in TRAIN_CASES if "all" in tokens or ("default" in tokens and c in DEFAULT_CASES)
+                 or any(t in c for t in tokens if t not in ("all", "default"))]
+        args.notes = []
+        results["train"] = train_steps(devices, args.repeats, args.warmup, cases, peaks, args.precisions,
+                                       args.reference_dir, args.notes)
     if "infer" in sections:
         log.info("whole-volume inference")
         results["infer"] = inference(devices, args.run_dir, args.threads, 1 if args.quick else 3, args.quick)
@@ -623,6 +731,10 @@ def main(argv: list[str] | None = None) -> int:
         _write_csv(args.out / f"{name}.csv", rows)
     (args.out / "machine.json").write_text(json.dumps(info, indent=2) + "\n")
     text = report(info, results, args)
+    previous = args.out / "benchmarks.md"
+    if previous.is_file():  # keep the sections this run did not redo (e.g. --only peak,train)
+        kept = carried_over(previous.read_text(), set(results))
+        text = text.rstrip("\n") + ("\n\n" + kept if kept else "")
     with tempfile.NamedTemporaryFile("w", dir=args.out, delete=False, suffix=".tmp") as fh:
         fh.write(text + "\n")
     os.replace(fh.name, args.out / "benchmarks.md")
