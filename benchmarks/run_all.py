@@ -210,6 +210,12 @@ def machine_info(threads: int) -> dict[str, Any]:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         info["git_commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--",
+                                "pipeline", "benchmarks/run_all.py", "benchmarks/reference_steps.py"],
+                               capture_output=True, text=True, timeout=10).stdout.split("\n")
+        changed = sorted({line[3:].strip() for line in dirty if line.strip()})
+        if changed:
+            info["git_commit"] += f" + uncommitted changes to {', '.join(changed)}"
     return info
 
 
