@@ -185,3 +185,18 @@ def test_tiny_anisotropic_volume_beats_cubic_interpolation():
         return float(10 * np.log10(1.0 / np.mean((x - hr) ** 2)))
 
     assert psnr(out) > psnr(cubic) + 1.0, (psnr(out), psnr(cubic))
+
+
+def test_adversarial_phase_changes_the_generator():
+    import dataclasses
+
+    from pipeline.selfsr.train import train_net
+
+    rng = np.random.default_rng(1)
+    bank = PairBank(rng.random((32, 32, 4)).astype(np.float32), 4, SliceProfile("rect"), 4.0, foreground=0.0)
+    plain, _ = train_net(bank, TINY)
+    adv, summary = train_net(bank, dataclasses.replace(TINY, adv_steps=2))
+    assert summary["adv_steps"] == 2
+    changed = [not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), adv.state_dict().values(),
+                                                       strict=True)]
+    assert any(changed)
