@@ -11,8 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="output NIfTI (.nii.gz)")
     parser.add_argument("--normalise", action="store_true",
                         help="the input is raw: apply the model's recorded normalisation (output mapped back)")
-    parser.add_argument("--direction", default=None,
-                        help="which generator of a file that holds several (CycleGAN: A2B, the default, or B2A)")
+    parser.add_argument("--direction", "--target", dest="direction", default=None,
+                        help="which generator of a file that holds several (CycleGAN: A2B, the default, or B2A; "
+                        "StarGAN: the target contrast, e.g. T2w, default the first it maps to)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--roi-size", type=int, default=None, help="sliding-window side in input voxels "
                         "(default: the model's)")

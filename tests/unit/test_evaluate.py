@@ -300,7 +300,8 @@ def test_a_skipped_output_keeps_its_task():
 
 def test_the_families_default_outputs_are_the_demo_tasks():
     """What the default families export (`Family.outputs`), passed as JSON, is what evaluation reads; every
-    registered family's outputs parse, and a translation family joins CycleGAN's task block."""
+    registered family's outputs parse, and a translation family joins CycleGAN's task block (StarGAN's T1w -> PDw
+    output makes a task of its own)."""
     from pipeline.models import FAMILIES
     from pipeline.workflow_config import load_workflow_config
 
@@ -312,7 +313,10 @@ def test_the_families_default_outputs_are_the_demo_tasks():
     assert sorted(outputs, key=lambda o: o.name) == sorted((Output(**o) for o in OUTPUTS), key=lambda o: o.name)
     assert [t.name for t in _tasks(outputs, {"method": "kspace", "scale": 2})] == ["sr", "translation"]
     every = exported(FAMILIES)
-    assert [t.name for t in _tasks(every, {"method": "kspace", "scale": 2})] == ["sr", "translation"]
+    assert [t.name for t in _tasks(every, {"method": "kspace", "scale": 2})] == [
+        "sr", "translation-T1w-T2w", "translation-T1w-PDw"]
+    tasks = _tasks(every, {"method": "kspace", "scale": 2})
+    assert {o.name for o in tasks[1].outputs} == {"cyclegan", "pix2pix", "stargan_T2w"}
 
 
 def test_outputs_from_a_file(tmp_path):
