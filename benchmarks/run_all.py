@@ -131,9 +131,12 @@ REFERENCE_NOTE = (
     "perceptual loss), all at 1 channel (`benchmarks/reference_steps.py`; their source from `--reference-dir`, "
     "not in this repository). The reference code runs in fp32 (it has no mixed-precision option); the ratio is "
     "the median over rounds of (reference step / our step) in the same round, with its interquartile range. "
-    "CycleGAN: the same work (same networks, losses and sizes). SRGAN: BasicSR's discriminator takes 128 or 256 "
-    "crops only, so it runs at its own size (32 -> 128, batch 16); our row at BasicSR's size does about the same "
-    "FLOPs (compare GFLOP/step), our default-size row (24 -> 96) does fewer."
+    "CycleGAN: the same work (same networks, losses and sizes). SRGAN: not the same work: BasicSR's "
+    "discriminator takes 128 or 256 crops only, so it runs at its own size (32 -> 128, batch 16), and its "
+    "networks (a full-resolution VGG-style discriminator applied three times per step, 64-channel convolutions "
+    "at the output resolution) do several times our FLOPs per step (GFLOP/step column); its time ratio says how "
+    "much sooner our step ends, **per FLOP** = (reference s / reference GFLOP) / (our s / our GFLOP) = our "
+    "GFLOP/s / the reference's: the speed at the same FLOPs."
 )
 
 
@@ -443,9 +446,11 @@ def train_steps(devices: list[str], repeats: int, warmup: int, cases: list[str],
             if ref_name and (ref_name, "fp32") in built:
                 ref_wall = wall[ref_name, "fp32"]
                 ratios = _stats([r / o for r, o in zip(ref_wall, wall[name, precision], strict=True)])
+                ref_flops = built[ref_name, "fp32"][2]
                 row |= {"reference": ref_name, "reference_s": statistics.median(ref_wall),
                         "reference_over_ours": ratios["median"], "ratio_q1": ratios["q1"], "ratio_q3": ratios["q3"],
-                        "ratio_iqr": f"{ratios['q1']:.2f}-{ratios['q3']:.2f}"}
+                        "ratio_iqr": f"{ratios['q1']:.2f}-{ratios['q3']:.2f}",
+                        "reference_over_ours_per_flop": ratios["median"] * flops / ref_flops}
             if dev.type == "cuda":
                 row["peak_mem_mib"] = peak_mem.get((name, precision))
                 row["cudnn_benchmark"] = torch.backends.cudnn.benchmark
@@ -602,6 +607,7 @@ def report(info: dict[str, Any], results: dict[str, list[dict[str, Any]]], args:
                                           ("gflop_per_step", "GFLOP/step"), ("gflops_per_s", "GFLOP/s"),
                                           ("fraction_of_peak", "of peak"), ("reference_s", "reference s/step"),
                                           ("reference_over_ours", "reference / ours"), ("ratio_iqr", "IQR"),
+                                          ("reference_over_ours_per_flop", "per FLOP"),
                                           ("peak_mem_mib", "CUDA MiB")], 3), "",
                 REFERENCE_NOTE, ""] + [f"- {n}" for n in getattr(args, "notes", [])] + \
                ([""] if getattr(args, "notes", []) else [])
@@ -658,6 +664,37 @@ def carried_over(previous: str, ran: set[str]) -> str:
     return "\n".join(out)
 
 
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    def value(v: str) -> Any:
+        if v in ("", "None"):
+            return None
+        if v in ("True", "False"):
+            return v == "True"
+        for kind in (int, float):
+            with contextlib.suppress(ValueError):
+                return kind(v)
+        return v
+
+    with path.open(newline="") as fh:
+        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def rewrite_report(args: argparse.Namespace) -> int:
+    """benchmarks.md again from the CSVs and machine.json of an earlier run (its command line as recorded)."""
+    info = json.loads((args.out / "machine.json").read_text())
+    sections = info.get("sections") or [s for s in SECTIONS if (args.out / f"{s}.csv").is_file()]
+    results = {s: _read_csv(args.out / f"{s}.csv") for s in sections if (args.out / f"{s}.csv").is_file()}
+    args.argv, args.notes, args.quick = info.get("argv", args.argv), info.get("notes", []), info.get("quick", False)
+    text = report(info, results, args)
+    previous = args.out / "benchmarks.md"
+    if previous.is_file():
+        kept = carried_over(previous.read_text(), set(results))
+        text = text.rstrip("\n") + ("\n\n" + kept if kept else "")
+    previous.write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -682,12 +719,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="CUDA fp32 without TF32 (PyTorch's default runs fp32 convolutions in TF32)")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN autotune its kernels (training's `deterministic: false`); default: off")
+    parser.add_argument("--from-csv", action="store_true",
+                        help="no measuring: re-write benchmarks.md from the CSVs and machine.json in --out")
     parser.add_argument("--infer-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.infer_worker:
         print(json.dumps(_infer_worker(json.loads(args.infer_worker))))
         return 0
     args.argv = argv
+    if args.from_csv:
+        return rewrite_report(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import torch
 
@@ -732,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     if "demo" in sections:
         results["demo"] = demo_rows(args.run_dir)
     info["load_average_end"] = load_average()
+    info |= {"sections": list(results), "argv": argv, "notes": getattr(args, "notes", []), "quick": args.quick}
     args.out.mkdir(parents=True, exist_ok=True)
     for name, rows in results.items():
         _write_csv(args.out / f"{name}.csv", rows)
