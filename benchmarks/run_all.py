@@ -393,7 +393,8 @@ def train_steps(devices: list[str], repeats: int, warmup: int, cases: list[str],
                 if name in CUDA_ONLY_CASES and dev.type != "cuda":
                     continue
                 if reference and reference_dir is None:
-                    notes.append(f"{name}: not run (no --reference-dir with the reference source)")
+                    note = f"{name}: not run (no --reference-dir with the reference source)"
+                    notes += [note] if note not in notes else []
                     continue
                 before = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
                 try:
