@@ -101,7 +101,7 @@ class DemoConfig(Section):
 
     where: ClassVar[str] = "demo"
 
-    n_subjects: int = Field(12, ge=3, description=(
+    n_subjects: int = Field(26, ge=3, description=(
         "Number of simulated subjects (each with T1w, T2w, PDw); 3 at least, so that train, val and test "
         "each get one."))
     n_dicom: int = Field(4, ge=0, description=(
@@ -174,8 +174,9 @@ class SplitConfig(Section):
 
     train: float = Field(0.6, ge=0, description=(
         "Share of subjects for training (ratios are normalised by their sum)."))
-    val: float = Field(0.2, ge=0, description="Share of subjects for validation.")
-    test: float = Field(0.2, ge=0, description=(
+    val: float = Field(0.1, ge=0, description=(
+        "Share of subjects for validation (model selection only: a few subjects suffice)."))
+    test: float = Field(0.3, ge=0, description=(
         "Share of subjects for testing. Every split with a share > 0 gets at least one subject; fewer "
         "subjects than such splits is an error (with 2 subjects, set val to 0)."))
     subjects_file: str = Field("config/subjects.tsv", description=(

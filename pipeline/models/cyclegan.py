@@ -131,7 +131,8 @@ class CycleGANConfig(Section):
     checkpoint_every: int = Field(200, ge=1, description=(
         "Steps between checkpoints (training resumes from the last one)."))
     precision: PrecisionMode = Field("auto", description=(
-        "Mixed precision on CUDA (auto - bf16 where supported, else fp16); CPU always fp32."))
+        "Mixed precision: auto - bf16 on CUDA where supported (else fp16) and on CPUs with native bf16 (else "
+        "fp32); fp32, bf16 or fp16 force one (as for srgan.precision)."))
     deterministic: bool = Field(True, description="Deterministic kernels where PyTorch has them.")
     sw_batch_size: int = Field(16, ge=1, description=(
         "Windows (slices or patches) per forward pass at inference."))
@@ -199,7 +200,7 @@ class CycleGAN(Family):
             "D_A": build_discriminator(cfg),
             "D_B": build_discriminator(cfg),
         }
-        self.networks, self.channels_last = place(nets, self.device, cfg.spatial_dims)
+        self.networks, self.channels_last = place(nets, self.precision, cfg.spatial_dims)
         nets = self.networks
         betas = tuple(cfg.betas)
         self.optimizers = {

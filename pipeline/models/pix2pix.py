@@ -160,7 +160,7 @@ class Pix2Pix(Family):
         self.g_kwargs = generator_kwargs(cfg)
         self.roi_size = crop_roi(self.name, cfg, roi_size)
         nets = {"G": init_weights(generator_from_kwargs(self.g_kwargs)), "D": build_discriminator(cfg)}
-        self.networks, self.channels_last = place(nets, self.device, cfg.spatial_dims)
+        self.networks, self.channels_last = place(nets, self.precision, cfg.spatial_dims)
         betas = tuple(cfg.betas)
         self.optimizers = {k: adam(net.parameters(), lr=cfg.lr, betas=betas) for k, net in self.networks.items()}
         decay = linear_decay(cfg.n_steps, cfg.n_steps_decay)

@@ -117,8 +117,9 @@ class SRGANConfig(Section):
         "Early stopping: end a phase after this many validations in a row without a better validation PSNR "
         "(0: never stop early). With select_best only."))
     precision: PrecisionMode = Field("auto", description=(
-        "auto: bf16 autocast on CUDA (fp16 + grad scaler where bf16 is missing), fp32 on CPU; fp32, bf16 or "
-        "fp16 force one (autocast on CUDA only)."))
+        "auto: bf16 autocast on CUDA (fp16 + grad scaler where bf16 is missing) and on CPUs with native bf16 "
+        "(AVX-512 BF16, AMX), else fp32; fp32, bf16 or fp16 force one (a CPU runs fp32 for fp16, and for bf16 "
+        "without native support)."))
     deterministic: bool = Field(True, description=(
         "Deterministic kernels where PyTorch has them (exact resume on CPU; may be slower on CUDA)."))
     # inference (whole volumes)
@@ -275,8 +276,9 @@ class SRGAN(Family):
         self.g_kwargs = generator_kwargs(cfg, self.model_factors)
         G = SRResNet(**self.g_kwargs).to(self.device)
         D = build_discriminator(cfg).to(self.device)
-        if self.device.type == "cuda":
-            G = G.to(memory_format=torch.channels_last) if cfg.spatial_dims == 2 else G
+        if self.precision.channels_last(cfg.spatial_dims):
+            G = G.to(memory_format=torch.channels_last)
+            D = D.to(memory_format=torch.channels_last)
         self.networks = {"G": G, "D": D}
         self.optimizers = {
             "G": adam(G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas)),
@@ -355,7 +357,7 @@ class SRGAN(Family):
     # -- the contract ---------------------------------------------------------------------------------
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
         self.batch = batch
-        if self.device.type == "cuda" and self.cfg.spatial_dims == 2:
+        if self.precision.channels_last(self.cfg.spatial_dims):
             self.batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
 
     def forward(self) -> torch.Tensor:

@@ -246,7 +246,7 @@ class StarGAN(Family):
         self.meta = dict(meta or {})
         self.roi_size = translation.crop_roi(self.name, cfg, roi_size)
         self.g_kwargs, nets = build_networks(cfg)
-        self.networks, self.channels_last = translation.place(nets, self.device, cfg.spatial_dims)
+        self.networks, self.channels_last = translation.place(nets, self.precision, cfg.spatial_dims)
         self.optimizers = {k: adam(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
                            for k, net in self.networks.items()}
         decay = linear_decay(cfg.n_steps, cfg.n_steps_decay)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pipeline.config import Invalid, to_dict
+from pipeline.gan.base import Precision
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,11 @@ def crop_roi(name: str, cfg: Any, roi_size: Sequence[int] | None) -> list[int]:
     return roi
 
 
-def place(nets: dict[str, nn.Module], device: torch.device, spatial_dims: int) -> tuple[dict[str, nn.Module], bool]:
-    """The networks on `device` (channels-last for 2D on CUDA), and whether channels-last is used."""
-    channels_last = device.type == "cuda" and spatial_dims == 2
+def place(nets: dict[str, nn.Module], precision: Precision, spatial_dims: int) -> tuple[dict[str, nn.Module], bool]:
+    """The networks on the precision's device (channels-last where `Precision.channels_last` says), and whether
+    channels-last is used."""
+    device = precision.device
+    channels_last = precision.channels_last(spatial_dims)
     fmt = {"memory_format": torch.channels_last} if channels_last else {}
     return {k: net.to(device, **fmt) for k, net in nets.items()}, channels_last
 

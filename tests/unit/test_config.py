@@ -101,7 +101,7 @@ def test_snakemake_fills_every_default_nested_sections_included():
     partial = _snakemake({"preprocess": {"split": {"train": 0.5}}, "srgan": {"lr": 0.1}})
     expected = wf.load_workflow_config({"preprocess": {"split": {"train": 0.5}}, "srgan": {"lr": 0.1}})
     assert partial == expected.model_dump(mode="json")
-    assert partial["preprocess"]["split"]["val"] == 0.2 and partial["preprocess"]["sr"]["scale"] == 4
+    assert partial["preprocess"]["split"]["val"] == 0.1 and partial["preprocess"]["sr"]["scale"] == 4
 
 
 # --------------------------------------------------------------------------------------------- config.yaml
@@ -128,6 +128,9 @@ def test_trimmed_config_resolves_to_what_the_untrimmed_one_gave():
     old_cfg["preprocess"]["spacing"] = None
     old_cfg["srgan"].update(pretrain_steps=7200, patch_size=32, tta=True)
     old_cfg["cyclegan"]["train_downsample"] = 0
+    # issues 18/19: 8 test subjects in the demo, so its verdicts can be conclusive
+    old_cfg["demo"]["n_subjects"] = 26
+    old_cfg["preprocess"]["split"].update(val=0.1, test=0.3)
     assert wf.load_workflow_config(old_cfg) == wf.load_workflow_config(CONFIG)
     assert _snakemake(copy.deepcopy(old_cfg)) == _snakemake(_shipped())
 
