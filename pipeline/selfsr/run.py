@@ -53,7 +53,12 @@ def plan(shape: tuple[int, ...], affine: np.ndarray, where: str = "the input") -
     if shape[axis] < 4:
         raise ValueError(f"{where}: only {shape[axis]} slices along the through-plane axis; need at least 4")
     scale = round(float(sizes[axis]) / float(np.mean(inplane)))
-    return Plan(axis, scale, float(sizes[axis]), float(np.mean(inplane)))
+    p = Plan(axis, scale, float(sizes[axis]), float(np.mean(inplane)))
+    if abs(p.step_mm - p.inplane_mm) > 0.1 * p.inplane_mm or max(inplane) > 1.1 * min(inplane):
+        log.warning("selfsr: %s: voxels of %s; the output's %.3g mm through-plane step is not the in-plane voxel "
+                    "size, and training treats in-plane voxels as that step (no in-plane resampling)",
+                    where, fmt(sizes), p.step_mm)
+    return p
 
 
 def output_affine(affine: np.ndarray, p: Plan) -> np.ndarray:
