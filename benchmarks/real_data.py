@@ -1,7 +1,7 @@
 """Super-resolution and translation on real brain MRI, leave-one-out (issue 14).
 
     python benchmarks/real_data.py --work /tmp/realbench [--corpus ../shared/corpus/real_brain_ms]
-        [--families srgan cyclegan] [--spacing 2] [--params-srgan JSON] [--demo-run DIR] [--threads 2]
+        [--families srgan cyclegan pix2pix stargan] [--spacing 2] [--params-srgan JSON] [--demo-run DIR] [--threads 2]
 
 The corpus (three co-registered real MS patients, T1w/T2w/FLAIR at 1 mm) is ingested and preprocessed once by the
 workflow's own stages (`--spacing 2`: the default config's 2 mm grid; `--spacing native`: each subject's own 1 mm
@@ -127,7 +127,10 @@ def score_demo_model(model: Path, row: dict, cfg: EvaluateConfig, out_dir: Path,
     return out
 
 
-def score_translation(model: Path, row: dict, cfg: EvaluateConfig, source: str, target: str) -> dict[str, dict]:
+def score_translation(model: Path, row: dict, cfg: EvaluateConfig, source: str, target: str,
+                      direction: str | None = "A2B") -> dict[str, dict]:
+    """The translation `direction` of a model file (CycleGAN: A2B; pix2pix: None; StarGAN: the target) on one
+    subject, and histogram matching, inside the mask."""
     import torch
 
     from pipeline.imaging.degrade import histogram_match
@@ -140,8 +143,8 @@ def score_translation(model: Path, row: dict, cfg: EvaluateConfig, source: str, 
     mask = load_nifti(row["mask"])[0] > 0
     blob = load_model_file(model)
     family = family_of(blob)
-    gen = family.load_generator(blob, "A2B", torch.device("cpu"))
-    pred, _ = infer_array(family, blob, gen, src, "A2B", False, "cpu")
+    gen = family.load_generator(blob, direction, torch.device("cpu"))
+    pred, _ = infer_array(family, blob, gen, src, direction, False, "cpu")
     return {"histogram_match": masked_metrics(histogram_match(src, truth, mask=mask), truth, mask, cfg),
             "model": masked_metrics(pred, truth, mask, cfg)}
 
@@ -159,11 +162,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    ap.add_argument("--families", nargs="+", default=["srgan"], choices=["srgan", "cyclegan", "pix2pix"])
+    ap.add_argument("--families", nargs="+", default=["srgan"], choices=["srgan", "cyclegan", "pix2pix", "stargan"])
     ap.add_argument("--spacing", default="2", help="preprocess spacing in mm, or 'native'")
     ap.add_argument("--params-srgan", default="{}")
     ap.add_argument("--params-cyclegan", default="{}")
     ap.add_argument("--params-pix2pix", default="{}")
+    ap.add_argument("--params-stargan", default='{"targets": ["T2w", "FLAIR"]}',
+                    help="StarGAN's config (default: targets T2w and FLAIR, the corpus's contrasts)")
     ap.add_argument("--folds", nargs="*", type=int, default=None, help="0-based folds to run (default: all)")
     ap.add_argument("--tag", default="default")
     ap.add_argument("--threads", type=int, default=2)
@@ -198,11 +203,18 @@ def main() -> int:
                     scores = score_sr(out / f"{name}.pt", rows[test], cfg)
                     results.append({"fold": k, "test": test, "family": fam, "output": name, "train_s": seconds,
                                     "scores": scores})
-            else:
-                src, tgt = params.get("source", "T1w"), params.get("target", "T2w")
-                scores = score_translation(out / "model.pt", rows[test], cfg, src, tgt)
-                results.append({"fold": k, "test": test, "family": fam, "output": fam, "train_s": seconds,
-                                "scores": scores})
+            else:  # translation: one output (CycleGAN A2B, pix2pix), or one per target contrast (StarGAN)
+                src = params.get("source", "T1w")
+                if fam == "stargan":
+                    outputs = [(t, t, f"stargan_{t}") for t in params.get("targets", ["T2w", "PDw"])]
+                else:
+                    outputs = [(params.get("target", "T2w"), "A2B" if fam == "cyclegan" else None, fam)]
+                for tgt, direction, name in outputs:
+                    scores = score_translation(out / "model.pt", rows[test], cfg, src, tgt, direction)
+                    results.append({"fold": k, "test": test, "family": fam, "output": name, "train_s": seconds,
+                                    "scores": scores})
+                    print(json.dumps(results[-1]), flush=True)
+                continue
             print(json.dumps(results[-1]), flush=True)
     if args.demo_run is not None and not args.with_demo:
         # the demo-trained SR models on every corpus subject, through `infer` as a user would run it
