@@ -14,8 +14,7 @@ from pipeline.models.pix2pix import Pix2Pix
 from pipeline.models.srgan import SRGAN
 from pipeline.models.stargan import StarGAN
 
-FAMILIES: dict[str, type[Family]] = {"srgan": SRGAN, "cyclegan": CycleGAN, "pix2pix": Pix2Pix,
-                                     "stargan": StarGAN}
+FAMILIES: dict[str, type[Family]] = {"srgan": SRGAN, "cyclegan": CycleGAN, "pix2pix": Pix2Pix, "stargan": StarGAN}
 
 
 def family(name: str) -> type[Family]:
