@@ -4,7 +4,8 @@ iteration by the loop, so the factor is a function of the step and resume is exa
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 
 def cosine_factor(t: int, length: int, min_ratio: float) -> float:
@@ -22,3 +23,12 @@ def linear_decay(n_steps: int, n_steps_decay: int) -> Callable[[int], float]:
         return 1.0 - max(0, step - n_steps) / float(n_steps_decay + 1)
 
     return factor
+
+
+def linear_decay_schedulers(optimizers: Mapping[str, Any], n_steps: int, n_steps_decay: int) -> dict[str, Any]:
+    """A `LambdaLR` with `linear_decay(n_steps, n_steps_decay)` for each optimizer, under the same names (the
+    translation families' schedule)."""
+    import torch
+
+    decay = linear_decay(n_steps, n_steps_decay)
+    return {k: torch.optim.lr_scheduler.LambdaLR(opt, decay) for k, opt in optimizers.items()}

@@ -44,7 +44,7 @@ from pipeline.gan.base import Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.image_pool import ImagePool
 from pipeline.gan.losses import d_loss, g_loss
-from pipeline.gan.schedules import linear_decay
+from pipeline.gan.schedules import linear_decay_schedulers
 from pipeline.models.contract import Family, Output, inference_settings
 from pipeline.models.translation import (
     cached_sampler,
@@ -207,8 +207,7 @@ class CycleGAN(Family):
             "G": adam(itertools.chain(nets["G_AB"].parameters(), nets["G_BA"].parameters()), lr=cfg.lr, betas=betas),
             "D": adam(itertools.chain(nets["D_A"].parameters(), nets["D_B"].parameters()), lr=cfg.lr, betas=betas),
         }
-        decay = linear_decay(cfg.n_steps, cfg.n_steps_decay)
-        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(opt, decay) for k, opt in self.optimizers.items()}
+        self.schedulers = linear_decay_schedulers(self.optimizers, cfg.n_steps, cfg.n_steps_decay)
         # pools of past fakes of each domain, each with its own seeded generator (saved in checkpoints)
         self.pools = {"A": ImagePool(cfg.pool_size, seed=seed * 2 + 1), "B": ImagePool(cfg.pool_size, seed=seed * 2 + 2)}
         self.real: dict[str, torch.Tensor] = {}

@@ -36,7 +36,7 @@ from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section
 from pipeline.gan.base import Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.losses import d_loss, g_loss, pixel_loss
-from pipeline.gan.schedules import linear_decay
+from pipeline.gan.schedules import linear_decay_schedulers
 from pipeline.models.contract import Family, Output
 from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
 from pipeline.models.translation import (
@@ -163,8 +163,7 @@ class Pix2Pix(Family):
         self.networks, self.channels_last = place(nets, self.precision, cfg.spatial_dims)
         betas = tuple(cfg.betas)
         self.optimizers = {k: adam(net.parameters(), lr=cfg.lr, betas=betas) for k, net in self.networks.items()}
-        decay = linear_decay(cfg.n_steps, cfg.n_steps_decay)
-        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(opt, decay) for k, opt in self.optimizers.items()}
+        self.schedulers = linear_decay_schedulers(self.optimizers, cfg.n_steps, cfg.n_steps_decay)
         self.real: dict[str, torch.Tensor] = {}
         self.fake: torch.Tensor | None = None
 

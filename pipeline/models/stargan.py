@@ -37,7 +37,7 @@ from pipeline.gan.base import Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.image_pool import ImagePool
 from pipeline.gan.losses import d_loss, g_loss
-from pipeline.gan.schedules import linear_decay
+from pipeline.gan.schedules import linear_decay_schedulers
 from pipeline.models.contract import Family, Output
 from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
 from pipeline.nets.resnet_generator import generator_from_kwargs, init_weights, size_multiple
@@ -249,8 +249,7 @@ class StarGAN(Family):
         self.networks, self.channels_last = translation.place(nets, self.precision, cfg.spatial_dims)
         self.optimizers = {k: adam(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
                            for k, net in self.networks.items()}
-        decay = linear_decay(cfg.n_steps, cfg.n_steps_decay)
-        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(opt, decay) for k, opt in self.optimizers.items()}
+        self.schedulers = linear_decay_schedulers(self.optimizers, cfg.n_steps, cfg.n_steps_decay)
         self.pool = ImagePool(cfg.pool_size, seed=seed * 2 + 1)
         self.real: dict[str, torch.Tensor] = {}
         self.out: dict[str, torch.Tensor] = {}
