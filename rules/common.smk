@@ -86,10 +86,9 @@ def final_targets():
 
 
 def test_inference_targets(wildcards):
-    """Every output's result for every test subject that has its input, except for skipped outputs."""
+    """The infer marker of every output that has a test subject with its input, except for skipped outputs."""
     _, skipped = output_plan()
-    return [inference_path(o, r["subject"]) for o in OUTPUTS.values() if o.name not in skipped
-            for r in subjects_with(["test"], o.input)]
+    return [infer_listing(o) for o in OUTPUTS.values() if o.name not in skipped and subjects_with(["test"], o.input)]
 
 
 # ---- ingest_scans (rules/ingest.smk)
@@ -113,8 +112,9 @@ def train_params(wildcards):
     return wf.train_params(config, wildcards.family)
 
 
-def train_threads(wildcards):
-    """Every core of the run (one when none is given, as for `snakemake --report`, which runs nothing)."""
+def all_cores(wildcards):
+    """Every core of the run (one when none is given, as for `snakemake --report`, which runs nothing): training
+    and inference jobs each use all of them."""
     try:
         return workflow.cores
     except WorkflowError:
@@ -122,14 +122,41 @@ def train_threads(wildcards):
 
 
 # ---- infer_model (rules/infer.smk)
+def inferred_subjects(output):
+    """The subjects `output` is inferred on: the test subjects with its input (exported) and the evaluated splits'
+    subjects with its input and ground truth (scored); none when the output is skipped."""
+    run, skipped = output_plan()
+    if output.name in skipped:
+        return []
+    test = {r["subject"] for r in subjects_with(["test"], output.input)}
+    return sorted(test | set(run.get(output.name, [])))
+
+
+def infer_listing(output):
+    """The infer job's marker (results/infer/<output>/outputs.tsv): every subject of `output` is inferred."""
+    return f"results/infer/{output.name}/outputs.tsv"
+
+
 def infer_model_input(wildcards):
-    """The family's model.pt (the training job's marker) and the subject's input scan."""
+    """The family's model.pt (the training job's marker) and the input scan of every subject the output runs on."""
     output = OUTPUTS[wildcards.output]
-    rows = [r for r in preprocessed_rows() if r["subject"] == wildcards.subject and r.get(output.input)]
-    if not rows or wildcards.desc != output.desc:
-        raise ValueError(f"{wildcards.subject}: no {output.input} in {PREPROCESS_DIR}/subjects.tsv for "
-                         f"{output.name} (or its outputs end in _{output.desc})")
-    return {"model": f"results/models/{output.family}/model.pt", "scan": str(rows[0][output.input])}
+    subjects = inferred_subjects(output)
+    if not subjects:
+        raise ValueError(f"{output.name}: no subject to infer (no {output.input} in {PREPROCESS_DIR}/subjects.tsv "
+                         "for the test or evaluated subjects)")
+    rows = {r["subject"]: r for r in preprocessed_rows()}
+    return {"model": f"results/models/{output.family}/model.pt",
+            "scans": [str(rows[s][output.input]) for s in subjects]}
+
+
+def infer_scan_arguments(wildcards):
+    """`--input SCAN --output OUT` for each subject of the output (OUT: inference_path)."""
+    output = OUTPUTS[wildcards.output]
+    rows = {r["subject"]: r for r in preprocessed_rows()}
+    args = []
+    for subject in inferred_subjects(output):
+        args += ["--input", str(rows[subject][output.input]), "--output", inference_path(output, subject)]
+    return " ".join(shlex.quote(a) for a in args)
 
 
 def infer_model_file(wildcards):
@@ -143,9 +170,9 @@ def infer_arguments(wildcards):
 
 # ---- evaluate_models (rules/evaluate.smk)
 def evaluation_inputs(wildcards):
-    """Each output's result for each subject of the evaluated splits that has its input and ground truth."""
+    """The infer marker of each evaluated output (its results for the evaluated splits' subjects)."""
     run, _ = output_plan()
-    return [inference_path(OUTPUTS[name], subject) for name, subjects in run.items() for subject in subjects]
+    return [infer_listing(OUTPUTS[name]) for name, subjects in run.items() if subjects]
 
 
 def evaluated_outputs(wildcards):
@@ -168,11 +195,16 @@ def export_dicom_targets(wildcards):
 
 
 def export_dicom_input(wildcards):
-    """The output's image, its family's model.pt (the training job's marker) and ingest's key and tables."""
+    """The output's infer marker (its image: export_dicom_image), its family's model.pt (the training job's marker)
+    and ingest's key and tables."""
     output = OUTPUTS[wildcards.output]
-    return {"image": inference_path(output, wildcards.subject), "model": f"results/models/{output.family}/model.pt",
+    return {"inferred": infer_listing(output), "model": f"results/models/{output.family}/model.pt",
             "key": "results/ingest/pseudonym_key.tsv", "manifest": "results/ingest/manifest.tsv",
             "files": "results/ingest/files.tsv"}
+
+
+def export_dicom_image(wildcards):
+    return inference_path(OUTPUTS[wildcards.output], wildcards.subject)
 
 
 def export_dicom_options(wildcards):

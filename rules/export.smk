@@ -13,12 +13,13 @@ rule export_dicom:
         output=wf.alternatives(list(OUTPUTS)),
         subject="sub-[^/_]+",
     params:
+        image=export_dicom_image,
         model=infer_model_file,
         options=export_dicom_options,
     log:
         "logs/export_dicom/{output}/{subject}.log",
     shell:
-        "python -m pipeline export-dicom --output {input.image:q} --model {params.model:q} --out {output:q}"
+        "python -m pipeline export-dicom --output {params.image:q} --model {params.model:q} --out {output:q}"
         " --key {input.key:q} {params.options} > {log:q} 2>&1"
 
 

@@ -16,7 +16,7 @@ rule train_model:
     params:
         cfg=train_params,
         seed=config["seed"],
-    threads: train_threads
+    threads: all_cores
     log:
         "logs/train_model/{family}.log",
     benchmark:

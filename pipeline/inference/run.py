@@ -83,28 +83,62 @@ def infer_scan(model: str | Path, input_path: str | Path, output: str | Path, di
     `resolution_mismatch` (refuse | resample | ignore): what to do when the scan's voxel size is not the one the
     model was trained on (see `pipeline.inference.resolution`).
     """
-    from pipeline.inference.resolution import infer_resampled, needs_resampling
-    from pipeline.inference.scans import read_scan
-    from pipeline.io.nifti import save_nifti
-    from pipeline.models import family_of
-    from pipeline.models.contract import load_model_file
+    return LoadedModel(model, direction, device).infer(input_path, output, normalise, resolution_mismatch, **settings)
 
-    blob = load_model_file(model)
-    family = family_of(blob)
-    direction = family.direction(direction)
-    (src, _), (dst, _) = family.io_modalities(blob, direction)
-    dev = device_for(device)
-    data, affine = read_scan(input_path)
-    resample = needs_resampling(blob, affine, resolution_mismatch, str(input_path))
-    generator = family.load_generator(blob, direction, dev)
-    started = time.perf_counter()
-    if resample:
-        out, unit = infer_resampled(lambda x: infer_array(family, blob, generator, x, direction, normalise, dev,
-                                                          str(input_path), **settings),
-                                    data, affine, blob, family.output_affine(affine, blob), str(input_path), settings)
-    else:
-        out, unit = infer_array(family, blob, generator, data, direction, normalise, dev, str(input_path), **settings)
-    save_nifti(out, family.output_affine(affine, blob), output)
-    log.info("%s -> %s: %s %s -> %s %s, %s (%s %s, %.1f s on %s)", input_path, output, src, data.shape, dst,
-             out.shape, unit, family.name, blob.get("kind"), time.perf_counter() - started, dev)
-    return Path(output)
+
+def infer_scans(model: str | Path, pairs: list[tuple[str | Path, str | Path]], direction: str | None = None,
+                normalise: bool = False, device: str = "auto", resolution_mismatch: str = "refuse",
+                **settings: Any) -> dict[str, str]:
+    """`infer_scan` for several (input, output) pairs with one load of the model (the workflow infers every subject
+    of an output in one process: starting Python and importing torch and MONAI costs more than a small scan's
+    inference). One scan's failure does not stop the others: returns {input: error message} of those that failed."""
+    loaded = LoadedModel(model, direction, device)
+    failed: dict[str, str] = {}
+    for input_path, output in pairs:
+        try:
+            loaded.infer(input_path, output, normalise, resolution_mismatch, **settings)
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.error("%s: %s", input_path, exc)
+            failed[str(input_path)] = str(exc)
+    return failed
+
+
+class LoadedModel:
+    """A model file's generator (of `direction`), loaded once on `device`, applied to scans by `infer`."""
+
+    def __init__(self, model: str | Path, direction: str | None = None, device: str = "auto") -> None:
+        from pipeline.models import family_of
+        from pipeline.models.contract import load_model_file
+
+        self.blob = load_model_file(model)
+        self.family = family_of(self.blob)
+        self.direction = self.family.direction(direction)
+        self.device = device_for(device)
+        self.generator = self.family.load_generator(self.blob, self.direction, self.device)
+
+    def infer(self, input_path: str | Path, output: str | Path, normalise: bool = False,
+              resolution_mismatch: str = "refuse", **settings: Any) -> Path:
+        """Read the scan `input_path`, apply the generator, write `output` in the family's output geometry."""
+        from pipeline.inference.resolution import infer_resampled, needs_resampling
+        from pipeline.inference.scans import read_scan
+        from pipeline.io.nifti import save_nifti
+
+        family, blob, direction, dev = self.family, self.blob, self.direction, self.device
+        (src, _), (dst, _) = family.io_modalities(blob, direction)
+        data, affine = read_scan(input_path)
+        resample = needs_resampling(blob, affine, resolution_mismatch, str(input_path))
+        started = time.perf_counter()
+
+        def run(x: np.ndarray) -> tuple[np.ndarray, str]:
+            return infer_array(family, blob, self.generator, x, direction, normalise, dev, str(input_path),
+                               **settings)
+
+        if resample:
+            out, unit = infer_resampled(run, data, affine, blob, family.output_affine(affine, blob),
+                                        str(input_path), settings)
+        else:
+            out, unit = run(data)
+        save_nifti(out, family.output_affine(affine, blob), output)
+        log.info("%s -> %s: %s %s -> %s %s, %s (%s %s, %.1f s on %s)", input_path, output, src, data.shape, dst,
+                 out.shape, unit, family.name, blob.get("kind"), time.perf_counter() - started, dev)
+        return Path(output)

@@ -1,14 +1,24 @@
-"""Stage 5: `python -m pipeline infer --model MODEL --input SCAN --output OUT.nii.gz` (see `pipeline.inference`)."""
+"""Stage 5: `python -m pipeline infer --model MODEL --input SCAN --output OUT.nii.gz` (see `pipeline.inference`).
+
+`--input`/`--output` may be repeated (pairs, in order): the model is loaded once for all of them, a scan that fails
+is named and skipped, the others are written, and the exit status is 1. `--listing FILE` then writes a TSV of the
+pairs written (the workflow's marker that every subject of an output is done)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a model file (results/models/<family>/model.pt)")
-    parser.add_argument("--input", required=True, help="the scan: a NIfTI file or a DICOM series folder")
-    parser.add_argument("--output", required=True, help="output NIfTI (.nii.gz)")
+    parser.add_argument("--input", required=True, action="append",
+                        help="the scan: a NIfTI file or a DICOM series folder (repeat with --output for several)")
+    parser.add_argument("--output", required=True, action="append", help="output NIfTI (.nii.gz)")
+    parser.add_argument("--listing", default=None,
+                        help="write a TSV (input, output) of the scans written, once all of them succeeded")
     parser.add_argument("--normalise", action="store_true",
                         help="the input is raw: apply the model's recorded normalisation (output mapped back)")
     parser.add_argument("--direction", "--target", dest="direction", default=None,
@@ -33,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from pipeline.inference.run import infer_scan
+    from pipeline.inference.run import infer_scan, infer_scans
+    from pipeline.io.atomic import write_text
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -42,8 +53,21 @@ def main(args: argparse.Namespace) -> int:
     for name in ("roi_size", "sw_batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    infer_scan(args.model, args.input, args.output, direction=args.direction, normalise=args.normalise,
-               device=args.device, roi_size=args.roi_size, sw_batch_size=args.sw_batch_size,
-               data_consistency=args.data_consistency,
-               overlap=args.overlap, tta=args.tta, resolution_mismatch=args.resolution_mismatch)
+    if len(args.input) != len(args.output):
+        raise ValueError(f"{len(args.input)} --input but {len(args.output)} --output: give them in pairs")
+    options = dict(direction=args.direction, normalise=args.normalise, device=args.device,
+                   roi_size=args.roi_size, sw_batch_size=args.sw_batch_size, data_consistency=args.data_consistency,
+                   overlap=args.overlap, tta=args.tta, resolution_mismatch=args.resolution_mismatch)
+    pairs = list(zip(args.input, args.output, strict=True))
+    if len(pairs) == 1:  # one scan: its error is the command's error
+        infer_scan(args.model, *pairs[0], **options)
+        failed = {}
+    else:
+        failed = infer_scans(args.model, pairs, **options)
+    if failed:
+        log.error("%d of %d scan(s) failed, the others were written: %s", len(failed), len(pairs),
+                  "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        return 1
+    if args.listing:
+        write_text(args.listing, "input\toutput\n" + "".join(f"{i}\t{o}\n" for i, o in pairs))
     return 0

@@ -165,6 +165,34 @@ def test_clear_errors(tmp_path, caplog):
     assert "nope.nii.gz" in caplog.text
 
 
+def test_several_scans_in_one_run_and_one_bad_scan_costs_no_other(tmp_path, caplog):
+    """Repeated --input/--output pairs share one model load; a scan that fails is named, the others are written
+    (identical to one-scan runs), the exit status is 1 and --listing is written only when every scan succeeded."""
+    hr_aff = oblique_affine()
+    model = export_model(tmp_path / "m", interp_skip="zerofill", sw_batch_size=2)
+    scans = []
+    for i in range(2):
+        hr, _ = smooth_volume((32, 28, 6), seed=i)
+        scans.append(save_nifti(degrade(hr, 4, "kspace", (0, 1)), lr_affine(hr_aff, 4, (0, 1)), tmp_path / f"lr{i}.nii.gz"))
+    assert cli(["infer", "--model", str(model), "--input", str(scans[1]), "--output", str(tmp_path / "one.nii.gz")]) == 0
+    listing = tmp_path / "outputs.tsv"
+    pairs = ["--input", str(scans[0]), "--output", str(tmp_path / "a.nii.gz"),
+             "--input", str(tmp_path / "missing.nii.gz"), "--output", str(tmp_path / "b.nii.gz"),
+             "--input", str(scans[1]), "--output", str(tmp_path / "c.nii.gz")]
+    assert cli(["infer", "--model", str(model), *pairs, "--listing", str(listing)]) == 1
+    assert "missing.nii.gz" in caplog.text and "1 of 3 scan(s) failed" in caplog.text
+    assert (tmp_path / "a.nii.gz").is_file() and not (tmp_path / "b.nii.gz").exists() and not listing.exists()
+    np.testing.assert_array_equal(load_nifti(tmp_path / "c.nii.gz")[0], load_nifti(tmp_path / "one.nii.gz")[0])
+    del pairs[4:8]  # without the missing scan: all written, listed in order
+    assert cli(["infer", "--model", str(model), *pairs, "--listing", str(listing)]) == 0
+    rows = [line.split("\t") for line in listing.read_text().splitlines()]
+    assert rows == [["input", "output"], [str(scans[0]), str(tmp_path / "a.nii.gz")],
+                    [str(scans[1]), str(tmp_path / "c.nii.gz")]]
+    assert cli(["infer", "--model", str(model), "--input", str(scans[0]), "--input", str(scans[1]),
+                "--output", str(tmp_path / "d.nii.gz")]) == 1
+    assert "give them in pairs" in caplog.text
+
+
 def test_model_file_is_self_describing(tmp_path):
     blob = torch.load(export_model(tmp_path), weights_only=True)
     assert {"format", "task", "kind", "package_version", "generator", "state_dict", "sr", "normalisation",

@@ -24,8 +24,8 @@ checkpoint preprocess_scans:
 
 rule infer_stand_in:
     input: "results/preprocess/subjects.tsv"
-    output: "results/infer/{{model}}/{{subject}}_{{desc}}.nii.gz"
-    shell: "cp stash/{{output}} {{output}}"
+    output: "results/infer/{{model}}/outputs.tsv"
+    shell: "cp stash/results/infer/{{wildcards.model}}/*.nii.gz $(dirname {{output}}) && touch {{output}}"
 
 include: "{REPO}/rules/evaluate.smk"
 include: "{REPO}/rules/report.smk"
