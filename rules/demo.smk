@@ -6,9 +6,11 @@ rule generate_demo:
         participants=f"{DEMO_DIR}/participants.tsv",
     params:
         cfg=section_json("demo"),
+    threads: all_cores
     log:
         "logs/generate_demo.log",
     benchmark:
         "results/benchmarks/generate_demo.tsv"
     shell:
-        "python -m pipeline demo --params {params.cfg:q} --out $(dirname {output.participants:q}) > {log:q} 2>&1"
+        "python -m pipeline demo --params {params.cfg:q} --out $(dirname {output.participants:q})"
+        " --workers {threads} > {log:q} 2>&1"

@@ -230,6 +230,17 @@ def test_rerun_replaces_cohort_and_bad_config_fails(tmp_path, caplog):
     assert not (tmp_path / "bad" / "participants.tsv").exists()
 
 
+def test_parallel_workers_write_the_same_files(tmp_path):
+    """Subjects simulated by two worker processes: byte-identical files (and tables) to one process."""
+    generate_demo(CFG, tmp_path / "one")
+    generate_demo(CFG, tmp_path / "two", workers=2)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file())
+    assert len(files) > 10
+    for rel in files:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel
+
+
 def test_noise_free_twin_is_the_same_subject_without_noise(subjects):
     noisy = subjects[1]
     clean = simulate_subject(_with(noise=False), 1)
