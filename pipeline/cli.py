@@ -21,6 +21,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "preprocess": ("pipeline.stages.preprocess", "RAS, resampling, normalisation, masks, split, SR inputs"),
     "train": ("pipeline.stages.train", "train a GAN family (srgan, cyclegan, ...) on the preprocessed subjects; resumes exactly"),
     "infer": ("pipeline.stages.infer", "apply a trained model to a scan (NIfTI file or DICOM folder)"),
+    "synthesize": ("pipeline.stages.synthesize", "draw synthetic slices of a contrast from a slice generator (dcgan)"),
     "selfsr": ("pipeline.stages.selfsr", "self-supervised through-plane super-resolution of one anisotropic scan"),
     "evaluate": ("pipeline.stages.evaluate", "PSNR/SSIM/MAE/NRMSE of models and baselines, statistics, figures"),
     "report": ("pipeline.stages.report", "assemble reports/index.html and one page per subject (computes nothing)"),

@@ -152,6 +152,14 @@ class IngestConfig(Section):
         "Largest deviation of a gap between adjacent DICOM slices from the median gap, as a fraction of it; "
         "beyond it the series is skipped as unevenly spaced (gaps near a multiple of the spacing are reported "
         "as missing slices)."))
+    fill_missing_slices: bool = Field(False, description=(
+        "A DICOM series with missing slices (gaps that are whole multiples of the slice spacing) is kept instead "
+        "of skipped: the missing positions are inserted and filled (by the inpainting model of fill_model, else "
+        "by linear interpolation along the slice axis); the filled slices are listed in the manifest's reason and "
+        "the sidecar (filled_slices): derived data, not measured."))
+    fill_model: str = Field("", description=(
+        "A trained inpainting model file (results/models/inpaint/model.pt) that fills the missing slices of "
+        "fill_missing_slices; empty: linear interpolation."))
     keep_duplicates: bool = Field(True, description=(
         "Several series of one modality for one subject: true keeps all (the primary, the finest resolution, "
         "as sub-NNN_<modality>, the others as sub-NNN_run-2_<modality>, ...; the manifest's primary column "
@@ -217,6 +225,55 @@ class SRConfig(Section):
         return self
 
 
+class MotionConfig(Section):
+    """Motion-corrupted inputs for motion-artifact correction (<modality>_motion.nii.gz, stage 3): rigid head motion
+    simulated in k-space (`pipeline.imaging.motion`), seeded by the workflow seed and the subject."""
+
+    where: ClassVar[str] = "preprocess.motion"
+
+    modalities: list[str] = Field(default_factory=lambda: ["T1w"], description=(
+        "Modalities for which a motion-corrupted image is made (when the subject has them); [] makes none."))
+    fraction: float = Field(0.3, ge=0, le=1, description=(
+        "Severity: the share of the shots acquired in another pose (less their lines in the k-space centre, "
+        "see centre_fraction); 0 gives the clean image exactly."))
+    max_translation_mm: float = Field(3.0, ge=0, description=(
+        "Largest translation of a moved shot along each axis, in mm (drawn uniformly in +-this)."))
+    max_rotation_deg: float = Field(3.0, ge=0, description=(
+        "Largest rotation of a moved shot about each axis, in degrees (drawn uniformly in +-this)."))
+    n_shots: int = Field(16, ge=1, description=(
+        "Groups of phase-encode lines (shots) acquired in one pose each."))
+    ordering: Literal["linear", "interleaved"] = Field("linear", description=(
+        "Which lines a shot holds: linear (contiguous blocks, e.g. an MPRAGE: motion blurs and rings) or "
+        "interleaved (every n_shots-th line, a segmented turbo spin echo: motion makes ghosts)."))
+    pe_axis: Annotated[Literal[0, 1, 2], INT_CHOICE] = Field(1, description=(
+        "The phase-encode axis of the (RAS) volume: 1 (anterior-posterior, usual for axial brain scans); the "
+        "ghosts run along it."))
+    centre_fraction: float = Field(0.08, ge=0, lt=1, description=(
+        "The central share of the phase-encode lines, always acquired in the reference pose (the ground truth's)."))
+
+
+class GapsConfig(Section):
+    """Inputs with missing slices for inpainting (<modality>_gaps.nii.gz, stage 3): random runs of consecutive
+    slices along z deleted (set to NaN) on the subject's grid, seeded by the workflow seed and the subject; the
+    deleted slices are recorded in normalisation.json (`pipeline.imaging.gaps`)."""
+
+    where: ClassVar[str] = "preprocess.gaps"
+
+    modalities: list[str] = Field(default_factory=lambda: ["T1w"], description=(
+        "Modalities for which an image with missing slices is made (when the subject has them); [] makes none."))
+    run_lengths: list[Annotated[int, Field(ge=1, le=16)]] = Field(default_factory=lambda: [1, 2, 3], min_length=1,
+                                                                  description=(
+        "Lengths (in slices) of the deleted runs, used in turn so that each occurs; evaluation reports each "
+        "length separately."))
+    n_runs: int = Field(6, ge=1, description="Runs of deleted slices per volume (fewer when the volume has no room).")
+    min_separation: int = Field(6, ge=1, description=(
+        "Measured slices at least between two runs (and runs only where the foreground covers at least 20% of "
+        "its largest slice area, so every gap can be scored)."))
+    n_boxes: int = Field(0, ge=0, description=(
+        "Random boxes (inside the foreground) deleted as well; 0: missing slices only."))
+    box_size: int = Field(16, ge=2, description="Side of the deleted boxes in voxels.")
+
+
 class PreprocessConfig(Section):
     """Preprocessing (stage 3): RAS orientation, resampling onto one grid per subject, intensity
     normalisation, foreground mask, subject-level split, and the low-resolution inputs for super-resolution."""
@@ -239,6 +296,8 @@ class PreprocessConfig(Section):
         "CT intensities are clipped to this window [low, high] in HU (low < high), then scaled to [0, 1]."))
     split: SplitConfig = Field(default_factory=SplitConfig)
     sr: SRConfig = Field(default_factory=SRConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    gaps: GapsConfig = Field(default_factory=GapsConfig)
 
     @model_validator(mode="after")
     def _rules(self) -> PreprocessConfig:
@@ -279,6 +338,10 @@ class EvaluateConfig(Section):
     translation_baselines: list[Literal["identity", "histogram_match"]] = Field(
         default_factory=lambda: ["identity", "histogram_match"], description=(
             "Translation baselines - the source image, and the source histogram-matched to the target."))
+    inpainting_baselines: list[Literal["linear", "cubic"]] = Field(
+        default_factory=lambda: ["linear", "cubic"], min_length=1, description=(
+            "Inpainting baselines: linear and cubic-spline interpolation along z across each gap from the measured "
+            "slices. Inpainting metrics are computed inside the deleted voxels (and the mask) only."))
     bootstrap_resamples: int = Field(10000, ge=100, description=(
         "Resamples of the percentile bootstrap for CIs of means and of paired differences."))
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")

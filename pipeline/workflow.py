@@ -36,6 +36,34 @@ def outputs(config: Mapping[str, Any]) -> list[Output]:
     return list(found.values())
 
 
+def trained_families(config: Mapping[str, Any], skipped: Mapping[str, str]) -> list[str]:
+    """The families of ``config["models"]`` a run trains: those with an output that is not `skipped`, and those
+    that export no per-subject output (a synthesis family, judged by its own training job)."""
+    names = []
+    for name in config["models"]:
+        outs = family(name).outputs(family_config(config, name))
+        if not outs or any(o.name not in skipped for o in outs):
+            names.append(name)
+    return names
+
+
+#: preprocess sub-sections that make derived inputs only opt-in families read: (section key, column suffix)
+DERIVED_INPUTS: tuple[tuple[str, str], ...] = (("motion", "_motion"), ("gaps", "_gaps"))
+
+
+def preprocess_params(config: Mapping[str, Any]) -> str:
+    """The preprocess stage's `--params` (inline JSON): the `preprocess` section, with each derived input of
+    DERIVED_INPUTS made only for the modalities an output of `models:` reads (a run without the motion or
+    inpainting family does not pay for simulating their inputs)."""
+    section = dict(config.get("preprocess") or {})
+    read = {o.input for o in outputs(config)}
+    for key, suffix in DERIVED_INPUTS:
+        if isinstance(section.get(key), Mapping):
+            wanted = section[key].get("modalities", [])
+            section[key] = {**section[key], "modalities": [m for m in wanted if f"{m}{suffix}" in read]}
+    return json.dumps(section)
+
+
 def train_params(config: Mapping[str, Any], name: str) -> str:
     """The training's `--params` of family `name`: its section without the inference-only keys (inline JSON)."""
     keys = family(name).inference_keys

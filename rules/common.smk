@@ -75,8 +75,9 @@ def final_targets():
     """The targets of the default run: the last output of every stage."""
     targets = [f"{DEMO_DIR}/participants.tsv"] if USE_DEMO else []
     targets += ["results/ingest/manifest.tsv", f"{PREPROCESS_DIR}/subjects.tsv", test_inference_targets]
-    if OUTPUTS:
+    if config["models"]:
         targets.append("reports/index.html")
+    if OUTPUTS:
         # rules/export.smk: a DICOM series per output and test subject, the BIDS derivatives dataset
         if config["export"]["dicom"]:
             targets.append(export_dicom_targets)
@@ -105,6 +106,11 @@ def ingest_input(wildcards):
 def ingest_input_dir(wildcards, input):
     """The folder of scans: the demo cohort's (where its participants.tsv lies) or the user's input_dir."""
     return os.path.dirname(input[0]) if USE_DEMO else INPUT_DIR
+
+
+# ---- preprocess_scans (rules/preprocess.smk)
+def preprocess_params(wildcards):
+    return wf.preprocess_params(config)
 
 
 # ---- train_model (rules/train.smk)
@@ -166,6 +172,14 @@ def infer_model_file(wildcards):
 
 def infer_arguments(wildcards):
     return wf.infer_arguments(config, OUTPUTS[wildcards.output])
+
+
+# ---- build_report (rules/report.smk)
+def trained_models(wildcards):
+    """The model file of every family the run trains: a family without per-subject outputs (a synthesis family,
+    judged by its own training job) reaches the report only through this input."""
+    _, skipped = output_plan()
+    return [f"results/models/{name}/model.pt" for name in wf.trained_families(config, skipped)]
 
 
 # ---- evaluate_models (rules/evaluate.smk)

@@ -2,8 +2,9 @@
 # the classical baselines of its task, on the evaluated splits' subjects that have its input and ground truth.
 
 
-# Without a model to evaluate there is nothing to do (and no rule).
-if OUTPUTS:
+# Without a model there is nothing to do (and no rule); families without per-subject outputs (dcgan) give a summary
+# with no task.
+if config["models"]:
 
     rule evaluate_models:
         input:

@@ -16,7 +16,7 @@ checkpoint preprocess_scans:
     output:
         subjects=f"{PREPROCESS_DIR}/subjects.tsv",
     params:
-        cfg=section_json("preprocess"),
+        cfg=preprocess_params,
         seed=config["seed"],
     log:
         "logs/preprocess_scans.log",

@@ -1,6 +1,6 @@
 # Stage 7: the HTML report, assembled from what evaluation wrote (computes nothing).
 
-if OUTPUTS:
+if config["models"]:
 
     rule build_report:
         input:
@@ -10,6 +10,8 @@ if OUTPUTS:
             viewer="results/viewer",
             subjects=f"{PREPROCESS_DIR}/subjects.tsv",
             manifest="results/ingest/manifest.tsv",
+            # the families' training jobs (a synthesis family's results: results/models/<family>/synthesis.json)
+            models=trained_models,
         output:
             index="reports/index.html",
             subjects=directory("reports/subjects"),

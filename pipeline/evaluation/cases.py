@@ -18,6 +18,9 @@ BASELINE_LABELS: dict[str, str] = {
     "zerofill": "zero-filled k-space",
     "identity": "source image",
     "histogram_match": "histogram-matched source",
+    "input": "corrupted input",
+    "linear": "linear interpolation",
+    "cubic": "cubic interpolation",
 }
 
 
@@ -76,6 +79,7 @@ class Case:
     source_raw: np.ndarray  # as stored (SR: the LR array)
     scale: int = 1
     axes: tuple[int, ...] = ()
+    unknown: np.ndarray | None = None  # inpainting: the input's deleted (NaN) voxels
 
 
 def load_case(row: dict[str, Any], task: Task, table: Path) -> Case:
@@ -96,7 +100,15 @@ def load_case(row: dict[str, Any], task: Task, table: Path) -> Case:
     else:
         _same_grid(src_path, src, src_affine, truth.shape, affine)
         scale, axes, shown = 1, (), src
-    return Case(sub, row["split"], truth, mask > 0, affine, shown, src, scale, axes)
+    unknown = None
+    if task.kind == "inpainting":
+        from pipeline.evaluation.inpainting import check_recorded, recorded_deleted
+        from pipeline.imaging.gaps import unknown_mask
+
+        unknown = unknown_mask(src)
+        check_recorded(unknown, recorded_deleted(truth_path, task.target), str(src_path))
+        shown = np.nan_to_num(src, nan=0.0)
+    return Case(sub, row["split"], truth, mask > 0, affine, shown, src, scale, axes, unknown)
 
 
 def make_baseline(task: Task, case: Case, name: str) -> np.ndarray:
@@ -105,7 +117,11 @@ def make_baseline(task: Task, case: Case, name: str) -> np.ndarray:
 
     if task.kind == "sr":
         out = upsample(case.source_raw, case.scale, name, case.axes)
-    elif name == "identity":
+    elif task.kind == "inpainting":
+        from pipeline.imaging.gaps import interpolate
+
+        out = interpolate(case.source_raw, name, case.unknown)
+    elif name == "identity" or (task.kind == "restoration" and name == "input"):
         out = case.source
     elif name == "histogram_match":
         out = histogram_match(case.source, case.truth, mask=case.mask)

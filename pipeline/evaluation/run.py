@@ -69,18 +69,28 @@ def evaluate_task(
     if not selected:
         raise ValueError(f"{table}: no subject of split(s) {list(cfg.splits)} has {task.source} and {task.target}")
     records: list[dict[str, Any]] = []
+    by_length: list[dict[str, Any]] = []  # inpainting: the same per run length of the deleted slices
     for row in selected:
         case = load_case(row, task, table)
         log.info("%s %s: scoring %d baseline(s) and %d model(s)", task.name, case.subject, len(task.baselines), len(task.models))
         for method in task.baselines:
-            values = masked_metrics(make_baseline(task, case, method), case.truth, case.mask, cfg)
+            values = _score(task, case, make_baseline(task, case, method), cfg, method, by_length)
             records.append({"subject": case.subject, "split": case.split, "method": method, "kind": "baseline", **values})
         for out in task.outputs:
             pred = load_prediction(infer_dir, out.name, case, out.desc)
-            values = masked_metrics(pred, case.truth, case.mask, cfg)
+            values = _score(task, case, pred, cfg, out.name, by_length)
             records.append({"subject": case.subject, "split": case.split, "method": out.name, "kind": "model", **values})
 
     summary = summarise_task(task, records, cfg)
+    if task.kind == "inpainting":
+        from pipeline.evaluation.inpainting import PROTOCOL, gap_length_figure, summarise_lengths
+
+        summary["region"] = PROTOCOL
+        summary["by_gap_length"] = summarise_lengths([*task.baselines, *task.models], task.baselines, by_length, cfg)
+        if summary["by_gap_length"]:
+            summary["gap_length_figure"] = gap_length_figure(
+                figures_dir / "group" / f"{task.name}_gap_length.png", summary["by_gap_length"],
+                [*task.baselines, *task.models], BASELINE_LABELS, cfg.figure_dpi)
     strongest = summary["strongest_baseline"]
 
     # Second pass for the figures: the strongest baseline is known only now.
@@ -121,6 +131,20 @@ def evaluate_task(
             )
             paths.setdefault(case.subject, {})[model] = png.as_posix()
     return records, summary, paths
+
+
+def _score(task: Task, case: Any, pred: np.ndarray, cfg: EvaluateConfig, method: str,
+           by_length: list[dict[str, Any]]) -> dict[str, float]:
+    """The metrics of one method on one case: over the mask, or for inpainting over the deleted voxels inside it
+    (then also per run length, appended to `by_length`)."""
+    if task.kind != "inpainting":
+        return masked_metrics(pred, case.truth, case.mask, cfg)
+    from pipeline.evaluation.inpainting import gap_metrics, length_regions
+
+    for length, region in length_regions(case.unknown, case.mask).items():
+        by_length.append({"subject": case.subject, "method": method, "gap_length": length,
+                          **gap_metrics(pred, case.truth, region, cfg)})
+    return gap_metrics(pred, case.truth, case.mask & case.unknown, cfg)
 
 
 def _scorable(row: dict[str, Any], source: str, target: str) -> bool:
@@ -292,6 +316,8 @@ def evaluate(
         summary["figures"]["group"][task.name] = figures.strip_plots(
             figures_dir / "group", task.name, records, task_summary, METRICS, METRIC_LABELS, dpi=cfg.figure_dpi
         )
+        if "gap_length_figure" in task_summary:  # inpainting: PSNR per gap length, after the strip plots
+            summary["figures"]["group"][task.name]["gap_length"] = task_summary["gap_length_figure"]
     summary["figures"]["training"] = training_figures(outputs, histories, figures_dir, cfg)
     if viewer:
         summary["figures"]["viewer"] = viewer

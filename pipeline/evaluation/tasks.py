@@ -26,8 +26,13 @@ from pipeline.config import EvaluateConfig
 
 log = logging.getLogger(__name__)
 
-#: The kinds of task evaluation knows: super-resolution (input on a coarser grid) and translation (same grid).
-TASK_KINDS: tuple[str, ...] = ("sr", "translation")
+#: The kinds of task evaluation knows: super-resolution (input on a coarser grid), translation (same grid) and
+#: restoration (a corrupted scan of the truth on its grid, e.g. motion artifacts; the baseline is the input itself).
+TASK_KINDS: tuple[str, ...] = ("sr", "translation", "restoration", "inpainting")
+#: inpainting: an input with deleted slices (NaN) on the truth's grid, scored inside the deleted voxels only
+#: (`pipeline.evaluation.inpainting`), against interpolation across the gaps (`evaluate.inpainting_baselines`)
+#: the one baseline of a restoration task: the corrupted input as it is
+RESTORATION_BASELINES: tuple[str, ...] = ("input",)
 OUTPUT_KEYS: tuple[str, ...] = ("name", "family", "task", "input", "truth", "desc")
 #: what an item of `--skipped` has beyond OUTPUT_KEYS
 SKIPPED_KEYS: tuple[str, ...] = ("reason",)
@@ -138,9 +143,8 @@ def parse_skipped(data: Any) -> list[Skipped]:
 
 
 def check_outputs(outputs: Sequence[Output], skipped: Sequence[Skipped]) -> None:
-    """Something to evaluate or report, and no output both evaluated and skipped."""
-    if not outputs and not skipped:
-        raise ValueError("--outputs and --skipped are both empty: no generator output to evaluate or report")
+    """No output both evaluated and skipped. Both may be empty: the run's families export no per-subject output
+    (a synthesis family such as dcgan is judged by its training job), and the summary then has no task."""
     both = sorted({o.name for o in outputs} & {s.output.name for s in skipped})
     if both:
         raise ValueError(f"output(s) {', '.join(both)} in both --outputs and --skipped")
@@ -168,6 +172,17 @@ def _translation_task(name: str, outputs: list[Output], cfg: EvaluateConfig) -> 
     return Task(name, "translation", outputs, tgt, src, list(cfg.translation_baselines), f"translation {src} → {tgt}")
 
 
+def _restoration_task(name: str, outputs: list[Output]) -> Task:
+    src, tgt = outputs[0].input, outputs[0].truth
+    return Task(name, "restoration", outputs, tgt, src, list(RESTORATION_BASELINES), f"restoration {src} → {tgt}")
+
+
+def _inpainting_task(name: str, outputs: list[Output], cfg: EvaluateConfig) -> Task:
+    src, tgt = outputs[0].input, outputs[0].truth
+    return Task(name, "inpainting", outputs, tgt, src, list(cfg.inpainting_baselines),
+                f"inpainting of missing slices {src} → {tgt}")
+
+
 def build_tasks(outputs: Sequence[Output], degradation: dict[str, Any], cfg: EvaluateConfig,
                 columns: Sequence[str], table: Path | str, skipped: Sequence[Skipped] = ()) -> list[Task]:
     """Group `outputs` and then `skipped` into tasks (in that order), with their baselines; `columns` are
@@ -188,6 +203,10 @@ def build_tasks(outputs: Sequence[Output], degradation: dict[str, Any], cfg: Eva
         name = kind if kinds.count(kind) == 1 else f"{kind}-{source}-{truth}"
         if kind == "sr":
             task = _sr_task(name, members, degradation, cfg)
+        elif kind == "restoration":
+            task = _restoration_task(name, members)
+        elif kind == "inpainting":
+            task = _inpainting_task(name, members, cfg)
         else:
             task = _translation_task(name, members, cfg)
         task.outputs = evaluated

@@ -175,6 +175,12 @@ def geometry(refs: list[SliceRef], cfg: IngestConfig) -> tuple[list[SliceRef], n
     step = float(np.median(gaps))
     ratio = gaps / step
     missing = np.flatnonzero(ratio > 1.5)
+    index = np.arange(n)  # each slice's place on the regular grid (ingest.fill_missing_slices: with the gaps)
+    if missing.size and cfg.fill_missing_slices:
+        spacings = np.maximum(np.rint(ratio), 1)
+        index = np.r_[0, np.cumsum(spacings.astype(int))]
+        ratio = ratio / spacings  # a gap of k spacings is k even steps; uneven ones are still refused
+        missing = np.array([], dtype=int)
     if missing.size:
         where = []
         for i in missing:
@@ -191,8 +197,8 @@ def geometry(refs: list[SliceRef], cfg: IngestConfig) -> tuple[list[SliceRef], n
             f"(tolerance {cfg.slice_spacing_tolerance:.0%} of the median {step:.4g} mm)"
         )
     positions = np.array([r.position for r in refs])
-    step_vec = (positions[-1] - positions[0]) / (n - 1)
-    predicted = positions[0] + np.arange(n)[:, None] * step_vec
+    step_vec = (positions[-1] - positions[0]) / index[-1]
+    predicted = positions[0] + index[:, None] * step_vec
     off_line = float(np.linalg.norm(positions - predicted, axis=1).max())
     if off_line > max(POSITION_TOL_MM, cfg.slice_spacing_tolerance * step):
         raise SkipInput(f"slice positions do not lie on a line (up to {off_line:.3g} mm off)")

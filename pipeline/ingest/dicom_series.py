@@ -274,4 +274,12 @@ def load_series(series: Series, cfg: IngestConfig, files: SeriesFiles | None = N
     data = stack(refs)
     meta = technical_meta(Series(series.uid, files.used(series)))
     meta["n_slices"] = len(refs)
+    if cfg.fill_missing_slices:  # missing slices inserted and filled (derived data, flagged); see pipeline.ingest.fill
+        import numpy as np
+
+        from pipeline.ingest.fill import filled_volume
+
+        data, derived, note = filled_volume(data, np.array([r.position for r in refs]), affine, cfg.fill_model)
+        meta.update(derived)
+        notes = [*notes, note] if note else notes
     return Volume(data, affine, notes, meta)

@@ -200,18 +200,20 @@ SPLITS = ("train", "val", "test")
 SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def subjects_columns(modalities: Sequence[str], lr_modalities: Sequence[str]) -> list[str]:
-    """The columns of `subjects.tsv`: subject, split, one per modality, mask, one per SR input."""
-    return ["subject", "split", *modalities, "mask", *[f"{m}_lr" for m in lr_modalities]]
+def subjects_columns(modalities: Sequence[str], lr_modalities: Sequence[str], derived: Sequence[str] = ()) -> list[str]:
+    """The columns of `subjects.tsv`: subject, split, one per modality, mask, one per SR input, then the other
+    derived inputs (`derived`, e.g. the motion-corrupted ``T1w_motion``)."""
+    return ["subject", "split", *modalities, "mask", *[f"{m}_lr" for m in lr_modalities],
+            *[c for c in dict.fromkeys(derived)]]
 
 
 def write_subjects(rows: Sequence[Mapping[str, Any]], modalities: Sequence[str], lr_modalities: Sequence[str],
-                   path: str | Path) -> Path:
+                   path: str | Path, derived: Sequence[str] = ()) -> Path:
     """Write `subjects.tsv` atomically (paths as `table_path` gives them; empty where a subject lacks one).
 
     Cells are written as given (a path keeps its spaces), not collapsed to one line like the manifest's.
     """
-    columns = subjects_columns(modalities, lr_modalities)
+    columns = subjects_columns(modalities, lr_modalities, derived)
     return _write_tsv(path, columns, [{c: row.get(c) or "" for c in columns} for row in rows], cell=str)
 
 

@@ -10,11 +10,14 @@ from typing import Any
 
 from pipeline.models.contract import Family
 from pipeline.models.cyclegan import CycleGAN
+from pipeline.models.dcgan import DCGAN
+from pipeline.models.inpaint import Inpaint
+from pipeline.models.motion import MotionCorrection
 from pipeline.models.pix2pix import Pix2Pix
 from pipeline.models.srgan import SRGAN
 from pipeline.models.stargan import StarGAN
 
-FAMILIES: dict[str, type[Family]] = {"srgan": SRGAN, "cyclegan": CycleGAN, "pix2pix": Pix2Pix, "stargan": StarGAN}
+FAMILIES: dict[str, type[Family]] = {"srgan": SRGAN, "cyclegan": CycleGAN, "pix2pix": Pix2Pix, "stargan": StarGAN, "dcgan": DCGAN, "motion": MotionCorrection, "inpaint": Inpaint}
 
 
 def family(name: str) -> type[Family]:

@@ -34,7 +34,7 @@ class Output:
     name: str  #: results/infer/<name>/ and results/metrics/<name>.csv
     family: str  #: results/models/<family>/ holds its model file, history.csv and train_summary.json
     model_file: str  #: the model file's name in results/models/<family>/
-    task: str  #: an evaluation task kind (`pipeline.evaluation.tasks.TASK_KINDS`: sr, translation)
+    task: str  #: an evaluation task kind (`pipeline.evaluation.tasks.TASK_KINDS`: sr, translation, restoration, ...)
     input: str  #: the subjects.tsv column of the input scan
     truth: str  #: the subjects.tsv column of the ground truth
     desc: str  #: outputs are results/infer/<name>/<subject>_<desc>.nii.gz

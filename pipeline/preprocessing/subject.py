@@ -55,9 +55,10 @@ def antialias(image: Any, spacing: Sequence[float]) -> Any:
 
 
 def preprocess_subject(
-    subject: str, scans: Mapping[str, Path], cfg: PreprocessConfig, out_dir: str | Path
+    subject: str, scans: Mapping[str, Path], cfg: PreprocessConfig, out_dir: str | Path, seed: int = 0
 ) -> dict[str, Any]:
-    """Preprocess one subject's scans into `out_dir/<subject>/`; return {name: written path}."""
+    """Preprocess one subject's scans into `out_dir/<subject>/`; return {name: written path}. `seed` (the workflow
+    seed) seeds the simulated degradations with the subject's name (reproducible per subject)."""
     import torch
     from monai.data import MetaTensor
     from monai.transforms import DivisiblePad, ResampleToMatch, Spacing
@@ -131,6 +132,9 @@ def preprocess_subject(
             "value_range": [float(lr.min()), float(lr.max())],
         }
 
+    written.update(motion_inputs(subject, order, volumes, affine, cfg, seed, subject_dir, params))
+    written.update(gap_inputs(subject, order, volumes, affine, cfg, seed, subject_dir, params))
+
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     for modality in order:
         params[modality].update(
@@ -141,6 +145,57 @@ def preprocess_subject(
             }
         )
     write_text(subject_dir / "normalisation.json", json.dumps(params, indent=2) + "\n")
+    return written
+
+
+def motion_inputs(subject: str, order: Sequence[str], volumes: np.ndarray, affine: np.ndarray, cfg: PreprocessConfig,
+                  seed: int, subject_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """The motion-corrupted inputs (`preprocess.motion`): `<modality>_motion.nii.gz` on the subject's grid, the
+    simulated shots recorded under ``params[modality]["motion"]``; returns {"<modality>_motion": path}."""
+    from pipeline.imaging.motion import motion_rng, simulate_motion
+    from pipeline.io.nifti import save_nifti
+
+    m = cfg.motion
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    written: dict[str, Any] = {}
+    for modality in m.modalities:
+        if modality not in order:
+            continue
+        clean = volumes[order.index(modality)]
+        image, shots = simulate_motion(
+            clean, motion_rng(seed, subject, modality), spacing=spacing, fraction=m.fraction,
+            max_translation_mm=m.max_translation_mm, max_rotation_deg=m.max_rotation_deg, n_shots=m.n_shots,
+            pe_axis=m.pe_axis, centre_fraction=m.centre_fraction, ordering=m.ordering)
+        written[f"{modality}_motion"] = save_nifti(image, affine, subject_dir / f"{modality}_motion.nii.gz")
+        params[modality]["motion"] = {
+            "file": f"{modality}_motion.nii.gz", "fraction": m.fraction, "max_translation_mm": m.max_translation_mm,
+            "max_rotation_deg": m.max_rotation_deg, "n_shots": m.n_shots, "pe_axis": m.pe_axis,
+            "centre_fraction": m.centre_fraction, "ordering": m.ordering, "shots": [s.as_dict() for s in shots],
+        }
+    return written
+
+
+def gap_inputs(subject: str, order: Sequence[str], volumes: np.ndarray, affine: np.ndarray, cfg: PreprocessConfig,
+               seed: int, subject_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """The inputs with missing slices (`preprocess.gaps`): `<modality>_gaps.nii.gz` on the subject's grid (deleted
+    voxels NaN), the deleted slices recorded under ``params[modality]["gaps"]``; returns {"<modality>_gaps": path}."""
+    from pipeline.imaging.gaps import simulate_gaps, subject_seed
+    from pipeline.io.nifti import save_nifti
+
+    g = cfg.gaps
+    written: dict[str, Any] = {}
+    for modality in g.modalities:
+        if modality not in order:
+            continue
+        gapped = simulate_gaps(volumes[order.index(modality)], subject_seed(seed, f"{subject}/{modality}/gaps"),
+                               n_runs=g.n_runs, run_lengths=g.run_lengths, min_separation=g.min_separation,
+                               mask=volumes[-1] > 0.5, n_boxes=g.n_boxes, box_size=g.box_size)
+        written[f"{modality}_gaps"] = save_nifti(gapped.volume, affine, subject_dir / f"{modality}_gaps.nii.gz")
+        params[modality]["gaps"] = {
+            "file": f"{modality}_gaps.nii.gz", "axis": 2, "fill_value": "NaN",
+            "deleted_slices": gapped.deleted, "runs": [list(r) for r in gapped.runs],
+            "boxes": [list(b) for b in gapped.boxes],
+        }
     return written
 
 

@@ -36,6 +36,7 @@ from pipeline.report.inputs import (
     read_metrics,
     read_workflow_config,
     subject_splits,
+    synthesis_results,
     training_summaries,
     versions,
     workflow_config_text,
@@ -235,13 +236,21 @@ def build_report(
     bench = read_benchmarks(benchmarks)
     skipped_in, skipped_tasks = _not_evaluated(summary)
     wf_config = read_workflow_config(workflow_config)
-    trained = training_summaries(models_dir, list(families))
+    # families judged by their own training job (no per-subject output): those of the run's `models`, or (no
+    # workflow config) every family folder with a synthesis.json
+    run_families = [str(f) for f in wf_config.get("models") or []] or sorted(
+        p.parent.name for p in (models_dir or Path("results/models")).glob("*/synthesis.json"))
+    synthesis = synthesis_results(models_dir, [f for f in run_families if f not in families])
+    for family, result in synthesis.items():
+        result["figures"] = {label: _copy(src, assets, f"synthesis/{family}/{Path(src).name}")
+                             for label, src in result["figures"].items()}
+    trained = training_summaries(models_dir, list(families) + list(synthesis))
     common = {
         "title": cfg.title,
         "decimals": cfg.decimals,
         "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "git": git_commit(),
-        "metric_labels": METRIC_LABELS,
+        "metric_labels": {**METRIC_LABELS, "gap_length": "PSNR inside the filled slices by gap length (mean, CI)"},
         "metric_units": METRIC_UNITS,
         "verdict_words": VERDICT_WORDS,
     }
@@ -267,6 +276,7 @@ def build_report(
         "ingest": ingest_summary(manifest, str(wf_config.get("input_dir") or "")),
         "device": device_info(),
         "trained": trained,
+        "synthesis": synthesis,
         "losing": _validation_warnings(trained),
         "versions": versions(),
         "workflow_config": workflow_config_text(wf_config),

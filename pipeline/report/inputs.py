@@ -41,6 +41,7 @@ SIDECAR_FIELDS = (
     ("flip_angle_deg", "flip (deg)"),
     ("magnetic_field_strength_t", "field (T)"),
     ("slice_thickness_mm", "slice (mm)"),
+    ("derived_slices", "filled slices (ingest.fill_missing_slices: derived, not measured)"),
 )
 
 
@@ -274,3 +275,43 @@ def workflow_config_text(config: dict[str, Any]) -> str:
     if config.get("input_dir"):
         shown["input_dir"] = INPUT_PLACEHOLDER
     return yaml.safe_dump(shown, sort_keys=False, default_flow_style=None, width=110)
+
+
+# ------------------------------------------------------------------------------------------ synthesis
+#: the per-condition numbers of a synthesis.json the report shows (anything else in it is ignored)
+SYNTHESIS_NUMBERS = ("classified_rate", "real_classified_rate", "fd_synthetic", "fd_real", "fd_ratio",
+                     "position_mae", "real_position_mae", "n_samples", "n_real_a", "n_real_b")
+_FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$")
+
+
+def synthesis_results(models_dir: Path | None, families: list[str]) -> dict[str, dict[str, Any]]:
+    """Per family, the judgement its training job wrote to `<models>/<family>/synthesis.json` (families without
+    per-subject outputs, such as dcgan): per condition the numbers of `SYNTHESIS_NUMBERS`, the criteria, the
+    protocol (text) and the figures (file names beside the JSON, checked to be plain PNG names)."""
+    out: dict[str, dict[str, Any]] = {}
+    for family in families:
+        path = (models_dir or Path("results/models")) / family / "synthesis.json"
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+            conditions = {
+                str(c): {k: _float(v.get(k)) for k in SYNTHESIS_NUMBERS} | {"passes": bool(v.get("passes"))}
+                for c, v in data["contrasts"].items()}
+            figures = data.get("figures") or {}
+            names = {"grid": figures.get("grid"), **{f"condition {c}": n
+                                                      for c, n in (figures.get("per_contrast") or {}).items()}}
+            bad = [n for n in names.values() if n is not None and not _FIGURE_NAME.match(str(n))]
+            if bad:
+                raise ValueError(f"figure names {bad} are not plain PNG file names")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}: not a synthesis result this report can read ({exc})") from None
+        out[family] = {
+            "conditions": conditions,
+            "criteria": {k: _float(v) for k, v in (data.get("criteria") or {}).items()},
+            "passes": bool(data.get("passes")),
+            "protocol": {str(k): (v if isinstance(v, str) else json.dumps(v)) for k, v in
+                         (data.get("protocol") or {}).items()},
+            "figures": {k: path.parent / n for k, n in names.items() if n},
+        }
+    return out

@@ -245,7 +245,7 @@ def test_outputs_list_is_checked():
     assert parse_outputs([]) == []  # every output skipped
     bad = [
         ({"name": "srgan"}, "expected a JSON list"),
-        ([{**OUTPUTS[0], "task": "inpainting"}], r"task: 'inpainting' is not one of sr, translation"),
+        ([{**OUTPUTS[0], "task": "segmentation"}], r"task: 'segmentation' is not one of sr, translation"),
         ([{k: v for k, v in OUTPUTS[0].items() if k != "family"}], r"missing key\(s\) family;"),
         ([{**OUTPUTS[0], "name": "../etc"}], "not a plain name"),
         ([{**OUTPUTS[0], "desc": 2}], "expected a non-empty string"),
@@ -264,7 +264,7 @@ def test_skipped_list_is_checked():
     bad = [
         ([OUTPUTS[2]], r"--skipped\[0\]: missing key\(s\) reason;"),
         ([{**SKIPPED_CYCLEGAN, "reason": ""}], r"--skipped\[0\]\.reason: expected a non-empty string"),
-        ([{**SKIPPED_CYCLEGAN, "task": "inpainting"}], "is not one of sr, translation"),
+        ([{**SKIPPED_CYCLEGAN, "task": "segmentation"}], "is not one of sr, translation"),
         ([SKIPPED_CYCLEGAN, SKIPPED_CYCLEGAN], "--skipped: an output is named twice"),
     ]
     for data, match in bad:
@@ -274,8 +274,7 @@ def test_skipped_list_is_checked():
     check_outputs([], [Skipped(CYCLEGAN, NO_T2W)])
     with pytest.raises(ValueError, match="cyclegan in both --outputs and --skipped"):
         check_outputs([SR, CYCLEGAN], [Skipped(CYCLEGAN, NO_T2W)])
-    with pytest.raises(ValueError, match="both empty"):
-        check_outputs([], [])
+    check_outputs([], [])  # only families without per-subject outputs (dcgan): an empty summary
 
 
 def test_a_skipped_output_keeps_its_task():
@@ -313,9 +312,10 @@ def test_the_families_default_outputs_are_the_demo_tasks():
     assert sorted(outputs, key=lambda o: o.name) == sorted((Output(**o) for o in OUTPUTS), key=lambda o: o.name)
     assert [t.name for t in _tasks(outputs, {"method": "kspace", "scale": 2})] == ["sr", "translation"]
     every = exported(FAMILIES)
-    assert [t.name for t in _tasks(every, {"method": "kspace", "scale": 2})] == [
-        "sr", "translation-T1w-T2w", "translation-T1w-PDw"]
-    tasks = _tasks(every, {"method": "kspace", "scale": 2})
+    derived = [*COLUMNS, "T1w_motion", "T1w_gaps"]  # the motion-corrupted and gapped inputs of preprocess
+    assert [t.name for t in _tasks(every, {"method": "kspace", "scale": 2}, columns=derived)] == [
+        "sr", "translation-T1w-T2w", "translation-T1w-PDw", "restoration", "inpainting"]
+    tasks = _tasks(every, {"method": "kspace", "scale": 2}, columns=derived)
     assert {o.name for o in tasks[1].outputs} == {"cyclegan", "pix2pix", "stargan_T2w"}
 
 

@@ -102,7 +102,8 @@ def test_stage_writes_one_grid_per_subject(cohort):
     params = {"spacing": [2.0, 2.0, 2.0], "sr": {"scale": 4, "method": "kspace", "axes": "inplane"}}
     assert _run(params) == 0
     rows = _table()
-    assert list(rows[0]) == ["subject", "split", "T1w", "T2w", "PDw", "FLAIR", "CT", "mask", "T1w_lr"]
+    assert list(rows[0]) == ["subject", "split", "T1w", "T2w", "PDw", "FLAIR", "CT", "mask", "T1w_lr", "T1w_motion",
+                             "T1w_gaps"]
     assert [r["subject"] for r in rows] == ["sub-001", "sub-002", "sub-003", "sub-004"]
     assert sorted(r["split"] for r in rows) == ["test", "train", "train", "val"]
     ct_row = rows[3]

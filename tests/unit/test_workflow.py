@@ -72,3 +72,15 @@ def test_an_output_name_exported_twice_is_an_error(monkeypatch):
         wf.Output("srgan", "cyclegan", "model.pt", "translation", "T1w", "T2w", "T2w")]))
     with pytest.raises(ValueError, match="both export 'srgan'"):
         wf.outputs(DEFAULTS)
+
+
+def test_derived_inputs_are_made_only_for_the_families_that_read_them():
+    """preprocess.motion / preprocess.gaps inputs: none in the default run, the motion family's alone with
+    models [srgan, motion]; the rest of the section as configured."""
+    default = json.loads(wf.preprocess_params(DEFAULTS))
+    assert default["motion"]["modalities"] == [] and default["gaps"]["modalities"] == []
+    assert default["sr"] == DEFAULTS["preprocess"]["sr"]
+    assert DEFAULTS["preprocess"]["motion"]["modalities"] == ["T1w"]  # the config itself is not changed
+    with_motion = json.loads(wf.preprocess_params({**DEFAULTS, "models": ["srgan", "motion"]}))
+    assert with_motion["motion"]["modalities"] == ["T1w"] and with_motion["gaps"]["modalities"] == []
+    assert with_motion["motion"]["fraction"] == DEFAULTS["preprocess"]["motion"]["fraction"]

@@ -1,0 +1,332 @@
+"""Missing-slice inpainting (family ``inpaint``): a 2.5D U-Net generator fills deleted slices from their
+neighbours, trained with L1 + (optionally, `lambda_adv` > 0) the adversarial loss of a conditional PatchGAN (a
+context encoder, Pathak et al. 2016, in the pix2pix setting). The default is L1 only: on the demo's noisy slices
+the adversarial term makes the generator add noise-like texture, which costs PSNR inside the gaps.
+
+The generator sees a window of ``2 context + 1`` consecutive slices around the slice to fill: the slices with their
+unmeasured voxels set to 0, one "measured" mask channel per slice, and the linear interpolation across the gap of
+the centre slice. It predicts the centre slice as that interpolation plus a learned residual; only the unmeasured
+voxels are replaced, so measured voxels pass through bit for bit. Training deletes random runs of 1-3 slices (and,
+as an option, boxes) on the fly from the training volumes: the sampler is a pure function of (seed, step).
+
+Inputs mark unmeasured voxels with NaN (`pipeline.imaging.gaps`: the preprocess stage's `<modality>_gaps.nii.gz`,
+or ingestion of a DICOM series with missing slices); `apply` fills exactly those.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from pipeline.config import Betas, Invalid, PrecisionMode, Section, to_dict
+from pipeline.data.gap_sampler import MULTIPLE, GapSampler, in_channels, volume_windows, window_input
+from pipeline.gan.base import Precision, adam
+from pipeline.gan.checkpoint import save_checkpoint
+from pipeline.gan.losses import d_loss, g_loss
+from pipeline.gan.schedules import linear_decay_schedulers
+from pipeline.imaging.gaps import Z, unknown_mask
+from pipeline.models.contract import Family, Output, inference_settings
+from pipeline.models.translation import place
+from pipeline.nets.discriminators import patch_discriminator
+
+log = logging.getLogger(__name__)
+
+
+
+# ------------------------------------------------------------------------------------------ config
+class InpaintConfig(Section):
+    """Missing-slice inpainting (stages 4-5): a 2.5D U-Net fills deleted slices from their neighbours.
+
+    The defaults are the demo's budget configuration (about 6 minutes of training on 2 CPU cores).
+    """
+
+    where: ClassVar[str] = "inpaint"
+
+    modality: str = Field("T1w", description=(
+        "The modality to fill; its input is the subjects.tsv column <modality>_gaps (preprocess.gaps)."))
+    context: int = Field(3, ge=1, le=8, description=(
+        "Slices on each side of the slice to fill that the generator sees (window of 2 context + 1 slices)."))
+    run_lengths: list[Annotated[int, Field(ge=1, le=16)]] = Field(default_factory=lambda: [1, 2, 3], min_length=1, description=(
+        "Lengths of the runs of slices deleted on the fly for training (drawn uniformly)."))
+    extra_run_prob: float = Field(0.1, ge=0, le=1, description=(
+        "Probability that a second run is deleted somewhere else in the window (gaps close together)."))
+    box_prob: float = Field(0.0, ge=0, le=1, description=(
+        "Probability that a training sample deletes a random box of the run's slices instead of whole slices "
+        "(to fill regions as well; 0: whole slices only)."))
+    patch_size: int = Field(0, ge=0, multiple_of=MULTIPLE, description=(
+        "Side of the in-plane training crops in voxels (a multiple of 8); 0 (the default): whole slices, as "
+        "inference fills them (demo, 1500 steps: crops of 64 filled 1-slice gaps 0.6 dB worse than whole slices)."))
+    batch_size: int = Field(8, ge=1, description="Crops per step.")
+    flip: bool = Field(True, description="Random left-right flips of the training crops.")
+    augment: bool = Field(True, description=(
+        "Random in-plane rotations (up to 10 deg), zooms and intensity gains (up to 10%) of the training windows, "
+        "against memorising the training subjects' anatomy."))
+    ngf: int = Field(24, ge=1, description="Filters of the U-Net's first level (widths ngf, 2, 4, 8 ngf).")
+    num_res_units: int = Field(1, ge=0, description="Residual units per level of the U-Net (MONAI UNet).")
+    ndf: int = Field(16, ge=1, description="Filters of the PatchGAN discriminator's first layer.")
+    d_layers: int = Field(2, ge=1, description="Layers of the PatchGAN discriminator.")
+    gan_loss: Literal["nonsaturating", "lsgan", "minimax", "hinge"] = Field("nonsaturating", description=(
+        "Adversarial loss of the conditional discriminator (pipeline.gan.losses)."))
+    lambda_adv: float = Field(0.0, ge=0, description=(
+        "Weight of the adversarial term of the conditional PatchGAN (0, the default: L1 only, the discriminator is "
+        "not trained). On the demo's noisy slices even 0.05 makes the generator add noise-like texture: 0.5 dB "
+        "below linear interpolation inside the gaps, against +0.3 dB at 0 (2500 steps)."))
+    lambda_l1: float = Field(100.0, ge=0, description="Weight of the L1 term over the deleted voxels.")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate of generator and discriminator.")
+    betas: Betas = Field((0.5, 0.999), strict=False, description="Adam (beta1, beta2).")
+    n_steps: int = Field(1000, ge=0, description="Steps at the constant learning rate.")
+    n_steps_decay: int = Field(1500, ge=0, description="Steps of linear decay of the learning rate to 0.")
+    log_every: int = Field(50, ge=1, description="Log the losses every this many steps.")
+    checkpoint_every: int = Field(500, ge=1, description="Write a resumable checkpoint every this many steps.")
+    precision: PrecisionMode = Field("auto", description=(
+        "auto: bf16 on CPUs with native bf16 and on CUDA, else fp32; or force fp32 / bf16 / fp16."))
+    deterministic: bool = Field(True, description="Deterministic algorithms (exact resume and reruns).")
+    sw_batch_size: int = Field(16, ge=1, description="Inference: slices filled per forward pass.")
+    tta: bool = Field(True, description=(
+        "Inference: average the fills of the window and of its left-right flip (the flip training augments with; "
+        "2x the time of the few filled slices)."))
+
+    @model_validator(mode="after")
+    def _rules(self) -> InpaintConfig:
+        if self.n_steps + self.n_steps_decay < 1:
+            raise Invalid(None, "n_steps + n_steps_decay must be >= 1")
+        if self.lambda_adv == 0 and self.lambda_l1 == 0:
+            raise Invalid(None, "lambda_adv and lambda_l1 are both 0: the generator would learn nothing")
+        if max(self.run_lengths) > 2 * self.context + 1:
+            raise Invalid("run_lengths", f"runs longer than the window of 2 context + 1 = {2 * self.context + 1} "
+                                         f"slices cannot be learnt")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ networks
+class InpaintGenerator(nn.Module):
+    """MONAI's 2D U-Net on the window's channels; output = the centre slice's interpolation + the U-Net's residual."""
+
+    def __init__(self, context: int, ngf: int, num_res_units: int) -> None:
+        super().__init__()
+        from monai.networks.nets import UNet
+
+        self.unet = UNet(spatial_dims=2, in_channels=in_channels(context), out_channels=1,
+                         channels=(ngf, 2 * ngf, 4 * ngf, 8 * ngf), strides=(2, 2, 2),
+                         num_res_units=num_res_units, norm="INSTANCE")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, -1:] + self.unet(x)
+
+
+def generator_kwargs(cfg: InpaintConfig) -> dict[str, Any]:
+    return {"context": cfg.context, "ngf": cfg.ngf, "num_res_units": cfg.num_res_units}
+
+
+# ------------------------------------------------------------------------------------------ model
+class Inpaint(Family):
+    """Missing-slice inpainting: a 2.5D U-Net generator and a conditional PatchGAN discriminator."""
+
+    name: ClassVar[str] = "inpaint"
+    config_class: ClassVar[type] = InpaintConfig
+    file_task: ClassVar[str] = "inpainting"
+    inference_keys: ClassVar[tuple[str, ...]] = ("sw_batch_size", "tta")
+    loss_names: ClassVar[tuple[str, ...]] = ("G_adv", "L1", "G", "D", "d_real", "d_fake")
+
+    def __init__(self, cfg: InpaintConfig, device: str | torch.device = "cpu", precision: Precision | None = None,
+                 meta: dict[str, Any] | None = None) -> None:
+        device = torch.device(device)
+        super().__init__(device, precision or Precision(device, cfg.precision))
+        self.cfg = cfg
+        self.meta = dict(meta or {})
+        self.g_kwargs = generator_kwargs(cfg)
+        nets = {"G": InpaintGenerator(**self.g_kwargs),
+                "D": patch_discriminator(2, cfg.ndf, cfg.d_layers, norm="INSTANCE", bias=True, in_channels=2)}
+        self.networks, self.channels_last = place(nets, self.precision, 2)
+        betas = tuple(cfg.betas)
+        self.optimizers = {k: adam(net.parameters(), lr=cfg.lr, betas=betas) for k, net in self.networks.items()}
+        self.schedulers = linear_decay_schedulers(self.optimizers, cfg.n_steps, cfg.n_steps_decay)
+        self.real: dict[str, torch.Tensor] = {}
+        self.fake: torch.Tensor | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.n_steps + self.cfg.n_steps_decay
+
+    @classmethod
+    def prepare_data(cls, cfg: InpaintConfig, data_dir: str | Path, seed: int,
+                     cache_dir: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
+        """The on-the-fly gap sampler of the training volumes and the metadata the model file records."""
+        from pipeline.data.volumes import domain_volumes
+        from pipeline.models.translation import cached_sampler, training_metadata
+
+        vols = domain_volumes(data_dir, cfg.modality, "train")
+        sampler = cached_sampler(cache_dir, "inpaint-", lambda cache: GapSampler(vols, cfg, seed, cache))
+        meta = training_metadata(data_dir, sampler.subjects, cfg, {cfg.modality: vols})
+        return sampler, {"meta": meta}
+
+    def _fmt(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(self.device).float()
+        return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
+
+    def set_input(self, batch: dict[str, torch.Tensor]) -> None:
+        self.real = {k: self._fmt(v) for k, v in batch.items()}
+
+    def discriminate(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """Logits of the conditional discriminator: the slice given its interpolation (the last input channel)."""
+        return self.networks["D"](torch.cat([x[:, -1:], image], dim=1))[-1]
+
+    def optimize_step(self, step: int) -> None:
+        cfg, amp = self.cfg, self.precision
+        x, truth, unknown = self.real["x"], self.real["truth"], self.real["unknown"]
+        losses: dict[str, torch.Tensor] = {}
+        with amp.autocast():
+            pred = self.networks["G"](x)
+        pred = pred.float()
+        fake = torch.where(unknown > 0.5, pred, truth)
+
+        opt_g = self.optimizers["G"]
+        opt_g.zero_grad(set_to_none=True)
+        with self.frozen("D"):
+            n = unknown.sum().clamp_min(1.0)
+            losses["L1"] = ((pred - truth).abs() * unknown).sum() / n
+            total = cfg.lambda_l1 * losses["L1"]
+            if cfg.lambda_adv > 0:
+                with amp.autocast():
+                    logits = self.discriminate(x, fake)
+                losses["G_adv"] = g_loss(logits, cfg.gan_loss)
+                total = total + cfg.lambda_adv * losses["G_adv"]
+            losses["G"] = total
+            amp.backward(total)
+            amp.step(opt_g)
+
+        if cfg.lambda_adv > 0:
+            opt_d = self.optimizers["D"]
+            opt_d.zero_grad(set_to_none=True)
+            with self.frozen("G"):
+                with amp.autocast():
+                    real_logits = self.discriminate(x, truth)
+                    fake_logits = self.discriminate(x, fake.detach())
+                losses["D"] = 0.5 * d_loss(real_logits, fake_logits, cfg.gan_loss)
+                amp.backward(losses["D"])
+                amp.step(opt_d)
+            losses["d_real"] = real_logits.float().mean()
+            losses["d_fake"] = fake_logits.float().mean()
+        amp.update()
+        self.fake = fake.detach()
+        self._losses = {k: v.detach() for k, v in losses.items()}
+
+    def visuals(self) -> dict[str, torch.Tensor]:
+        items = {"interpolation": self.real["x"][:, -1:] if self.real else None, "truth": self.real.get("truth"),
+                 "filled": self.fake}
+        return {k: v.float().clamp(0, 1) for k, v in items.items() if v is not None}
+
+    # -- export ---------------------------------------------------------------------------------------
+    def model_file(self, steps: int) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            **self.model_file_header("inpaint"),
+            "generator": {"builder": "pipeline.models.inpaint.InpaintGenerator", "kwargs": copy.deepcopy(self.g_kwargs)},
+            "state_dict": {k: v.detach().to("cpu") for k, v in self.networks["G"].state_dict().items()},
+            "inpainting": {"modality": cfg.modality, "context": cfg.context, "slice_axis": Z, "fill_value": "NaN",
+                           "run_lengths": list(cfg.run_lengths)},
+            "normalisation": copy.deepcopy(self.meta.get("normalisation", {})),
+            "inference": {"sw_batch_size": cfg.sw_batch_size, "tta": cfg.tta},
+            "training": {"steps": steps, "n_train_subjects": self.meta.get("n_train_subjects"), "config": to_dict(cfg)},
+        }
+
+    def export(self, out_dir: Path) -> list[Path]:
+        return [save_checkpoint(self.model_file(self.total_steps), Path(out_dir) / "model.pt")]
+
+    def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+        """PSNR inside the deleted slices of the validation subjects' gapped inputs: the model, linear and cubic
+        interpolation (a quick check, not the evaluation stage)."""
+        from pipeline.data.volumes import split_rows
+        from pipeline.gan.checkpoint import load_checkpoint
+        from pipeline.imaging.gaps import interpolate
+        from pipeline.io.nifti import load_nifti
+
+        column = f"{self.cfg.modality}_gaps"
+        _, rows = split_rows(data_dir, "val")
+        rows = [r for r in rows if r.get(column) and r.get(self.cfg.modality) and r.get("mask")]
+        if not rows:
+            return {}
+        blob = load_checkpoint(Path(out_dir) / "model.pt")
+        gen = self.load_generator(blob, None, self.device)
+        errors: dict[str, list[float]] = {self.name: [], "linear": [], "cubic": []}
+        for row in rows:
+            gapped, _ = load_nifti(row[column])
+            truth, _ = load_nifti(row[self.cfg.modality])
+            region = unknown_mask(gapped) & (load_nifti(row["mask"])[0] > 0)
+            if not region.any():
+                continue
+            outs = {self.name: self.apply(gen, gapped, blob, self.device),
+                    **{m: interpolate(gapped, m) for m in ("linear", "cubic")}}
+            for k, out in outs.items():
+                errors[k].append(float(np.mean((np.clip(out, 0, 1) - truth)[region] ** 2)))
+        if not errors[self.name]:
+            return {}
+        psnr = {k: float(10 * np.log10(1.0 / max(float(np.mean(v)), 1e-12))) for k, v in errors.items()}
+        baseline = max(("linear", "cubic"), key=lambda k: psnr[k])
+        result = {"psnr_db": psnr, "subjects": len(errors[self.name]), "baseline": baseline,
+                  "losing": [self.name] if psnr[self.name] < psnr[baseline] else []}
+        log.info("validation inside the deleted slices (%d subject(s)): %s", result["subjects"],
+                 ", ".join(f"{k} {v:.2f} dB" for k, v in psnr.items()))
+        return result
+
+    # -- the family contract ---------------------------------------------------------------------------
+    @classmethod
+    def outputs(cls, cfg: InpaintConfig) -> list[Output]:
+        """The filled volume, evaluated inside the deleted slices against linear and cubic interpolation."""
+        return [Output(cls.name, cls.name, "model.pt", "inpainting", f"{cfg.modality}_gaps", cfg.modality, "inpaint")]
+
+    @classmethod
+    def load_generator(cls, blob: dict[str, Any], direction: str | None, device: str | torch.device) -> nn.Module:
+        cls.direction(direction)
+        net = InpaintGenerator(**blob["generator"]["kwargs"])
+        net.load_state_dict(blob["state_dict"])
+        return net.to(torch.device(device)).eval()
+
+    @classmethod
+    def io_modalities(cls, blob: dict[str, Any], direction: str | None) -> tuple[tuple[str, dict], tuple[str, dict]]:
+        cls.direction(direction)
+        m = blob["inpainting"]["modality"]
+        norm = blob.get("normalisation", {}).get(m, {})
+        return (m, norm), (m, norm)
+
+    @classmethod
+    def apply(cls, generator: nn.Module, volume: np.ndarray, blob: dict[str, Any],
+              device: str | torch.device = "cpu", **settings: Any) -> np.ndarray:
+        """Fill the unmeasured (NaN) voxels of a normalised (x, y, z) volume; every measured voxel is returned
+        unchanged. Slices along z with an unmeasured voxel are filled one by one from their window (in batches of
+        ``sw_batch_size``; with ``tta`` averaged with the fill of the left-right flipped window)."""
+        s = inference_settings(blob, **settings)
+        volume = np.asarray(volume, dtype=np.float32)
+        if volume.ndim != 3:
+            raise ValueError(f"expected a 3-D volume, got shape {volume.shape}")
+        unknown = unknown_mask(volume)
+        out = volume.copy()
+        todo = [int(z) for z in np.flatnonzero(unknown.any(axis=(0, 1)))]
+        if not todo:
+            log.info("no unmeasured (NaN) voxel: the volume is returned unchanged")
+            return out
+        context = int(blob["inpainting"]["context"])
+        dev = torch.device(device)
+        nx, ny = volume.shape[:2]
+        px, py = (-(-n // MULTIPLE) * MULTIPLE for n in (nx, ny))
+        batch = max(1, int(s.get("sw_batch_size") or 16))
+        flips = [(), (2,)] if s.get("tta") else [()]  # the left-right flip training augments with
+        for i in range(0, len(todo), batch):
+            zs = todo[i:i + batch]
+            x = np.stack([window_input(*volume_windows(volume, unknown, z, context)) for z in zs])
+            x = np.pad(x, [(0, 0), (0, 0), (0, px - nx), (0, py - ny)])
+            xt = torch.from_numpy(x).to(dev)
+            with torch.no_grad():
+                pred = sum(torch.flip(generator(torch.flip(xt, f) if f else xt), f) if f else generator(xt)
+                           for f in flips) / len(flips)
+            pred = pred[:, 0, :nx, :ny].float().cpu().numpy()
+            for k, z in enumerate(zs):
+                out[:, :, z] = np.where(unknown[:, :, z], pred[k], volume[:, :, z])
+        return out.astype(np.float32)

@@ -1,0 +1,278 @@
+"""Missing-slice inpainting: the gap simulator and the classical fillers, the on-the-fly sampler, exact resume, whole-
+volume inference (only the deleted voxels change), the "inpainting" evaluation task (scored inside the deleted
+voxels only, per gap length) and ingestion of a DICOM series with a missing slice (`ingest.fill_missing_slices`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import EvaluateConfig, IngestConfig, PreprocessConfig
+from pipeline.gan.checkpoint import load_checkpoint
+from pipeline.gan.loop import LoopSettings, train
+from pipeline.gan.seeding import seed_everything
+from pipeline.imaging import gaps
+from pipeline.io.nifti import load_nifti, save_nifti
+from pipeline.models import build_model, family_of
+from pipeline.models.inpaint import Inpaint, InpaintConfig
+
+SHAPE = (24, 20, 18)
+
+
+def tiny_cfg(**overrides) -> InpaintConfig:
+    base = dict(context=2, ngf=4, num_res_units=0, ndf=4, d_layers=1, patch_size=16, batch_size=2, n_steps=3,
+                n_steps_decay=3, log_every=1, checkpoint_every=2, sw_batch_size=4, tta=False, precision="fp32",
+                lambda_adv=1.0)  # the adversarial path too (the default is L1 only)
+    base.update(overrides)
+    return InpaintConfig(**base)
+
+
+def _phantom(seed: int, shape=SHAPE) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth blob with texture in [0, 1] and its mask."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    r = np.sqrt(x**2 + y**2 + z**2)
+    mask = r < 0.85
+    image = np.where(mask, 0.5 + 0.3 * np.sin(6 * x + seed) * np.cos(5 * y) + 0.1 * z, 0.0)
+    image = image + 0.02 * rng.standard_normal(shape) * mask
+    return np.clip(image, 0, 1).astype(np.float32), mask
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A preprocess folder: subjects.tsv with T1w, mask and T1w_gaps (+ normalisation.json recording the gaps)."""
+    root = tmp_path_factory.mktemp("inpaint")
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-20.0, 4.0, 7.0]
+    lines = ["subject\tsplit\tT1w\tmask\tT1w_gaps"]
+    for i, split in enumerate(["train", "train", "val", "test", "test"]):
+        sub = f"sub-{i + 1:03d}"
+        image, mask = _phantom(i)
+        g = gaps.simulate_gaps(image, gaps.subject_seed(42, sub), n_runs=3, run_lengths=[1, 3], min_separation=3,
+                               mask=mask)
+        d = root / sub
+        paths = [save_nifti(image, affine, d / "T1w.nii.gz"), save_nifti(mask, affine, d / "mask.nii.gz", np.uint8),
+                 save_nifti(g.volume, affine, d / "T1w_gaps.nii.gz")]
+        norm = {"T1w": {"method": "percentile", "percentiles": [0.5, 99.5], "low": 1.0, "high": 9.0,
+                        "gaps": {"deleted_slices": g.deleted}}}
+        (d / "normalisation.json").write_text(json.dumps(norm))
+        lines.append("\t".join([sub, split, *map(str, paths)]))
+    (root / "subjects.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _run(data, out, cfg, seed=3, stop_after=None):
+    seed_everything(seed)
+    sampler, kwargs = Inpaint.prepare_data(cfg, data, seed, cache_dir=out / "cache")
+    model = build_model("inpaint", cfg, **kwargs)
+    settings = LoopSettings(seed=seed, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every)
+    result = train(model, sampler, out, settings, {"test": "inpaint"}, stop_after=stop_after)
+    sampler.close()
+    return model, result
+
+
+# ------------------------------------------------------------------------------------------ the simulator
+def test_simulator_deletes_exactly_the_listed_slices_and_is_seeded():
+    image, mask = _phantom(0, (16, 16, 40))
+    g = gaps.simulate_gaps(image, 7, n_runs=4, run_lengths=[1, 2, 3], min_separation=2, mask=mask)
+    assert gaps.deleted_slices(g.volume) == g.deleted == sorted(z for s, n in g.runs for z in range(s, s + n))
+    assert sorted(n for _, n in g.runs) == [1, 1, 2, 3] or {n for _, n in g.runs} <= {1, 2, 3}
+    assert {n for _, n in gaps.runs_of(g.deleted)} <= {1, 2, 3}  # runs stay apart (min_separation)
+    kept = [z for z in range(40) if z not in g.deleted]
+    assert np.array_equal(g.volume[:, :, kept], image[:, :, kept]) and np.isnan(g.volume[:, :, g.deleted]).all()
+    again = gaps.simulate_gaps(image, 7, n_runs=4, run_lengths=[1, 2, 3], min_separation=2, mask=mask)
+    assert again.deleted == g.deleted
+    assert gaps.simulate_gaps(image, 8, n_runs=4, run_lengths=[1, 2, 3], min_separation=2, mask=mask).deleted != g.deleted
+    boxed = gaps.simulate_gaps(image, 7, n_runs=1, run_lengths=[1], n_boxes=2, box_size=4, mask=mask)
+    assert len(boxed.boxes) == 2 and gaps.unknown_mask(boxed.volume).sum() > 16 * 16
+
+
+def test_classical_fillers_are_exact_on_polynomials_and_keep_known_slices():
+    z = np.arange(30, dtype=np.float32)
+    ramp = np.broadcast_to(0.01 * z, (4, 5, 30)).copy()
+    cubic = np.broadcast_to(1e-4 * (z - 10) ** 3 + 0.2, (4, 5, 30)).copy()
+    gapped = ramp.copy()
+    gapped[:, :, [5, 12, 13, 14]] = np.nan
+    np.testing.assert_allclose(gaps.linear_fill(gapped), ramp, atol=1e-6)
+    gapped_c = cubic.copy()
+    gapped_c[:, :, [5, 12, 13, 14]] = np.nan
+    np.testing.assert_allclose(gaps.cubic_fill(gapped_c), cubic, atol=1e-5)
+    lin = gaps.linear_fill(gapped_c)
+    assert np.abs(lin - cubic)[:, :, 13].max() > 1e-3  # linear is not exact on a cubic
+    known = [k for k in range(30) if k not in (5, 12, 13, 14)]
+    assert np.array_equal(lin[:, :, known], cubic[:, :, known])
+
+
+# ------------------------------------------------------------------------------------------ sampler + training
+def test_sampler_is_a_pure_function_of_seed_and_step(data, tmp_path):
+    cfg = tiny_cfg(batch_size=3)
+    s1, _ = Inpaint.prepare_data(cfg, data, 5, cache_dir=tmp_path / "a")
+    s2, _ = Inpaint.prepare_data(cfg, data, 5, cache_dir=tmp_path / "b")
+    a, b, c = s1(4), s2(4), s1(5)
+    assert set(a) == {"x", "truth", "unknown"} and a["x"].shape == (3, 2 * 5 + 1, 16, 16)
+    assert all(torch.equal(a[k], b[k]) for k in a) and not torch.equal(a["x"], c["x"])
+    # the centre slice is deleted, its channel zeroed, its "measured" channel 0, the truth is the real slice
+    assert (a["unknown"] > 0).all() and (a["x"][:, 2] == 0).all() and (a["x"][:, 5 + 2] == 0).all()
+    assert a["truth"].abs().sum() > 0
+    s1.close()
+    s2.close()
+
+
+def test_resume_is_exact(data, tmp_path):
+    cfg = tiny_cfg()
+    straight, res = _run(data, tmp_path / "straight", cfg)
+    assert res.steps == 6
+    _run(data, tmp_path / "resumed", cfg, stop_after=3)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["step"] == 2
+    resumed, res2 = _run(data, tmp_path / "resumed", cfg)
+    assert res2.resumed_from == 2
+    for name, net in straight.networks.items():
+        for k, v in net.state_dict().items():
+            assert torch.equal(v, resumed.networks[name].state_dict()[k]), f"{name}.{k} differs"
+
+
+# ------------------------------------------------------------------------------------------ inference
+def test_inference_fills_exactly_the_deleted_voxels_in_the_input_geometry(data, tmp_path):
+    from pipeline.stages import infer
+
+    cfg = tiny_cfg(n_steps=1, n_steps_decay=1, tta=True)
+    trained, _ = _run(data, tmp_path / "m", cfg)
+    model = tmp_path / "m" / "model.pt"
+    check = trained.validate(data, tmp_path / "m")  # training's validation check, in the report's format
+    assert set(check["psnr_db"]) == {"inpaint", "linear", "cubic"} and check["subjects"] == 1
+    assert check["baseline"] in ("linear", "cubic") and check["losing"] in ([], ["inpaint"])
+    blob = load_checkpoint(model)
+    assert family_of(blob) is Inpaint and blob["inpainting"]["modality"] == "T1w"
+    [output] = Inpaint.outputs(cfg)
+    assert (output.task, output.input, output.truth) == ("inpainting", "T1w_gaps", "T1w")
+    scan = data / "sub-004" / "T1w_gaps.nii.gz"
+    gapped, affine = load_nifti(scan)
+    out = tmp_path / "out.nii.gz"
+    parser = argparse.ArgumentParser()
+    infer.add_arguments(parser)
+    args = parser.parse_args(["--model", str(model), "--input", str(scan), "--output", str(out), "--device", "cpu"])
+    assert infer.main(args) == 0
+    got, out_affine = load_nifti(out)
+    np.testing.assert_allclose(out_affine, affine)
+    unknown = np.isnan(gapped)
+    assert got.shape == gapped.shape and np.isfinite(got).all()
+    assert np.array_equal(got[~unknown], gapped[~unknown])  # measured voxels pass through bit for bit
+    assert sorted(set(np.flatnonzero(unknown.any(axis=(0, 1))))) == gaps.deleted_slices(gapped)
+    net = Inpaint.load_generator(blob, None, "cpu")
+    filled = Inpaint.apply(net, gapped, blob)
+    np.testing.assert_allclose(filled, got, atol=1e-6)
+    clean = np.nan_to_num(gapped)
+    assert np.array_equal(Inpaint.apply(net, clean, blob), clean)  # nothing missing: unchanged
+    box = clean.copy()
+    box[3:9, 4:10, 6:8] = np.nan  # a box (not whole slices) is filled too, nothing else changes
+    boxed = Inpaint.apply(net, box, blob, tta=False)
+    assert np.isfinite(boxed).all() and np.array_equal(boxed[~np.isnan(box)], clean[~np.isnan(box)])
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def test_inpainting_task_scores_inside_the_deleted_voxels_only(data, tmp_path):
+    from pipeline.evaluation.run import evaluate
+    from pipeline.evaluation.tasks import Output
+
+    cfg = EvaluateConfig(bootstrap_resamples=200)
+    infer_dir = tmp_path / "infer"
+    for sub in ("sub-004", "sub-005"):
+        truth, affine = load_nifti(data / sub / "T1w.nii.gz")
+        gapped, _ = load_nifti(data / sub / "T1w_gaps.nii.gz")
+        unknown = np.isnan(gapped)
+        perfect = np.where(unknown, truth, 1.0 - truth)  # right inside the gaps, wrong everywhere else
+        save_nifti(perfect, affine, infer_dir / "perfect" / f"{sub}_inpaint.nii.gz")
+        save_nifti(gaps.linear_fill(gapped), affine, infer_dir / "lin" / f"{sub}_inpaint.nii.gz")
+    outs = [Output(n, "inpaint", "inpainting", "T1w_gaps", "T1w", "inpaint") for n in ("perfect", "lin")]
+    summary = evaluate(data / "subjects.tsv", outs, cfg, infer_dir=infer_dir, histories=tmp_path / "h",
+                       metrics_dir=tmp_path / "metrics", figures_dir=tmp_path / "fig", viewer_dir=tmp_path / "view")
+    task = summary["tasks"]["inpainting"]
+    assert task["baselines"] == ["linear", "cubic"] and "deleted" in task["region"]
+    methods = task["methods"]
+    assert methods["perfect"]["metrics"]["psnr"]["n_nonfinite"] == 2  # exact inside the gaps: PSNR infinite
+    assert methods["perfect"]["metrics"]["mae"]["mean"] == 0.0 and methods["perfect"]["metrics"]["ssim"]["mean"] == 1.0
+    # the model that is linear interpolation scores exactly as the linear baseline
+    for metric in ("psnr", "ssim", "mae", "nrmse"):
+        assert methods["lin"]["metrics"][metric]["mean"] == pytest.approx(methods["linear"]["metrics"][metric]["mean"])
+    by_length = task["by_gap_length"]
+    assert set(by_length) == {"1", "3"}
+    assert by_length["3"]["methods"]["linear"]["psnr"]["mean"] < by_length["1"]["methods"]["linear"]["psnr"]["mean"]
+    assert (tmp_path / "fig" / "group" / "inpainting_gap_length.png").is_file()
+    # the report shows the task and its gap-length figure
+    from pipeline.config import ReportConfig
+    from pipeline.report.build import build_report
+
+    (tmp_path / "metrics" / "summary.json").write_text(json.dumps(summary))
+    pages = build_report(tmp_path / "metrics" / "summary.json", tmp_path / "reports", ReportConfig(),
+                         subjects_tsv=data / "subjects.tsv")
+    index = pages[-1].read_text()
+    assert "inpainting of missing slices" in index.lower() and "linear interpolation" in index
+    assert "gap length" in index.lower()
+
+
+def test_evaluation_refuses_gaps_that_differ_from_the_record(data, tmp_path):
+    from pipeline.evaluation.cases import load_case
+    from pipeline.evaluation.tasks import Output, build_tasks
+    from pipeline.io.tables import read_subjects
+
+    rows = read_subjects(data / "subjects.tsv", "test")
+    out = Output("x", "inpaint", "inpainting", "T1w_gaps", "T1w", "inpaint")
+    [task] = build_tasks([out], {}, EvaluateConfig(), list(rows[0]), data / "subjects.tsv")
+    case = load_case(rows[0], task, data / "subjects.tsv")
+    assert case.unknown.any() and np.isfinite(case.source).all()
+    gapped, affine = load_nifti(rows[0]["T1w_gaps"])
+    gapped[:, :, 0] = np.nan
+    bad = tmp_path / "bad.nii.gz"
+    save_nifti(gapped, affine, bad)
+    with pytest.raises(ValueError, match="recorded as deleted"):
+        load_case({**rows[0], "T1w_gaps": bad}, task, data / "subjects.tsv")
+
+
+def test_preprocess_writes_gapped_inputs_and_records_them(tmp_path):
+    from pipeline.preprocessing.subject import preprocess_subject
+
+    image, _ = _phantom(3, (24, 24, 30))
+    scan = save_nifti(100 + 900 * image, np.diag([2.0, 2.0, 2.0, 1.0]), tmp_path / "in" / "t1.nii.gz")
+    cfg = PreprocessConfig(gaps={"modalities": ["T1w"], "run_lengths": [1, 3], "n_runs": 2, "min_separation": 3},
+                           motion={"modalities": []})
+    written = preprocess_subject("sub-001", {"T1w": scan}, cfg, tmp_path / "out", seed=42)
+    gapped, _ = load_nifti(written["T1w_gaps"])
+    full, _ = load_nifti(written["T1w"])
+    record = json.loads((tmp_path / "out" / "sub-001" / "normalisation.json").read_text())["T1w"]["gaps"]
+    assert record["deleted_slices"] == gaps.deleted_slices(gapped) and len(record["deleted_slices"]) == 4
+    known = ~np.isnan(gapped)
+    assert np.array_equal(gapped[known], full[known])
+
+
+# ------------------------------------------------------------------------------------------ ingestion
+def test_series_with_a_missing_slice_is_filled_and_flagged(tmp_path, monkeypatch):
+    from pipeline.ingest.run import ingest
+    from tests.unit.ingest_helpers import affine_for, write_series
+
+    monkeypatch.chdir(tmp_path)
+    z = np.arange(12, dtype=np.float64)
+    volume = (np.full((16, 18, 12), 100.0) + 20.0 * z).astype(np.int16)  # linear along the slices
+    files = write_series(tmp_path / "in" / "s", volume, affine_for("axial"), series_description="t2_tse")
+    files[5].unlink()  # the 6th slice of 12 is missing
+    with pytest.raises(RuntimeError, match="missing slice"):  # by default the series is skipped
+        ingest(tmp_path / "in", tmp_path / "out_skip")
+
+    result = ingest(tmp_path / "in", tmp_path / "out", IngestConfig(fill_missing_slices=True))
+    [row] = [r for r in result.rows if r.status == "ingested"]
+    assert "1 missing slice(s) inserted at index" in row.reason and "derived, not measured" in row.reason
+    data, affine = load_nifti(tmp_path / row.output)
+    assert data.shape == (16, 18, 12)
+    np.testing.assert_allclose(affine, affine_for("axial"), atol=1e-4)
+    np.testing.assert_allclose(data, volume, atol=1e-3)  # linear interpolation restores a linear profile
+    sidecar = json.loads((tmp_path / row.output.replace(".nii.gz", ".json")).read_text())
+    missing_index = int(sidecar["filled_slices"][0])
+    assert sidecar["filled_slices"] == [missing_index] and "derived" in sidecar["derived_slices"]
+    assert any("derived, not measured" in n for n in sidecar["notes"])
+    from pipeline.report.inputs import ingest_summary
+
+    shown = ingest_summary(result.manifest)["sidecars"][row.subject][row.modality]  # the subject page's table
+    assert "derived, not measured" in shown["derived_slices"]
