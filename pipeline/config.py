@@ -274,6 +274,24 @@ class GapsConfig(Section):
     box_size: int = Field(16, ge=2, description="Side of the deleted boxes in voxels.")
 
 
+class ThickConfig(Section):
+    """Thick-slice inputs for self-supervised through-plane super-resolution (<modality>_thick.nii.gz, stage 3): the
+    image re-sliced along z into slices `factor` voxels apart with a slice profile (`pipeline.selfsr.profile`), on
+    a grid `factor` times coarser along z; scored against the image itself."""
+
+    where: ClassVar[str] = "preprocess.thick"
+
+    modalities: list[str] = Field(default_factory=lambda: ["T1w"], description=(
+        "Modalities for which a thick-slice image is made (when the subject has them); [] makes none."))
+    factor: int = Field(4, ge=2, le=8, description=(
+        "Slice spacing in voxels of the subject's grid (4 on a 1 mm grid: 4 mm slices); z is padded to a multiple."))
+    profile: Literal["rect", "gaussian"] = Field("rect", description=(
+        "Slice profile: rect (the mean of the voxels a slice covers) or gaussian (FWHM = thickness)."))
+    thickness: float | None = Field(None, gt=0, description=(
+        "Slice thickness (rect width or Gaussian FWHM) in voxels of the subject's grid; null: the spacing "
+        "(contiguous slices); less than factor leaves a gap."))
+
+
 class PreprocessConfig(Section):
     """Preprocessing (stage 3): RAS orientation, resampling onto one grid per subject, intensity
     normalisation, foreground mask, subject-level split, and the low-resolution inputs for super-resolution."""
@@ -298,6 +316,7 @@ class PreprocessConfig(Section):
     sr: SRConfig = Field(default_factory=SRConfig)
     motion: MotionConfig = Field(default_factory=MotionConfig)
     gaps: GapsConfig = Field(default_factory=GapsConfig)
+    thick: ThickConfig = Field(default_factory=ThickConfig)
 
     @model_validator(mode="after")
     def _rules(self) -> PreprocessConfig:

@@ -41,6 +41,11 @@ def run_training(name: str, params: str | None, data: str | Path, out: str | Pat
 
     cls = family(name)
     cfg = load_params(params, cls.config_class, name)
+    if cls.self_supervised:  # nothing to learn from the cohort: the model file is the recipe
+        files = cls.write_recipe(cfg, Path(out), seed)
+        log.info("%s is self-supervised: each scan trains its own network at inference; wrote %s", name,
+                 ", ".join(p.name for p in files))
+        return 0
     if threads > 0:
         torch.set_num_threads(threads)
     where, dev = distributed.setup(device)  # under torchrun: join the process group; else one process

@@ -48,7 +48,7 @@ def trained_families(config: Mapping[str, Any], skipped: Mapping[str, str]) -> l
 
 
 #: preprocess sub-sections that make derived inputs only opt-in families read: (section key, column suffix)
-DERIVED_INPUTS: tuple[tuple[str, str], ...] = (("motion", "_motion"), ("gaps", "_gaps"))
+DERIVED_INPUTS: tuple[tuple[str, str], ...] = (("motion", "_motion"), ("gaps", "_gaps"), ("thick", "_thick"))
 
 
 def preprocess_params(config: Mapping[str, Any]) -> str:
@@ -62,6 +62,18 @@ def preprocess_params(config: Mapping[str, Any]) -> str:
             wanted = section[key].get("modalities", [])
             section[key] = {**section[key], "modalities": [m for m in wanted if f"{m}{suffix}" in read]}
     return json.dumps(section)
+
+
+def sr_degradations(config: Mapping[str, Any]) -> str:
+    """Evaluation's `--degradation` (inline JSON): how each SR input column is made from its modality
+    (preprocess.sr's `<modality>_lr`, preprocess.thick's `<modality>_thick`)."""
+    pre = config.get("preprocess") or {}
+    sr, thick = pre.get("sr") or {}, pre.get("thick") or {}
+    found = {f"{m}_lr": {k: sr[k] for k in ("method", "scale", "axes") if k in sr} for m in sr.get("modalities", [])}
+    for m in thick.get("modalities", []):
+        found[f"{m}_thick"] = {"method": "thick_slice", "scale": thick.get("factor", 4), "axes": "through",
+                               "profile": thick.get("profile", "rect")}
+    return json.dumps(found)
 
 
 def train_params(config: Mapping[str, Any], name: str) -> str:

@@ -33,7 +33,7 @@ if config["models"]:
             cfg=section_json("evaluate"),
             outputs=evaluated_outputs,
             skipped=skipped_outputs,
-            degradation=json.dumps(config["preprocess"]["sr"]),
+            degradation=wf.sr_degradations(config),
         log:
             "logs/evaluate_models.log",
         benchmark:

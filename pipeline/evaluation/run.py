@@ -242,7 +242,9 @@ def training_figures(outputs: Sequence[Output], histories: Path, figures_dir: Pa
     for family in dict.fromkeys(o.family for o in outputs):
         names = ", ".join(o.name for o in outputs if o.family == family)
         history = histories / family / "history.csv"
-        if history.is_file():
+        if history.is_file() and len(history.read_text().splitlines()) < 2:
+            log.info("%s: no training rows (a self-supervised family trains on each scan); no curve", history)
+        elif history.is_file():
             out = figures_dir / "training" / f"{family}.png"
             figures.training_curves(history, out, title=family, dpi=cfg.figure_dpi)
             paths[family] = out.as_posix()
@@ -257,7 +259,7 @@ def evaluate(
     cfg: EvaluateConfig,
     *,
     skipped: Sequence[Skipped] = (),
-    degradation: dict[str, Any] | None = None,
+    degradations: dict[str, Any] | None = None,
     infer_dir: Path = Path("results/infer"),
     histories: Path = Path("results/models"),
     metrics_dir: Path = Path("results/metrics"),
@@ -277,7 +279,7 @@ def evaluate(
     unscored = unscorable(outputs, rows, cfg)
     outputs = [o for o in outputs if o not in {s.output for s in unscored}]
     skipped = [*unscored, *skipped]
-    tasks = build_tasks(outputs, degradation or {}, cfg, columns, subjects_tsv, skipped)
+    tasks = build_tasks(outputs, degradations or {}, cfg, columns, subjects_tsv, skipped)
 
     summary: dict[str, Any] = {
         "protocol": protocol(cfg),

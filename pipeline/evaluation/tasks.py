@@ -183,12 +183,14 @@ def _inpainting_task(name: str, outputs: list[Output], cfg: EvaluateConfig) -> T
                 f"inpainting of missing slices {src} → {tgt}")
 
 
-def build_tasks(outputs: Sequence[Output], degradation: dict[str, Any], cfg: EvaluateConfig,
+def build_tasks(outputs: Sequence[Output], degradations: dict[str, Any], cfg: EvaluateConfig,
                 columns: Sequence[str], table: Path | str, skipped: Sequence[Skipped] = ()) -> list[Task]:
-    """Group `outputs` and then `skipped` into tasks (in that order), with their baselines; `columns` are
-    subjects.tsv's (needed only for the outputs evaluated)."""
-    if not isinstance(degradation, dict):
-        raise ValueError(f"--degradation: expected a JSON object, got {degradation!r}")
+    """Group `outputs` and then `skipped` into tasks (in that order), with their baselines; `degradations` says how
+    each SR input column was made ({"T1w_lr": {"method": "kspace", "scale": 4, "axes": "inplane"}, ...});
+    `columns` are subjects.tsv's (needed only for the outputs evaluated)."""
+    if not isinstance(degradations, dict) or not all(isinstance(v, dict) for v in degradations.values()):
+        raise ValueError(f"--degradation: expected a JSON object of SR input column -> its degradation "
+                         f"(an object), got {degradations!r}")
     groups: dict[tuple[str, str, str], list[Output]] = {}
     for out in [*outputs, *(s.output for s in skipped)]:
         groups.setdefault((out.task, out.input, out.truth), []).append(out)
@@ -202,7 +204,7 @@ def build_tasks(outputs: Sequence[Output], degradation: dict[str, Any], cfg: Eva
                              f"({', '.join(o.name for o in evaluated)})")
         name = kind if kinds.count(kind) == 1 else f"{kind}-{source}-{truth}"
         if kind == "sr":
-            task = _sr_task(name, members, degradation, cfg)
+            task = _sr_task(name, members, degradations.get(source, {}), cfg)
         elif kind == "restoration":
             task = _restoration_task(name, members)
         elif kind == "inpainting":

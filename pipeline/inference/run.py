@@ -52,9 +52,10 @@ def normalise_scan(data: np.ndarray, norm: dict[str, Any], modality: str) -> tup
 
 def infer_array(family: Any, blob: dict[str, Any], generator: Any, data: np.ndarray, direction: str | None = None,
                 normalise: bool = False, device: Any = "cpu", where: str = "the input",
-                **settings: Any) -> tuple[np.ndarray, str]:
+                affine: np.ndarray | None = None, **settings: Any) -> tuple[np.ndarray, str]:
     """The model applied to one (x, y, z) scan array: normalised as the model file records when `normalise` (or for
-    a raw CT), the family's `apply`, the output mapped back (see the module docstring). Returns (output, its unit)."""
+    a raw CT), the family's `apply`, the output mapped back (see the module docstring). Returns (output, its unit).
+    A self-supervised family's `apply` also gets the scan's `affine`."""
     (src, src_norm), (dst, dst_norm) = family.io_modalities(blob, direction)
     data = np.asarray(data, dtype=np.float32)
     raw = bool(data.min() < -0.5 or data.max() > 1.5)
@@ -64,6 +65,8 @@ def infer_array(family: Any, blob: dict[str, Any], generator: Any, data: np.ndar
     elif raw:
         log.warning("%s: intensities span [%.3g, %.3g] but the model expects [0, 1] (use --normalise for raw scans)",
                     where, float(data.min()), float(data.max()))
+    if family.self_supervised:
+        settings = {**settings, "affine": affine}
     out = family.apply(generator, data, blob, device, **settings)
     if dst == src and low is not None:  # the input's own units
         return (low + out * (high - low)).astype(np.float32), "the input's units"
@@ -131,7 +134,7 @@ class LoadedModel:
 
         def run(x: np.ndarray) -> tuple[np.ndarray, str]:
             return infer_array(family, blob, self.generator, x, direction, normalise, dev, str(input_path),
-                               **settings)
+                               affine, **settings)
 
         if resample:
             out, unit = infer_resampled(run, data, affine, blob, family.output_affine(affine, blob),

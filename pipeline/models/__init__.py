@@ -14,10 +14,11 @@ from pipeline.models.dcgan import DCGAN
 from pipeline.models.inpaint import Inpaint
 from pipeline.models.motion import MotionCorrection
 from pipeline.models.pix2pix import Pix2Pix
+from pipeline.models.selfsr import SelfSR
 from pipeline.models.srgan import SRGAN
 from pipeline.models.stargan import StarGAN
 
-FAMILIES: dict[str, type[Family]] = {"srgan": SRGAN, "cyclegan": CycleGAN, "pix2pix": Pix2Pix, "stargan": StarGAN, "dcgan": DCGAN, "motion": MotionCorrection, "inpaint": Inpaint}
+FAMILIES: dict[str, type[Family]] = {"srgan": SRGAN, "cyclegan": CycleGAN, "pix2pix": Pix2Pix, "stargan": StarGAN, "dcgan": DCGAN, "motion": MotionCorrection, "inpaint": Inpaint, "selfsr": SelfSR}
 
 
 def family(name: str) -> type[Family]:

@@ -53,6 +53,9 @@ class Family(GANModel):
     inference_keys: ClassVar[tuple[str, ...]] = ()
     #: the generators of a model file that `--direction` chooses between (empty: the file has one)
     directions: ClassVar[tuple[str, ...]] = ()
+    #: a self-supervised family learns from each scan at inference, not from the cohort: its training job only
+    #: writes the recipe as the model file (`write_recipe`), and `apply` also gets the scan's `affine`
+    self_supervised: ClassVar[bool] = False
 
     # -- the workflow -----------------------------------------------------------------------------------
     @classmethod
@@ -89,6 +92,11 @@ class Family(GANModel):
               device: str | torch.device = "cpu", **settings: Any) -> np.ndarray:
         """The generator applied to a whole normalised (x, y, z) volume: pure, no file access. `settings`
         (roi_size, sw_batch_size, overlap, tta, precision; None: the model file's ``inference`` entry)."""
+        raise NotImplementedError
+
+    @classmethod
+    def write_recipe(cls, cfg: Any, out_dir: Path, seed: int) -> list[Path]:
+        """A self-supervised family's training job: write the model file (and history.csv) from the config."""
         raise NotImplementedError
 
     @classmethod

@@ -50,7 +50,8 @@ def preprocess(manifest: str | Path, out_dir: str | Path, cfg: PreprocessConfig,
     all_modalities = {m for s in scans.values() for m in s}
     table = write_subjects(rows, modality_order(all_modalities | set(MODALITIES)), cfg.sr.modalities,
                            out_dir / "subjects.tsv", derived=[f"{m}_motion" for m in cfg.motion.modalities]
-                           + [f"{m}_gaps" for m in cfg.gaps.modalities])
+                           + [f"{m}_gaps" for m in cfg.gaps.modalities]
+                           + [f"{m}_thick" for m in cfg.thick.modalities])
     counts = {s: sum(1 for v in splits.values() if v == s) for s in SPLITS}
     log.info("wrote %s (train %d, val %d, test %d)", table, *counts.values())
     return table

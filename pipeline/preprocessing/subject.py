@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -100,6 +101,8 @@ def preprocess_subject(
     # Pad (value 0 = background after normalisation) so the SR axes divide by the scale; one grid for all.
     axes = SR_AXES[cfg.sr.axes]
     k = [cfg.sr.scale if a in axes else 1 for a in range(3)]
+    if any(m in order for m in cfg.thick.modalities):  # and z by the thick slices' factor
+        k[2] = math.lcm(k[2], cfg.thick.factor)
     stacked = MetaTensor(torch.from_numpy(np.stack(channels)), affine=reference.affine.clone())
     padded = DivisiblePad(k=k, mode="constant", method="symmetric")(stacked)
     affine = padded.affine.numpy().astype(np.float64)
@@ -134,6 +137,7 @@ def preprocess_subject(
 
     written.update(motion_inputs(subject, order, volumes, affine, cfg, seed, subject_dir, params))
     written.update(gap_inputs(subject, order, volumes, affine, cfg, seed, subject_dir, params))
+    written.update(thick_inputs(order, volumes, affine, cfg, subject_dir, params))
 
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     for modality in order:
@@ -195,6 +199,35 @@ def gap_inputs(subject: str, order: Sequence[str], volumes: np.ndarray, affine: 
             "file": f"{modality}_gaps.nii.gz", "axis": 2, "fill_value": "NaN",
             "deleted_slices": gapped.deleted, "runs": [list(r) for r in gapped.runs],
             "boxes": [list(b) for b in gapped.boxes],
+        }
+    return written
+
+
+def thick_inputs(order: Sequence[str], volumes: np.ndarray, affine: np.ndarray, cfg: PreprocessConfig,
+                 subject_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """The thick-slice inputs (`preprocess.thick`): `<modality>_thick.nii.gz`, re-sliced along z with the slice
+    profile onto the grid `factor` times coarser along z (`pipeline.imaging.degrade.lr_affine`), recorded under
+    ``params[modality]["thick"]``; returns {"<modality>_thick": path}."""
+    from pipeline.imaging.degrade import lr_affine
+    from pipeline.io.nifti import save_nifti
+    from pipeline.selfsr.profile import SliceProfile, reslice
+
+    t = cfg.thick
+    step_mm = float(np.sqrt((affine[:3, 2] ** 2).sum()))
+    spacing_mm = t.factor * step_mm
+    thickness_mm = None if t.thickness is None else t.thickness * step_mm
+    profile = SliceProfile(t.profile, thickness_mm)
+    written: dict[str, Any] = {}
+    for modality in t.modalities:
+        if modality not in order:
+            continue
+        thick = reslice(volumes[order.index(modality)], t.factor, profile, spacing_mm, axis=2)
+        written[f"{modality}_thick"] = save_nifti(thick, lr_affine(affine, t.factor, (2,)),
+                                                  subject_dir / f"{modality}_thick.nii.gz")
+        params[modality]["thick"] = {
+            "file": f"{modality}_thick.nii.gz", "method": "thick_slice", "scale": t.factor, "axes": [2],
+            "profile": t.profile, "spacing_mm": round(spacing_mm, 6),
+            "thickness_mm": round(thickness_mm if thickness_mm is not None else spacing_mm, 6),
         }
     return written
 

@@ -1,8 +1,8 @@
 """Self-supervised through-plane super-resolution of one scan: read, learn from itself, apply, correct, write.
 
 `plan` reads the geometry (the through-plane axis is the one with the largest voxel size; the scale is the
-ratio to the in-plane voxel size, rounded to an integer), `selfsr_volume` does the work on an array, and
-`selfsr_scan` reads a NIfTI file or DICOM series folder and writes the result atomically, on the grid whose
+ratio to the in-plane voxel size, rounded to an integer) and `selfsr_volume` does the work on an array, with no
+file access (`pipeline.selfsr.scan` reads and writes files). The output lies on the grid whose
 voxel `m*scale + (scale-1)/2` along the through-plane axis is centred on input slice `m` (the world extent and
 centre of the input, `pipeline.imaging.geometry.hr_affine_from_lr`).
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -109,49 +108,3 @@ def selfsr_volume(volume: np.ndarray, affine: np.ndarray, profile: SliceProfile,
     log.info("selfsr: done in %.0f s (%.0f CPU s): training %.0f s, applying %.0f s", summary["seconds"],
              summary["cpu_seconds"], summary["l1_seconds"], summary["apply_seconds"])
     return np.ascontiguousarray(np.moveaxis(out, 2, p.axis)), output_affine(affine, p), summary
-
-
-def read_input(path: str | Path) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """(data (RAS), affine, SliceThickness in mm or None) of a NIfTI file or a DICOM series folder."""
-    from pipeline.inference.scans import read_scan
-
-    path = Path(path)
-    data, affine = read_scan(path)
-    thickness = _dicom_thickness(path) if path.is_dir() else None
-    return data, affine, thickness
-
-
-def _dicom_thickness(folder: Path) -> float | None:
-    """SliceThickness of the series' first readable file (None when absent)."""
-    import pydicom
-
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=True)
-        except Exception:  # not DICOM (the series reader already skipped it)
-            continue
-        value = getattr(ds, "SliceThickness", None)
-        try:
-            return float(value) if value not in (None, "") and float(value) > 0 else None
-        except (TypeError, ValueError):
-            return None
-    return None
-
-
-def selfsr_scan(input_path: str | Path, output_path: str | Path, profile: str = "rect",
-                thickness_mm: float | None = None, settings: TrainSettings | None = None,
-                data_consistency: bool = True) -> dict:
-    """Read a scan, super-resolve it through-plane, write the result (NIfTI, atomically); returns the summary."""
-    from pipeline.io.nifti import save_nifti
-
-    input_path = Path(input_path)
-    where = input_path.name  # never the full path (it may hold identifiers)
-    data, affine, header_thickness = read_input(input_path)
-    if thickness_mm is None and header_thickness is not None:
-        thickness_mm = header_thickness
-        log.info("selfsr: slice thickness %.3g mm from the DICOM header", thickness_mm)
-    prof = SliceProfile.parse(profile, thickness_mm)
-    out, out_affine, summary = selfsr_volume(data, affine, prof, settings, data_consistency, where)
-    save_nifti(out, out_affine, output_path)
-    log.info("selfsr: wrote %s %s", Path(output_path).name, out.shape)
-    return summary

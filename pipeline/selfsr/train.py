@@ -64,7 +64,9 @@ class PairBank:
         """`sample(step) -> (lr, hr)` tensors (N, 1, p, patch*) of aligned crops, a pure function of (seed, step)."""
         s = self.scale
         p_lr = max(2, -(-patch // s))
-        sizes = [(min(p_lr, h.shape[1] // s), min(patch, h.shape[2])) for h in self.hr]
+        # one crop size for both orientations (a batch mixes them), no larger than the smaller image
+        size = (min([p_lr] + [h.shape[1] // s for h in self.hr]), min([patch] + [h.shape[2] for h in self.hr]))
+        sizes = [size, size]
         # candidate crop corners whose HR crop centre lies in the foreground
         corners = []
         for hr, (ph, pw) in zip(self.hr, sizes, strict=True):

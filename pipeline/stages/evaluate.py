@@ -1,7 +1,7 @@
 """Stage 6, evaluate: metrics, statistics and figures of the generator outputs the model families export.
 
     python -m pipeline evaluate --subjects results/preprocess/subjects.tsv --outputs OUTPUTS_JSON \
-        --skipped SKIPPED_JSON --degradation SR_JSON --params EVALUATE_JSON
+        --skipped SKIPPED_JSON --degradation SR_INPUTS_JSON --params EVALUATE_JSON
 
 `--outputs` is a JSON list (inline, or a file) with one object per generator output:
 `{"name", "family", "task", "input", "truth", "desc"}` (see `pipeline.evaluation.tasks`). `--skipped` lists
@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skipped", default="[]",
                         help='outputs not trained or inferred, a JSON list (inline or a file) of the objects of '
                              '--outputs plus "reason" (e.g. "no test subject has T1w and T2w"); default: none')
-    parser.add_argument("--degradation", default="", help="the preprocessing's SR settings as JSON (method, scale, axes)")
+    parser.add_argument("--degradation", default="", help="how each SR input column was made, JSON "
+                        '(inline or a file): {"T1w_lr": {"method": "kspace", "scale": 4, "axes": "inplane"}, ...}')
     parser.add_argument("--infer", type=Path, default=Path("results/infer"), help="folder of model outputs (<name>/<subject>_<desc>.nii.gz)")
     parser.add_argument("--histories", type=Path, default=Path("results/models"), help="folder of <family>/history.csv")
     parser.add_argument("--metrics", type=Path, default=Path("results/metrics"), help="output folder of <name>.csv and summary.json")
@@ -46,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
         parse_outputs(parse_json(args.outputs, "--outputs")),
         cfg,
         skipped=parse_skipped(parse_json(args.skipped, "--skipped")),
-        degradation=parse_json(args.degradation, "--degradation") if args.degradation else {},
+        degradations=parse_json(args.degradation, "--degradation") if args.degradation else {},
         infer_dir=args.infer,
         histories=args.histories,
         metrics_dir=args.metrics,

@@ -30,7 +30,7 @@ def main(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pipeline.selfsr.run import selfsr_scan
+    from pipeline.selfsr.scan import selfsr_scan
     from pipeline.selfsr.train import TrainSettings
 
     if args.threads > 0:

@@ -131,7 +131,7 @@ def evaluate_args(outputs: list[dict[str, str]] | None = None, skipped: list[dic
     return ["evaluate", "--subjects", "results/preprocess/subjects.tsv",
             "--outputs", json.dumps(OUTPUTS if outputs is None else outputs),
             *(["--skipped", json.dumps(skipped)] if skipped is not None else []),
-            "--degradation", json.dumps({"method": "kspace", "scale": 2, "axes": "inplane", "modalities": ["T1w"]}),
+            "--degradation", json.dumps({"T1w_lr": {"method": "kspace", "scale": 2, "axes": "inplane"}}),
             "--params", json.dumps({"bootstrap_resamples": 2000, "figure_dpi": 60, **overrides})]
 
 

@@ -210,10 +210,10 @@ def _tasks(outputs, degradation=None, skipped=(), columns=COLUMNS):
 
 
 def test_zerofill_baseline_only_for_kspace_degradation():
-    kspace = _tasks([SR], {"method": "kspace", "scale": 2})
+    kspace = _tasks([SR], {"T1w_lr": {"method": "kspace", "scale": 2}})
     assert kspace[0].baselines == ["bicubic", "trilinear", "zerofill"] and kspace[0].source == "T1w_lr"
     assert kspace[0].description == "super-resolution x2 of T1w (kspace, ?)"
-    bicubic = _tasks([SR], {"method": "bicubic"})
+    bicubic = _tasks([SR], {"T1w_lr": {"method": "bicubic"}, "T2w_lr": {"method": "kspace"}})
     assert "zerofill" not in bicubic[0].baselines
     trans = _tasks([CYCLEGAN])
     assert trans[0].outputs[0].desc == "T2w" and trans[0].baselines == ["identity", "histogram_match"]
@@ -222,6 +222,18 @@ def test_zerofill_baseline_only_for_kspace_degradation():
         _tasks([Output("cyclegan", "cyclegan", "translation", "T1w", "FLAIR", "FLAIR")])
     with pytest.raises(ValueError, match="--degradation: expected a JSON object"):
         _tasks([SR], ["kspace"])
+    with pytest.raises(ValueError, match="--degradation: expected a JSON object"):
+        _tasks([SR], {"method": "kspace"})  # one degradation, not keyed by its input column
+
+
+def test_each_sr_task_gets_the_degradation_of_its_input():
+    thick = Output("selfsr", "selfsr", "sr", "T1w_thick", "T1w", "selfsr")
+    tasks = _tasks([SR, thick], {"T1w_lr": {"method": "kspace", "scale": 2, "axes": "inplane"},
+                                 "T1w_thick": {"method": "thick_slice", "scale": 4, "axes": "through"}},
+                   columns=[*COLUMNS, "T1w_thick"])
+    assert [(t.name, t.source) for t in tasks] == [("sr-T1w_lr-T1w", "T1w_lr"), ("sr-T1w_thick-T1w", "T1w_thick")]
+    assert "zerofill" in tasks[0].baselines and "zerofill" not in tasks[1].baselines
+    assert tasks[1].description == "super-resolution x4 of T1w (thick_slice, through)"
 
 
 def test_outputs_of_one_task_share_a_block_and_a_new_family_needs_no_code():
@@ -281,7 +293,7 @@ def test_a_skipped_output_keeps_its_task():
     """A skipped output belongs to its task as if evaluated (same name and description), needs no column of
     subjects.tsv, and a task whose outputs are all skipped has none to score."""
     no_t2w = [c for c in COLUMNS if c != "T2w"]
-    tasks = _tasks([SR], {"method": "kspace", "scale": 2}, [Skipped(CYCLEGAN, NO_T2W)], no_t2w)
+    tasks = _tasks([SR], {"T1w_lr": {"method": "kspace", "scale": 2}}, [Skipped(CYCLEGAN, NO_T2W)], no_t2w)
     assert [t.name for t in tasks] == ["sr", "translation"]
     assert tasks[0].models == ["srgan"] and tasks[0].skipped == []
     assert tasks[1].outputs == [] and tasks[1].skipped == [Skipped(CYCLEGAN, NO_T2W)]
@@ -310,12 +322,13 @@ def test_the_families_default_outputs_are_the_demo_tasks():
 
     outputs = exported(load_workflow_config({}).models)
     assert sorted(outputs, key=lambda o: o.name) == sorted((Output(**o) for o in OUTPUTS), key=lambda o: o.name)
-    assert [t.name for t in _tasks(outputs, {"method": "kspace", "scale": 2})] == ["sr", "translation"]
+    assert [t.name for t in _tasks(outputs, {"T1w_lr": {"method": "kspace", "scale": 2}})] == ["sr", "translation"]
     every = exported(FAMILIES)
-    derived = [*COLUMNS, "T1w_motion", "T1w_gaps"]  # the motion-corrupted and gapped inputs of preprocess
-    assert [t.name for t in _tasks(every, {"method": "kspace", "scale": 2}, columns=derived)] == [
-        "sr", "translation-T1w-T2w", "translation-T1w-PDw", "restoration", "inpainting"]
-    tasks = _tasks(every, {"method": "kspace", "scale": 2}, columns=derived)
+    derived = [*COLUMNS, "T1w_motion", "T1w_gaps", "T1w_thick"]  # the derived inputs of preprocess
+    assert [t.name for t in _tasks(every, {"T1w_lr": {"method": "kspace", "scale": 2}}, columns=derived)] == [
+        "sr-T1w_lr-T1w", "translation-T1w-T2w", "translation-T1w-PDw", "restoration", "inpainting",
+        "sr-T1w_thick-T1w"]
+    tasks = _tasks(every, {"T1w_lr": {"method": "kspace", "scale": 2}}, columns=derived)
     assert {o.name for o in tasks[1].outputs} == {"cyclegan", "pix2pix", "stargan_T2w"}
 
 

@@ -103,7 +103,7 @@ def test_stage_writes_one_grid_per_subject(cohort):
     assert _run(params) == 0
     rows = _table()
     assert list(rows[0]) == ["subject", "split", "T1w", "T2w", "PDw", "FLAIR", "CT", "mask", "T1w_lr", "T1w_motion",
-                             "T1w_gaps"]
+                             "T1w_gaps", "T1w_thick"]
     assert [r["subject"] for r in rows] == ["sub-001", "sub-002", "sub-003", "sub-004"]
     assert sorted(r["split"] for r in rows) == ["test", "train", "train", "val"]
     ct_row = rows[3]
@@ -120,6 +120,13 @@ def test_stage_writes_one_grid_per_subject(cohort):
     assert mask.get_data_dtype() == np.uint8 and t1.get_data_dtype() == np.float32
     assert lr.shape == (t1.shape[0] // 4, t1.shape[1] // 4, t1.shape[2])
     np.testing.assert_allclose(lr.affine, lr_affine(t1.affine, 4, (0, 1)), atol=1e-5)
+    # the thick-slice input (preprocess.thick: rect, 4 voxels): z padded to a multiple of 4, each slice the mean of
+    # the 4 voxels it covers, on the grid whose slice m is centred on voxel 4m + 1.5
+    thick = nib.load(row["T1w_thick"])
+    assert t1.shape[2] % 4 == 0 and thick.shape == (t1.shape[0], t1.shape[1], t1.shape[2] // 4)
+    np.testing.assert_allclose(thick.affine, lr_affine(t1.affine, 4, (2,)), atol=1e-5)
+    means = t1.get_fdata().reshape(t1.shape[0], t1.shape[1], -1, 4).mean(axis=3)
+    np.testing.assert_allclose(thick.get_fdata(), means, atol=1e-5)
     a1, a2 = t1.get_fdata(), t2.get_fdata()
     assert a1.min() >= 0.0 and a1.max() <= 1.0 and a2.max() <= 1.0
     # the LPS-stored T2w (= 2 * T1w + 10) overlays the T1w voxel for voxel: equal after normalisation
@@ -142,7 +149,7 @@ def test_stage_writes_one_grid_per_subject(cohort):
 
 
 def test_stage_is_deterministic_and_keeps_native_grid(cohort):
-    params = {"spacing": None, "sr": {"scale": 2, "method": "thick_slice", "axes": "through"}}
+    params = {"spacing": None, "sr": {"scale": 2, "method": "thick_slice", "axes": "through"}, "thick": {"modalities": []}}
     assert _run(params) == 0
     first = Path("results/preprocess/subjects.tsv").read_text()
     t1 = nib.load(_table()[0]["T1w"])

@@ -107,7 +107,7 @@ def test_output_overlays_the_input_in_world_space(tmp_path):
     """A scan stored with 3 mm slices along its second voxel axis, flipped and shifted: every input slice centre,
     in world coordinates, lands on the output voxel at the centre of its 3 HR voxels, and the mean of those
     3 output voxels is the input voxel (rect profile, data consistency)."""
-    from pipeline.selfsr.run import selfsr_scan
+    from pipeline.selfsr.scan import selfsr_scan
 
     rng = np.random.default_rng(0)
     data = rng.random((20, 8, 18)) + 1.0
@@ -131,7 +131,7 @@ def test_output_overlays_the_input_in_world_space(tmp_path):
 
 
 def test_dicom_series_and_its_slice_thickness(make_dicom_series, tmp_path):
-    from pipeline.selfsr.run import read_input
+    from pipeline.selfsr.scan import read_input
 
     folder = make_dicom_series(shape=(24, 24, 6), affine=np.diag([1.0, 1.0, 4.0, 1.0]))
     data, affine, thickness = read_input(folder)
@@ -140,7 +140,7 @@ def test_dicom_series_and_its_slice_thickness(make_dicom_series, tmp_path):
 
 def test_clear_errors(tmp_path):
     from pipeline import cli
-    from pipeline.selfsr.run import selfsr_scan
+    from pipeline.selfsr.scan import selfsr_scan
 
     iso = _write(tmp_path / "iso.nii.gz", np.ones((16, 16, 16)), np.eye(4))
     with pytest.raises(ValueError, match=r"iso.nii.gz.*nothing to do"):
@@ -200,3 +200,43 @@ def test_adversarial_phase_changes_the_generator():
     changed = [not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), adv.state_dict().values(),
                                                        strict=True)]
     assert any(changed)
+
+
+# ------------------------------------------------------------------------------------------ the workflow family
+def test_selfsr_family_writes_a_recipe_and_infers_through_the_shared_path(tmp_path):
+    """`train selfsr` learns nothing from the cohort: its model file is the recipe (no weights) and its history
+    has no rows (no training curve, no error). `infer` with it trains on the scan itself and writes the output on
+    the HR grid of the thick slices (`hr_affine_from_lr`), re-slicing exactly to the input (data consistency)."""
+    import json
+
+    from pipeline.config import EvaluateConfig
+    from pipeline.evaluation.run import training_figures
+    from pipeline.evaluation.tasks import Output
+    from pipeline.imaging.geometry import hr_affine_from_lr
+    from pipeline.inference.run import LoadedModel, infer_scans
+    from pipeline.models.contract import load_model_file
+    from pipeline.training import run_training
+
+    models = tmp_path / "models" / "selfsr"
+    assert run_training("selfsr", json.dumps({"steps": 3, "tta": False}), tmp_path / "no-data", models) == 0
+    blob = load_model_file(models / "model.pt")
+    assert (blob["family"], blob["kind"], blob["settings"]["steps"]) == ("selfsr", "recipe", 3)
+    assert not any(isinstance(v, torch.Tensor) for v in blob.values())
+    assert (models / "history.csv").read_text() == "step\n"
+    figs = training_figures([Output("selfsr", "selfsr", "sr", "T1w_thick", "T1w", "selfsr")], tmp_path / "models",
+                            tmp_path / "figures", EvaluateConfig())
+    assert figs == {}
+
+    rng = np.random.default_rng(3)
+    thick = (rng.random((20, 16, 5)) + 0.5).astype(np.float32)
+    affine = np.array([[1.0, 0, 0, -10], [0, 1.0, 0, 4], [0, 0, 4.0, 30], [0, 0, 0, 1]])
+    src = _write(tmp_path / "sub-001_T1w_thick.nii.gz", thick, affine)
+    out = tmp_path / "sub-001_selfsr.nii.gz"
+    assert infer_scans(models / "model.pt", [(src, out)], device="cpu") == {}
+    img = nib.load(str(out))
+    assert img.shape == (20, 16, 20)
+    np.testing.assert_allclose(img.affine, hr_affine_from_lr(affine, (1, 1, 4)), atol=1e-9)
+    resliced = reslice(np.asarray(img.dataobj, dtype=np.float64), 4, SliceProfile("rect"), 4.0, axis=2)
+    np.testing.assert_allclose(resliced, thick, atol=1e-5)
+    with pytest.raises(ValueError, match="--direction"):
+        LoadedModel(models / "model.pt", direction="A2B", device="cpu")

@@ -84,3 +84,16 @@ def test_derived_inputs_are_made_only_for_the_families_that_read_them():
     with_motion = json.loads(wf.preprocess_params({**DEFAULTS, "models": ["srgan", "motion"]}))
     assert with_motion["motion"]["modalities"] == ["T1w"] and with_motion["gaps"]["modalities"] == []
     assert with_motion["motion"]["fraction"] == DEFAULTS["preprocess"]["motion"]["fraction"]
+    assert default["thick"]["modalities"] == [] and with_motion["thick"]["modalities"] == []
+    with_selfsr = json.loads(wf.preprocess_params({**DEFAULTS, "models": ["selfsr"]}))
+    assert with_selfsr["thick"]["modalities"] == ["T1w"] and with_selfsr["motion"]["modalities"] == []
+
+
+def test_evaluation_learns_how_each_sr_input_was_made():
+    """srgan's T1w_lr (k-space, in-plane) and selfsr's T1w_thick (thick slices along z) are two SR tasks, each
+    with its own degradation (so zero-filled k-space is a baseline of the first only)."""
+    found = json.loads(wf.sr_degradations(DEFAULTS))
+    sr, thick = DEFAULTS["preprocess"]["sr"], DEFAULTS["preprocess"]["thick"]
+    assert found["T1w_lr"] == {"method": sr["method"], "scale": sr["scale"], "axes": sr["axes"]}
+    assert found["T1w_thick"] == {"method": "thick_slice", "scale": thick["factor"], "axes": "through",
+                                  "profile": thick["profile"]}
