@@ -161,6 +161,8 @@ def _sr_task(name: str, outputs: list[Output], degradation: dict[str, Any], cfg:
         raise ValueError("evaluate.sr_baselines: no baseline left to compare with")
     desc = f"x{degradation['scale']} " if "scale" in degradation else ""
     how = f"{degradation.get('method', '?')}, {degradation.get('axes', '?')}" if degradation else "from the LR/HR grids"
+    if method == "thick_slice":
+        how = f"thick slices, {degradation.get('profile', 'rect')} profile, {degradation.get('axes', '?')}"
     return Task(name, "sr", outputs, modality, source, baselines,
                 f"super-resolution {desc}of {modality} ({how})", degradation)
 

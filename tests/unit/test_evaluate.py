@@ -229,11 +229,12 @@ def test_zerofill_baseline_only_for_kspace_degradation():
 def test_each_sr_task_gets_the_degradation_of_its_input():
     thick = Output("selfsr", "selfsr", "sr", "T1w_thick", "T1w", "selfsr")
     tasks = _tasks([SR, thick], {"T1w_lr": {"method": "kspace", "scale": 2, "axes": "inplane"},
-                                 "T1w_thick": {"method": "thick_slice", "scale": 4, "axes": "through"}},
+                                 "T1w_thick": {"method": "thick_slice", "scale": 4, "axes": "through",
+                                               "profile": "rect"}},
                    columns=[*COLUMNS, "T1w_thick"])
     assert [(t.name, t.source) for t in tasks] == [("sr-T1w_lr-T1w", "T1w_lr"), ("sr-T1w_thick-T1w", "T1w_thick")]
     assert "zerofill" in tasks[0].baselines and "zerofill" not in tasks[1].baselines
-    assert tasks[1].description == "super-resolution x4 of T1w (thick_slice, through)"
+    assert tasks[1].description == "super-resolution x4 of T1w (thick slices, rect profile, through)"
 
 
 def test_outputs_of_one_task_share_a_block_and_a_new_family_needs_no_code():
