@@ -212,6 +212,7 @@ def test_inpainting_task_scores_inside_the_deleted_voxels_only(data, tmp_path):
     index = pages[-1].read_text()
     assert "inpainting of missing slices" in index.lower() and "linear interpolation" in index
     assert "gap length" in index.lower()
+    assert "Scored over: inpainting: PSNR, MAE and NRMSE over the deleted (filled) voxels" in index  # not the mask
 
 
 def test_evaluation_refuses_gaps_that_differ_from_the_record(data, tmp_path):
