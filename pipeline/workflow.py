@@ -119,14 +119,19 @@ def plan(rows: Sequence[Mapping[str, Any]], outputs_: Sequence[Output], eval_spl
     Returns ``(run, skipped)``: output name -> the subjects of `eval_splits` with its input, ground truth and mask
     (those it is inferred on and scored on), and output name -> the reason it is not trained, inferred or
     evaluated: no training subject with its input or its ground truth, or no evaluated subject with both. A family
-    is skipped whole when any of its outputs lacks training data (they share one training).
+    is skipped whole when any of its outputs lacks training data (they share one training). An output whose truth
+    column is its input column (self-supervised, no ground truth) runs on every subject with its input, of any
+    split, and is scored on none.
     """
     splits = list(eval_splits)
     where = "/".join(splits)
     skipped: dict[str, str] = {}
     train = [r for r in rows if r["split"] == "train"]
     for out in outputs_:
-        if not any(_has(r, out.input) for r in train) or not any(_has(r, out.truth) for r in train):
+        if out.truth == out.input:  # self-supervised, no ground truth: every subject with the input, nothing scored
+            if not any(_has(r, out.input) for r in rows):
+                skipped[out.name] = f"no subject has {out.input}"
+        elif not any(_has(r, out.input) for r in train) or not any(_has(r, out.truth) for r in train):
             skipped[out.name] = f"no training subject has {_modalities(out.input, out.truth)}"
         elif not any(r["split"] in splits and _has(r, out.input, out.truth) for r in rows):
             skipped[out.name] = f"no {where} subject has {_modalities(out.input, out.truth)}"
@@ -134,7 +139,8 @@ def plan(rows: Sequence[Mapping[str, Any]], outputs_: Sequence[Output], eval_spl
     for out in outputs_:
         if out.family in lacking and out.name not in skipped:
             skipped[out.name] = next(skipped[o.name] for o in outputs_ if o.family == out.family and o.name in skipped)
-    run = {o.name: [r["subject"] for r in rows if r["split"] in splits and _has(r, o.input, o.truth)]
+    run = {o.name: [r["subject"] for r in rows if (o.truth == o.input or r["split"] in splits)
+                    and _has(r, o.input, o.truth)]
            for o in outputs_ if o.name not in skipped}
     return run, skipped
 
@@ -147,6 +153,9 @@ def plan_messages(rows: Sequence[Mapping[str, Any]], outputs_: Sequence[Output],
     for out in outputs_:
         if out.name in skipped:
             lines.append(("warning", f"{out.name} ({out.family}) is skipped: {skipped[out.name]}"))
+        elif out.truth == out.input:
+            lines.append(("info", f"{out.name} ({out.family}): {len(run[out.name])} subject(s) with {out.input}, "
+                                  "self-supervised, no ground truth to score against"))
         else:
             n_train = sum(1 for r in rows if r["split"] == "train" and _has(r, out.input, out.truth))
             lines.append(("info", f"{out.name} ({out.family}): {n_train} training subject(s) with "

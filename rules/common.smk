@@ -202,10 +202,12 @@ def skipped_outputs(wildcards):
 
 # ---- export_dicom, export_bids (rules/export.smk)
 def export_dicom_targets(wildcards):
-    """A DICOM series folder per output (not skipped) and test subject: the infer rule's results, exported."""
+    """A DICOM series folder per output (not skipped) and test subject (every subject it ran on, for an output with
+    no ground truth: the cohort's own scans super-resolved): the infer rule's results, exported."""
     _, skipped = output_plan()
-    return [f"results/export/dicom/{o.name}/{r['subject']}" for o in OUTPUTS.values() if o.name not in skipped
-            for r in subjects_with(["test"], o.input)]
+    return [f"results/export/dicom/{o.name}/{subject}" for o in OUTPUTS.values() if o.name not in skipped
+            for subject in (inferred_subjects(o) if o.truth == o.input
+                            else [r["subject"] for r in subjects_with(["test"], o.input)])]
 
 
 def export_dicom_input(wildcards):

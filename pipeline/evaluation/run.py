@@ -152,16 +152,23 @@ def _scorable(row: dict[str, Any], source: str, target: str) -> bool:
     return bool(row.get(target) and row.get(source))
 
 
+#: the reason an output whose truth column is its input column (a self-supervised output of scans that have no
+#: higher-resolution twin) is not scored
+NO_GROUND_TRUTH = ("no ground truth: the scans have no higher-resolution image of their own to score against (the "
+                   "outputs are in results/infer and re-slice exactly to their inputs)")
+
+
 def unscorable(outputs: Sequence[Output], rows: list[dict[str, Any]], cfg: EvaluateConfig) -> list[Skipped]:
-    """The outputs that no subject of the evaluated splits can be scored on (no input or no truth), as skipped."""
+    """The outputs that no subject of the evaluated splits can be scored on (no input or no truth; or the output's
+    truth is its input: no ground truth at all), as skipped."""
     in_splits = [r for r in rows if r["split"] in cfg.splits]
     where = "/".join(cfg.splits)
 
     def needs(o: Output) -> str:  # as the workflow says it: an SR input T1w_lr is made from T1w, named once
         return " and ".join(dict.fromkeys(c.removesuffix("_lr") for c in (o.input, o.truth)))
 
-    return [Skipped(o, f"no {where} subject has {needs(o)}")
-            for o in outputs if not any(_scorable(r, o.input, o.truth) for r in in_splits)]
+    return [Skipped(o, NO_GROUND_TRUTH) if o.truth == o.input else Skipped(o, f"no {where} subject has {needs(o)}")
+            for o in outputs if o.truth == o.input or not any(_scorable(r, o.input, o.truth) for r in in_splits)]
 
 
 def _source_label(task: Task) -> str:

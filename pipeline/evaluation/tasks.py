@@ -163,6 +163,9 @@ def _sr_task(name: str, outputs: list[Output], degradation: dict[str, Any], cfg:
     how = f"{degradation.get('method', '?')}, {degradation.get('axes', '?')}" if degradation else "from the LR/HR grids"
     if method == "thick_slice":
         how = f"thick slices, {degradation.get('profile', 'rect')} profile, {degradation.get('axes', '?')}"
+    if source == modality:  # the scans themselves (self-supervised): nothing to score against
+        return Task(name, "sr", outputs, modality, source, baselines,
+                    f"super-resolution of the {modality} scans themselves (no ground truth)", degradation)
     return Task(name, "sr", outputs, modality, source, baselines,
                 f"super-resolution {desc}of {modality} ({how})", degradation)
 

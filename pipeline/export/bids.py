@@ -138,12 +138,14 @@ def export_bids(items: Sequence[Item], out_dir: str | Path) -> list[Path]:
 def workflow_items(outputs: Sequence[Mapping[str, Any]], subjects: str | Path, infer_dir: str | Path,
                    models_dir: str | Path, splits: Sequence[str]) -> list[Item]:
     """The workflow's inference outputs (`pipeline.models.contract.Output` dicts) for every subject of `splits`
-    that has the output's input and a mask (those the infer rule ran on)."""
-    rows = read_subjects(subjects, list(splits))
+    that has the output's input and a mask (those the infer rule ran on); of every split for an output with no
+    ground truth (its truth column is its input's: the cohort's own scans, all super-resolved)."""
+    every = read_subjects(subjects)
     items = []
     for out in outputs:
         args = list(out.get("infer_args") or ())
         direction = args[args.index("--direction") + 1] if "--direction" in args else None
+        rows = every if out.get("truth") == out["input"] else [r for r in every if r["split"] in splits]
         for row in rows:
             if not (row.get(out["input"]) and row.get("mask")):
                 continue

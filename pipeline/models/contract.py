@@ -36,7 +36,7 @@ class Output:
     model_file: str  #: the model file's name in results/models/<family>/
     task: str  #: an evaluation task kind (`pipeline.evaluation.tasks.TASK_KINDS`: sr, translation, restoration, ...)
     input: str  #: the subjects.tsv column of the input scan
-    truth: str  #: the subjects.tsv column of the ground truth
+    truth: str  #: the subjects.tsv column of the ground truth (the input's: none; self-supervised, not scored)
     desc: str  #: outputs are results/infer/<name>/<subject>_<desc>.nii.gz
     infer_args: tuple[str, ...] = ()  #: extra `python -m pipeline infer` arguments (e.g. a direction)
 

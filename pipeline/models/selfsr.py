@@ -10,7 +10,8 @@ results/models/selfsr/model.pt --input thick.nii.gz` does the same for one scan 
 
 Its input by default is preprocess.thick's `<modality>_thick` (thick slices made from the subject's own scan, so it
 can be scored); on a cohort of thick-slice scans with no isotropic twin, keep their grid (`preprocess.spacing:
-null`, the thick scan as the reference modality) and set `input` to that modality.
+null`, the thick scan as the reference modality) and set `input` to that modality: every subject is super-resolved
+and nothing is scored (the output's truth column is its input: `pipeline.workflow.plan`, evaluation's `unscorable`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class SelfSRConfig(Section):
     modality: str = Field("T1w", description=(
         "The modality: its thick-slice input is the subjects.tsv column <modality>_thick (preprocess.thick), "
         "scored against <modality> itself."))
+    input: str | None = Field(None, description=(
+        "null: <modality>_thick. A modality column instead (e.g. T2w) super-resolves the cohort's own thick-slice "
+        "scans (keep their grid: preprocess.spacing null, that modality first in preprocess.reference_modalities): "
+        "every subject with one, of any split; with no ground truth they are not scored."))
     slice_profile: Literal["rect", "gaussian"] = Field("rect", description=(
         "The slice profile the training pairs are made with (preprocess.thick's for the demo)."))
     slice_thickness_mm: float | None = Field(None, gt=0, description=(
@@ -61,6 +66,8 @@ class SelfSR(Family):
 
     @classmethod
     def outputs(cls, cfg: SelfSRConfig) -> list[Output]:
+        if cfg.input:  # the scans themselves: no ground truth (the truth column is the input's)
+            return [Output("selfsr", cls.name, "model.pt", "sr", cfg.input, cfg.input, "selfsr")]
         return [Output("selfsr", cls.name, "model.pt", "sr", f"{cfg.modality}_thick", cfg.modality, "selfsr")]
 
     @classmethod

@@ -237,6 +237,18 @@ def test_each_sr_task_gets_the_degradation_of_its_input():
     assert tasks[1].description == "super-resolution x4 of T1w (thick slices, rect profile, through)"
 
 
+def test_an_output_without_ground_truth_is_named_so_and_not_scored():
+    from pipeline.config import EvaluateConfig
+    from pipeline.evaluation.run import NO_GROUND_TRUTH, unscorable
+
+    own = Output("selfsr", "selfsr", "sr", "T2w", "T2w", "selfsr")
+    rows = [{"subject": "sub-001", "split": "test", "T2w": "a", "T1w_lr": "b", "T1w": "c", "mask": "m"}]
+    skipped = unscorable([own, SR], rows, EvaluateConfig())
+    assert [(s.output.name, s.reason) for s in skipped] == [("selfsr", NO_GROUND_TRUTH)]
+    [task] = _tasks([], skipped=skipped)
+    assert task.description == "super-resolution of the T2w scans themselves (no ground truth)"
+
+
 def test_outputs_of_one_task_share_a_block_and_a_new_family_needs_no_code():
     """Outputs with the same kind, input and truth are one task, whatever their family; other pairs are tasks
     of their own, named apart."""

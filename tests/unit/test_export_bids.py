@@ -112,6 +112,22 @@ def test_labels_and_missing_outputs(tmp_path):
                        tmp_path / "results/models", ["test"])
 
 
+def test_an_output_without_ground_truth_is_exported_for_every_subject(tmp_path):
+    """selfsr of a cohort's own thick-slice scans (truth column = input column) ran on every subject, of any
+    split: all of them are exported, the others' outputs only for the test split."""
+    outputs = _cohort(tmp_path)
+    for subject in ("sub-001", "sub-002", "sub-003"):
+        _nifti(tmp_path / "results" / "infer" / "selfsr" / f"{subject}_selfsr.nii.gz", seed=2)
+    sr_model(tmp_path / "results" / "models" / "selfsr" / "model.pt")
+    own = {"name": "selfsr", "family": "selfsr", "model_file": "model.pt", "input": "T2w", "truth": "T2w",
+           "desc": "selfsr", "infer_args": []}
+    items = workflow_items([outputs[0], own], tmp_path / "results/preprocess/subjects.tsv",
+                           tmp_path / "results/infer", tmp_path / "results/models", ["test"])
+    assert [(i.output, i.subject) for i in items] == [("srgan", "sub-001"), ("srgan", "sub-002"),
+                                                       ("selfsr", "sub-001"), ("selfsr", "sub-002"),
+                                                       ("selfsr", "sub-003")]
+
+
 def _validate(folder: Path) -> list[dict]:
     proc = subprocess.run([str(VALIDATOR), str(folder), "--json", "--ignoreNiftiHeaders"], capture_output=True,
                           text=True, timeout=120)

@@ -54,6 +54,23 @@ def test_plan_skips_what_cannot_be_scored_and_says_why():
     assert ("info", "srgan (srgan): 3 training subject(s) with T1w, 2 evaluated") in messages
 
 
+def test_selfsr_of_the_scans_themselves_runs_on_every_subject_and_is_scored_on_none():
+    """selfsr's default is scored against the image its thick slices were made from; with `input: T2w` (a cohort
+    of thick-slice scans) the truth column is the input's: every subject with T2w, of any split, none training."""
+    rows = [_row("sub-001", "train", "T1w", "T1w_thick"), _row("sub-002", "test", "T1w", "T1w_thick", "T2w"),
+            _row("sub-003", "val", "T2w"), _row("sub-004", "test", "T1w")]
+    [scored] = wf.outputs({**DEFAULTS, "models": ["selfsr"]})
+    assert (scored.input, scored.truth) == ("T1w_thick", "T1w")
+    assert wf.plan(rows, [scored], ["test"]) == ({"selfsr": ["sub-002"]}, {})
+    own = {**DEFAULTS, "models": ["selfsr"], "selfsr": {"input": "T2w"}}
+    [unscored] = wf.outputs(own)
+    assert (unscored.input, unscored.truth) == ("T2w", "T2w")
+    assert wf.plan(rows, [unscored], ["test"]) == ({"selfsr": ["sub-002", "sub-003"]}, {})
+    assert ("info", "selfsr (selfsr): 2 subject(s) with T2w, self-supervised, no ground truth to score against") \
+        in wf.plan_messages(rows, [unscored], ["test"])
+    assert wf.plan(rows[:1], [unscored], ["test"])[1] == {"selfsr": "no subject has T2w"}
+
+
 def test_plan_skips_a_family_without_training_data():
     outs = wf.outputs(DEFAULTS)
     rows = [_row("sub-001", "train", "T1w", "T1w_lr"), _row("sub-002", "test", "T1w", "T1w_lr", "T2w")]
