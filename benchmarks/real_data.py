@@ -128,9 +128,10 @@ def score_demo_model(model: Path, row: dict, cfg: EvaluateConfig, out_dir: Path,
 
 
 def score_translation(model: Path, row: dict, cfg: EvaluateConfig, source: str, target: str,
-                      direction: str | None = "A2B") -> dict[str, dict]:
+                      direction: str | None = "A2B", save: Path | None = None) -> dict[str, dict]:
     """The translation `direction` of a model file (CycleGAN: A2B; pix2pix: None; StarGAN: the target) on one
-    subject, and histogram matching, inside the mask."""
+    subject, histogram matching and the untranslated source, inside the mask; `infer_s`: the inference seconds;
+    with `save` the prediction is saved there (.npy)."""
     import torch
 
     from pipeline.imaging.degrade import histogram_match
@@ -144,9 +145,16 @@ def score_translation(model: Path, row: dict, cfg: EvaluateConfig, source: str, 
     blob = load_model_file(model)
     family = family_of(blob)
     gen = family.load_generator(blob, direction, torch.device("cpu"))
+    t0 = time.perf_counter()
     pred, _ = infer_array(family, blob, gen, src, direction, False, "cpu")
+    infer_s = time.perf_counter() - t0
+    if save is not None:  # the prediction, for looking at (np.load)
+        import numpy as np
+
+        np.save(save, np.asarray(pred, dtype=np.float32))
     return {"histogram_match": masked_metrics(histogram_match(src, truth, mask=mask), truth, mask, cfg),
-            "model": masked_metrics(pred, truth, mask, cfg)}
+            "source": masked_metrics(src, truth, mask, cfg),
+            "model": masked_metrics(pred, truth, mask, cfg), "infer_s": infer_s}
 
 
 def train(family: str, data: Path, out: Path, params: dict, threads: int) -> float:
@@ -210,7 +218,8 @@ def main() -> int:
                 else:
                     outputs = [(params.get("target", "T2w"), "A2B" if fam == "cyclegan" else None, fam)]
                 for tgt, direction, name in outputs:
-                    scores = score_translation(out / "model.pt", rows[test], cfg, src, tgt, direction)
+                    scores = score_translation(out / "model.pt", rows[test], cfg, src, tgt, direction,
+                                               out / f"pred_{test}_{tgt}.npy")
                     results.append({"fold": k, "test": test, "family": fam, "output": name, "train_s": seconds,
                                     "scores": scores})
                     print(json.dumps(results[-1]), flush=True)
@@ -228,8 +237,22 @@ def main() -> int:
         json.dump(results, fh, indent=1)
     lines = ["| fold | test | output | PSNR model | PSNR zerofill | PSNR bicubic | gain (dB) | SSIM model | SSIM base |",
              "|---|---|---|---|---|---|---|---|---|"]
+    translation = [r for r in results if "histogram_match" in r["scores"]]
+    if translation:  # the translation table: model, histogram matching and the source, train and inference seconds
+        lines = ["| fold | test | output | PSNR / SSIM model | histogram match | source | train s | infer s |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for r in translation:
+            s = r["scores"]
+            cell = "{psnr:.2f} / {ssim:.3f}".format
+            lines.append(f"| {r['fold']} | {r['test']} | {r['output']} | {cell(**s['model'])} | "
+                         f"{cell(**s['histogram_match'])} | {cell(**s['source'])} | {r['train_s']:.0f} | "
+                         f"{s['infer_s']:.1f} |")
+        lines += ["", "| fold | test | output | PSNR model | PSNR zerofill | PSNR bicubic | gain (dB) | SSIM model | "
+                  "SSIM base |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         s = r["scores"]
+        if "histogram_match" in s:
+            continue
         base = "zerofill" if "zerofill" in s else "histogram_match"
         lines.append(f"| {r['fold']} | {r['test']} | {r['output']} | {s['model']['psnr']:.2f} | {s[base]['psnr']:.2f} | "
                      f"{s.get('bicubic', s[base])['psnr']:.2f} | {s['model']['psnr'] - s[base]['psnr']:+.2f} | "
