@@ -16,6 +16,12 @@ clipped to [0, 1]) inside the brain (mask = raw truth > 0), beside cubic-spline 
 (`pipeline.imaging.degrade.upsample(..., "bicubic")`) and, for reference, cubic plus the same data consistency.
 CPU time is the selfsr process's user + system time (getrusage of the child), wall time its elapsed time.
 The table goes to `<work>/selfsr.md` (and stdout); nothing here is used by the workflow.
+
+With `--eclare VENV/bin/run-eclare` (ECLARE, PyPI `eclare`, installed in a scratch venv: never a dependency of this
+project, its code not copied) the same thick-slice inputs also go through ECLARE with the known slice profile
+(`--relative-slice-thickness` in in-plane voxels, `boxcar` for rect, `gaussian`; so its ESPRESO profile estimation
+is skipped) and `--n-patches` from `--eclare-patches` (its default, 1,000,000 patches in batches of 128, is ~7,800
+steps); its output is scored the same way and its CPU time recorded (`--only-eclare` reuses our earlier results).
 """
 
 from __future__ import annotations
@@ -74,6 +80,25 @@ def run_selfsr(src: Path, out: Path, kind: str, thickness: float, threads: int, 
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def run_eclare(exe: Path, src: Path, out_dir: Path, kind: str, thickness: float, patches: int | None,
+               log: Path) -> tuple[Path, float, float]:
+    """ECLARE on one scan; returns (its output, wall s, CPU s)."""
+    cmd = [str(exe), "--in-fpath", str(src), "--out-dir", str(out_dir), "--relative-slice-thickness", str(thickness),
+           "--relative-slice-profile-type", {"rect": "boxcar", "gaussian": "gaussian"}[kind]]
+    if patches:
+        cmd += ["--n-patches", str(patches)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise SystemExit(f"ECLARE failed ({proc.returncode}) on {src.name}; see {log}")
+    out = out_dir / src.name.replace(".nii", "_eclare.nii")
+    return out, wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, required=True)
@@ -82,6 +107,9 @@ def main() -> None:
     ap.add_argument("--subjects", nargs="+", default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: the CLI's)")
+    ap.add_argument("--eclare", type=Path, default=None, help="run-eclare of a scratch venv: also run ECLARE")
+    ap.add_argument("--eclare-patches", type=int, default=None, help="ECLARE's --n-patches (default: its own)")
+    ap.add_argument("--only-eclare", action="store_true", help="keep our earlier results, run ECLARE only")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     cfg = EvaluateConfig()
@@ -101,6 +129,22 @@ def main() -> None:
             profile = SliceProfile(kind, thickness)
             lr = reslice(hr, scale, profile, spacing, axis=2).astype(np.float32)
             src = save_nifti(lr, lr_affine(affine, scale, (2,)), args.work / f"{subject}_{name}_lr.nii.gz")
+            key = f"{subject}/{name}"
+            if args.eclare:
+                e_out, e_wall, e_cpu = run_eclare(args.eclare, src, args.work / "eclare", kind, thickness,
+                                                  args.eclare_patches, args.work / f"{subject}_{name}_eclare.log")
+                e_pred, e_affine = load_nifti(e_out)
+                if not np.allclose(e_affine, affine, atol=1e-3) or e_pred.shape != hr.shape:
+                    raise SystemExit(f"{e_out.name}: not on the truth's grid ({e_pred.shape} vs {hr.shape}; affine "
+                                     f"{e_affine.round(3).tolist()} vs {affine.round(3).tolist()})")
+                results.setdefault(key, {})["eclare"] = {
+                    "scores": masked_metrics(e_pred, hr, mask, cfg), "wall_s": e_wall, "cpu_s": e_cpu,
+                    "n_patches": args.eclare_patches or 1_000_000}
+                results_file.write_text(json.dumps(results, indent=1))
+                print(f"{subject} {name}: ECLARE {results[key]['eclare']['scores']['psnr']:.2f} dB, {e_cpu:.0f} CPU s, "
+                      f"{e_wall:.0f} s", flush=True)
+            if args.only_eclare and "scores" in results.get(key, {}):
+                continue
             out = args.work / f"{subject}_{name}_selfsr.nii.gz"
             wall, cpu = run_selfsr(src, out, kind, thickness, args.threads, args.steps,
                                    args.work / f"{subject}_{name}.log")
@@ -114,7 +158,8 @@ def main() -> None:
                 "selfsr": masked_metrics(pred, hr, mask, cfg),
             }
             dc_error = float(np.abs(reslice(pred.astype(np.float64), scale, profile, spacing, 2) - lr).max())
-            results[f"{subject}/{name}"] = {"scores": scores, "wall_s": wall, "cpu_s": cpu, "dc_max_error": dc_error}
+            results[key] = {**results.get(key, {}), "scores": scores, "wall_s": wall, "cpu_s": cpu,
+                            "dc_max_error": dc_error}
             results_file.write_text(json.dumps(results, indent=1))
             print(f"{subject} {name}: cubic {scores['cubic']['psnr']:.2f} dB, selfsr {scores['selfsr']['psnr']:.2f} "
                   f"dB ({scores['selfsr']['psnr'] - scores['cubic']['psnr']:+.2f}), {cpu:.0f} CPU s, {wall:.0f} s",
@@ -133,6 +178,16 @@ def table(results: dict, path: Path) -> None:
                      f"{s['selfsr']['psnr']:.2f} | {s['selfsr']['psnr'] - s['cubic']['psnr']:+.2f} | "
                      f"{s['cubic']['ssim']:.3f} | {s['selfsr']['ssim']:.3f} | {r['cpu_s']:.0f} | {r['wall_s']:.0f} | "
                      f"{r['dc_max_error']:.1e} |")
+    eclare = [(k, r) for k, r in results.items() if "eclare" in r and "scores" in r]
+    if eclare:
+        lines += ["", "| profile | subject | ECLARE patches | cubic PSNR | selfsr PSNR | ECLARE PSNR | selfsr SSIM | "
+                  "ECLARE SSIM | selfsr CPU s | ECLARE CPU s |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for key, r in sorted(eclare):
+            subject, name = key.split("/")
+            s, e = r["scores"], r["eclare"]
+            lines.append(f"| {name} | {subject} | {e['n_patches']:,} | {s['cubic']['psnr']:.2f} | "
+                         f"{s['selfsr']['psnr']:.2f} | {e['scores']['psnr']:.2f} | {s['selfsr']['ssim']:.3f} | "
+                         f"{e['scores']['ssim']:.3f} | {r['cpu_s']:.0f} | {e['cpu_s']:.0f} |")
     text = "\n".join(lines) + "\n"
     path.write_text(text)
     print(text)
