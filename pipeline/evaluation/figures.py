@@ -85,10 +85,10 @@ def subject_panels(
     source: np.ndarray,
     baseline: np.ndarray,
     output: np.ndarray,
-    truth: np.ndarray,
+    truth: np.ndarray | None,
     mask: np.ndarray,
     affine: np.ndarray,
-    labels: tuple[str, str, str, str],
+    labels: tuple[str, ...],
     title: str,
     data_range: float = 1.0,
     dpi: int = 110,
@@ -96,9 +96,10 @@ def subject_panels(
 ) -> Path:
     """Mid-slices in three planes of input, baseline, model output and ground truth, and the absolute-error
     maps of baseline and output on one shared colour scale (with colour bars), up to `error_max` when given (else
-    the 99.5th percentile of both errors inside the mask). Writes a PNG.
+    the 99.5th percentile of both errors inside the mask). Writes a PNG. With no ground truth (`truth` None, an
+    output of a cohort's own scans), input, baseline and output only (`labels` their three).
 
-    Each plane is one mosaic image (the six panels side by side, colour-mapped here), which keeps the figure
+    Each plane is one mosaic image (the panels side by side, colour-mapped here), which keeps the figure
     to a few axes and fast to draw.
     """
     plt = _pyplot()
@@ -108,21 +109,23 @@ def subject_panels(
     from matplotlib.gridspec import GridSpec
 
     centre = centre_of_mask(mask)
-    err_base = np.abs(baseline - truth)
-    err_out = np.abs(output - truth)
-    vmax_err = error_max if error_max is not None else error_scale([err_base, err_out], mask, data_range)
-    norm_img, norm_err = Normalize(0.0, data_range, clip=True), Normalize(0.0, vmax_err, clip=True)
+    norm_img = Normalize(0.0, data_range, clip=True)
     gray, hot = colormaps["gray"], colormaps["inferno"]
-    columns = [
-        (labels[0], source, gray, norm_img),
-        (labels[1], baseline, gray, norm_img),
-        (labels[2], output, gray, norm_img),
-        (labels[3], truth, gray, norm_img),
-        (f"|{labels[1]} − truth|", err_base, hot, norm_err),
-        (f"|{labels[2]} − truth|", err_out, hot, norm_err),
-    ]
+    columns = [(labels[0], source, gray, norm_img), (labels[1], baseline, gray, norm_img),
+               (labels[2], output, gray, norm_img)]
+    norm_err = None
+    if truth is not None:
+        err_base = np.abs(baseline - truth)
+        err_out = np.abs(output - truth)
+        vmax_err = error_max if error_max is not None else error_scale([err_base, err_out], mask, data_range)
+        norm_err = Normalize(0.0, vmax_err, clip=True)
+        columns += [
+            (labels[3], truth, gray, norm_img),
+            (f"|{labels[1]} − truth|", err_base, hot, norm_err),
+            (f"|{labels[2]} − truth|", err_out, hot, norm_err),
+        ]
     aspects = _aspects(affine)
-    width = max(truth.shape[0], truth.shape[1])
+    width = max(output.shape[0], output.shape[1])
     gap = max(2, width // 30)
     planes = []
     for r in range(3):
@@ -131,14 +134,14 @@ def subject_panels(
             sl = _pad_width(np.asarray(mid_slices(vol, centre)[r], dtype=np.float32), width)
             tiles.append(cmap(norm(sl))[..., :3])
             m = _pad_width(mid_slices(mask.astype(np.float32), centre)[r], width)
-            masks.append(m if c == 3 else np.zeros_like(m))
+            masks.append(m if c == 3 and truth is not None else np.zeros_like(m))
             if c < len(columns) - 1:
                 tiles.append(np.ones((sl.shape[0], gap, 3)))
                 masks.append(np.zeros((sl.shape[0], gap)))
         planes.append((np.concatenate(tiles, axis=1), np.concatenate(masks, axis=1)))
     heights = [p[0].shape[0] * a for p, a in zip(planes, aspects, strict=True)]
     total_w = planes[0][0].shape[1]
-    fig_w = 12.5
+    fig_w = 12.5 if truth is not None else 7.5
     img_w = fig_w * 0.86
     fig_h = img_w * sum(heights) / total_w + 0.95
     fig = plt.figure(figsize=(fig_w, fig_h), facecolor="white")
@@ -165,10 +168,11 @@ def subject_panels(
             ax.text(x + width / 2 - 1.5, 1.5, "R" if r < 2 else "A", ha="right", va="bottom", color="#fbbf24", fontsize=7)
     cax_img = fig.add_subplot(grid[:, 1])
     fig.colorbar(ScalarMappable(norm_img, gray), cax=cax_img).set_label("intensity (normalised)", fontsize=8)
-    cax_err = fig.add_subplot(grid[:, 3])
-    fig.colorbar(ScalarMappable(norm_err, hot), cax=cax_err).set_label("absolute error (shared scale)", fontsize=8)
-    for cax in (cax_img, cax_err):
-        cax.tick_params(labelsize=7)
+    cax_img.tick_params(labelsize=7)
+    if norm_err is not None:
+        cax_err = fig.add_subplot(grid[:, 3])
+        fig.colorbar(ScalarMappable(norm_err, hot), cax=cax_err).set_label("absolute error (shared scale)", fontsize=8)
+        cax_err.tick_params(labelsize=7)
     fig.text(0.035, 1 - 0.12 / fig_h, title, fontsize=10, ha="left", va="top", fontweight="bold")
     _save(fig, Path(out), dpi)
     plt.close(fig)

@@ -171,6 +171,39 @@ def unscorable(outputs: Sequence[Output], rows: list[dict[str, Any]], cfg: Evalu
             for o in outputs if o.truth == o.input or not any(_scorable(r, o.input, o.truth) for r in in_splits)]
 
 
+#: subjects shown for an SR output with no ground truth (all of them are in results/infer)
+UNSCORED_SHOWN = 12
+
+
+def unscored_figures(out: Output, rows: list[dict[str, Any]], infer_dir: Path, figures_dir: Path,
+                     cfg: EvaluateConfig) -> dict[str, str]:
+    """Input / cubic / output panels of an SR output with no ground truth (a cohort's own thick-slice scans), for
+    its first UNSCORED_SHOWN subjects: {subject: PNG path}."""
+    from pipeline.evaluation import figures
+    from pipeline.evaluation.cases import prediction_path, sr_geometry
+    from pipeline.imaging.degrade import upsample
+    from pipeline.io.nifti import load_nifti
+
+    paths: dict[str, str] = {}
+    for row in rows:
+        pred_path = prediction_path(infer_dir, out.name, row["subject"], out.desc)
+        if len(paths) == UNSCORED_SHOWN or not (row.get(out.input) and pred_path.is_file()):
+            continue
+        src, _ = load_nifti(row[out.input])
+        pred, affine = load_nifti(pred_path)
+        scale, axes = sr_geometry(src.shape, pred.shape, {}, str(pred_path))
+        mask = upsample(load_nifti(row["mask"])[0], scale, "nearest", axes) > 0 if row.get("mask") else pred > 0
+        png = figures_dir / row["subject"] / f"{out.name}.png"
+        figures.subject_panels(
+            png, source=upsample(src, scale, "nearest", axes), baseline=_clip(upsample(src, scale, "bicubic", axes), cfg),
+            output=_clip(pred, cfg), truth=None, mask=mask, affine=affine,
+            labels=(f"input ({out.input}, LR)", BASELINE_LABELS.get("bicubic", "bicubic"), out.name),
+            title=f"{row['subject']} - {out.name} (no ground truth: not scored)", data_range=cfg.data_range,
+            dpi=cfg.figure_dpi)
+        paths[row["subject"]] = png.as_posix()
+    return paths
+
+
 def _source_label(task: Task) -> str:
     return f"input ({task.source}, LR)" if task.kind == "sr" else f"input ({task.source})"
 
@@ -306,8 +339,11 @@ def evaluate(
             log.warning("%s (%s): not evaluated: %s", s.output.name, task.description, s.reason)
             csv_path = metrics_dir / f"{s.output.name}.csv"
             write_csv(csv_path, [])
-            summary["skipped"].append({**dataclasses.asdict(s.output), "reason": s.reason,
-                                       "task_name": task.name, "description": task.description})
+            entry = {**dataclasses.asdict(s.output), "reason": s.reason, "task_name": task.name,
+                     "description": task.description}
+            if s.reason == NO_GROUND_TRUTH and task.kind == "sr":
+                entry["figures"] = unscored_figures(s.output, rows, infer_dir, figures_dir, cfg)
+            summary["skipped"].append(entry)
             log.info("wrote %s (header only)", csv_path)
         if not task.outputs:
             continue

@@ -235,6 +235,9 @@ def build_report(
         split_counts[split] = split_counts.get(split, 0) + 1
     bench = read_benchmarks(benchmarks)
     skipped_in, skipped_tasks = _not_evaluated(summary)
+    for entry in summary.get("skipped", []):  # an output with no ground truth: its input / cubic / output panels
+        entry["figure_links"] = {sub: _copy(p, assets, f"unscored/{entry['name']}/{sub}.png")
+                                 for sub, p in (entry.get("figures") or {}).items()}
     wf_config = read_workflow_config(workflow_config)
     # families judged by their own training job (no per-subject output): those of the run's `models`, or (no
     # workflow config) every family folder with a synthesis.json

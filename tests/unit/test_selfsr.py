@@ -4,6 +4,7 @@ consistency, the output's world geometry, clear errors, and a gain over cubic in
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -240,3 +241,45 @@ def test_selfsr_family_writes_a_recipe_and_infers_through_the_shared_path(tmp_pa
     np.testing.assert_allclose(resliced, thick, atol=1e-5)
     with pytest.raises(ValueError, match="--direction"):
         LoadedModel(models / "model.pt", direction="A2B", device="cpu")
+
+
+def test_a_cohort_without_ground_truth_gets_panels_and_no_scores(tmp_path):
+    """An output whose truth column is its input (selfsr of a cohort's own thick scans) is not scored; evaluation
+    draws input / cubic / output panels per subject and the report shows them under the "no ground truth" note."""
+    import json
+
+    from pipeline.config import EvaluateConfig, ReportConfig
+    from pipeline.evaluation.run import NO_GROUND_TRUTH, evaluate
+    from pipeline.evaluation.tasks import Output
+    from pipeline.imaging.degrade import upsample
+    from pipeline.io.nifti import save_nifti
+    from pipeline.io.tables import write_subjects
+    from pipeline.report.build import build_report
+
+    rng = np.random.default_rng(5)
+    affine = np.diag([2.0, 2.0, 8.0, 1.0])
+    rows = []
+    for i, split in enumerate(("train", "test")):
+        sub = f"sub-00{i + 1}"
+        thick = rng.random((16, 16, 4)).astype(np.float32)
+        rows.append({"subject": sub, "split": split,
+                     "T2w": save_nifti(thick, affine, tmp_path / "pre" / sub / "T2w.nii.gz"),
+                     "mask": save_nifti(np.ones((16, 16, 4), np.uint8), affine, tmp_path / "pre" / sub / "mask.nii.gz",
+                                        dtype=np.uint8)})
+        save_nifti(upsample(thick, 4, "bicubic", (2,)), np.diag([2.0, 2.0, 2.0, 1.0]),
+                   tmp_path / "infer" / "selfsr" / f"{sub}_selfsr.nii.gz")
+    write_subjects(rows, ["T2w"], [], tmp_path / "pre" / "subjects.tsv")
+    own = Output("selfsr", "selfsr", "sr", "T2w", "T2w", "selfsr")
+    summary = evaluate(tmp_path / "pre" / "subjects.tsv", [own], EvaluateConfig(figure_dpi=50),
+                       infer_dir=tmp_path / "infer", histories=tmp_path / "models", metrics_dir=tmp_path / "metrics",
+                       figures_dir=tmp_path / "figures", viewer_dir=tmp_path / "viewer")
+    assert summary["tasks"] == {} and summary["models"] == {}
+    [entry] = summary["skipped"]
+    assert entry["reason"] == NO_GROUND_TRUTH
+    assert sorted(entry["figures"]) == ["sub-001", "sub-002"]  # every subject with the scan, not only the test split
+    assert all(Path(p).is_file() for p in entry["figures"].values())
+    (tmp_path / "metrics" / "summary.json").write_text(json.dumps(summary))
+    index = build_report(tmp_path / "metrics" / "summary.json", tmp_path / "reports", ReportConfig(),
+                         subjects_tsv=tmp_path / "pre" / "subjects.tsv")[-1].read_text()
+    assert "no ground truth" in index and 'src="assets/unscored/selfsr/sub-002.png"' in index
+    assert (tmp_path / "reports" / "assets" / "unscored" / "selfsr" / "sub-002.png").is_file()
