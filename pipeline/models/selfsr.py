@@ -73,8 +73,9 @@ class SelfSR(Family):
 
     @classmethod
     def recipe(cls, cfg: SelfSRConfig, seed: int) -> dict[str, Any]:
-        """The model file: what `apply` trains each scan's network with (no weights)."""
-        return {**cls.model_file_header("recipe"), "modality": cfg.modality,
+        """The model file (kind "self-supervised"): what `apply` trains each scan's network with (no weights)."""
+        modality = cfg.input or cfg.modality  # the contrast of the scans it super-resolves (BIDS suffix, DICOM)
+        return {**cls.model_file_header("self-supervised"), "modality": modality,
                 "settings": {**to_dict(cfg), "seed": seed},
                 "inference": {"data_consistency": cfg.data_consistency, "tta": cfg.tta}}
 

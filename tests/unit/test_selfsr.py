@@ -216,14 +216,20 @@ def test_selfsr_family_writes_a_recipe_and_infers_through_the_shared_path(tmp_pa
     from pipeline.imaging.geometry import hr_affine_from_lr
     from pipeline.inference.run import LoadedModel, infer_scans
     from pipeline.models.contract import load_model_file
+    from pipeline.models.selfsr import SelfSR, SelfSRConfig
     from pipeline.training import run_training
 
     models = tmp_path / "models" / "selfsr"
     assert run_training("selfsr", json.dumps({"steps": 3, "tta": False}), tmp_path / "no-data", models) == 0
     blob = load_model_file(models / "model.pt")
-    assert (blob["family"], blob["kind"], blob["settings"]["steps"]) == ("selfsr", "recipe", 3)
+    assert (blob["family"], blob["kind"], blob["settings"]["steps"]) == ("selfsr", "self-supervised", 3)
+    from pipeline.export.provenance import model_info
+
+    assert model_info(models / "model.pt").label == "SR self-supervised"  # DICOM SeriesDescription, BIDS
     assert not any(isinstance(v, torch.Tensor) for v in blob.values())
     assert (models / "history.csv").read_text() == "step\n"
+    assert blob["modality"] == "T1w"
+    assert SelfSR.recipe(SelfSRConfig(input="T2w"), 0)["modality"] == "T2w"  # the cohort's own T2w scans
     figs = training_figures([Output("selfsr", "selfsr", "sr", "T1w_thick", "T1w", "selfsr")], tmp_path / "models",
                             tmp_path / "figures", EvaluateConfig())
     assert figs == {}
