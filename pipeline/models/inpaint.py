@@ -27,13 +27,12 @@ from torch import nn
 
 from pipeline.config import Betas, Invalid, PrecisionMode, Section, to_dict
 from pipeline.data.gap_sampler import MULTIPLE, GapSampler, in_channels, volume_windows, window_input
-from pipeline.gan.base import Precision, adam
+from pipeline.gan.base import Precision
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.losses import d_loss, g_loss
-from pipeline.gan.schedules import linear_decay_schedulers
 from pipeline.imaging.gaps import Z, unknown_mask
 from pipeline.models.contract import Family, Output, inference_settings
-from pipeline.models.translation import place
+from pipeline.models.translation import adam_with_linear_decay, place
 from pipeline.nets.discriminators import patch_discriminator
 
 log = logging.getLogger(__name__)
@@ -145,9 +144,7 @@ class Inpaint(Family):
         nets = {"G": InpaintGenerator(**self.g_kwargs),
                 "D": patch_discriminator(2, cfg.ndf, cfg.d_layers, norm="INSTANCE", bias=True, in_channels=2)}
         self.networks, self.channels_last = place(nets, self.precision, 2)
-        betas = tuple(cfg.betas)
-        self.optimizers = {k: adam(net.parameters(), lr=cfg.lr, betas=betas) for k, net in self.networks.items()}
-        self.schedulers = linear_decay_schedulers(self.optimizers, cfg.n_steps, cfg.n_steps_decay)
+        self.optimizers, self.schedulers = adam_with_linear_decay(self.networks, cfg)
         self.real: dict[str, torch.Tensor] = {}
         self.fake: torch.Tensor | None = None
 

@@ -32,12 +32,11 @@ from torch import nn
 
 from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section, to_dict
 from pipeline.data.motion_sampler import MotionPairs, pool_corruptions
-from pipeline.gan.base import Precision, adam
+from pipeline.gan.base import Precision
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.losses import d_loss, g_loss, pixel_loss
-from pipeline.gan.schedules import linear_decay_schedulers
 from pipeline.models.contract import Family, Output, inference_settings
-from pipeline.models.translation import crop_roi, place
+from pipeline.models.translation import adam_with_linear_decay, crop_roi, place
 from pipeline.nets.discriminators import patch_discriminator
 from pipeline.nets.resnet_generator import build_generator, init_weights, size_multiple
 from pipeline.nets.windows import as_batch, from_batch, round_up, sliding_window
@@ -168,9 +167,7 @@ class MotionCorrection(Family):
         nets = {"G": init_weights(ResidualGenerator(**self.g_kwargs)).start_as_identity(),
                 "D": patch_discriminator(cfg.spatial_dims, cfg.ndf, cfg.d_layers, norm="INSTANCE", bias=True)}
         self.networks, self.channels_last = place(nets, self.precision, cfg.spatial_dims)
-        betas = tuple(cfg.betas)
-        self.optimizers = {k: adam(net.parameters(), lr=cfg.lr, betas=betas) for k, net in self.networks.items()}
-        self.schedulers = linear_decay_schedulers(self.optimizers, cfg.n_steps, cfg.n_steps_decay)
+        self.optimizers, self.schedulers = adam_with_linear_decay(self.networks, cfg)
         self.real: dict[str, torch.Tensor] = {}
         self.fake: torch.Tensor | None = None
 

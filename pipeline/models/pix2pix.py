@@ -33,13 +33,13 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section
-from pipeline.gan.base import Precision, adam
+from pipeline.gan.base import Precision
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.losses import d_loss, g_loss, pixel_loss
-from pipeline.gan.schedules import linear_decay_schedulers
 from pipeline.models.contract import Family, Output
 from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
 from pipeline.models.translation import (
+    adam_with_linear_decay,
     cached_sampler,
     check_translation_config,
     crop_roi,
@@ -161,9 +161,7 @@ class Pix2Pix(Family):
         self.roi_size = crop_roi(self.name, cfg, roi_size)
         nets = {"G": init_weights(generator_from_kwargs(self.g_kwargs)), "D": build_discriminator(cfg)}
         self.networks, self.channels_last = place(nets, self.precision, cfg.spatial_dims)
-        betas = tuple(cfg.betas)
-        self.optimizers = {k: adam(net.parameters(), lr=cfg.lr, betas=betas) for k, net in self.networks.items()}
-        self.schedulers = linear_decay_schedulers(self.optimizers, cfg.n_steps, cfg.n_steps_decay)
+        self.optimizers, self.schedulers = adam_with_linear_decay(self.networks, cfg)
         self.real: dict[str, torch.Tensor] = {}
         self.fake: torch.Tensor | None = None
 

@@ -33,11 +33,10 @@ from torch import nn
 import pipeline.models.cyclegan as cyclegan
 import pipeline.models.translation as translation
 from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section
-from pipeline.gan.base import Precision, adam
+from pipeline.gan.base import Precision
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.image_pool import ImagePool
 from pipeline.gan.losses import d_loss, g_loss
-from pipeline.gan.schedules import linear_decay_schedulers
 from pipeline.models.contract import Family, Output
 from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
 from pipeline.nets.resnet_generator import generator_from_kwargs, init_weights, size_multiple
@@ -247,9 +246,7 @@ class StarGAN(Family):
         self.roi_size = translation.crop_roi(self.name, cfg, roi_size)
         self.g_kwargs, nets = build_networks(cfg)
         self.networks, self.channels_last = translation.place(nets, self.precision, cfg.spatial_dims)
-        self.optimizers = {k: adam(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
-                           for k, net in self.networks.items()}
-        self.schedulers = linear_decay_schedulers(self.optimizers, cfg.n_steps, cfg.n_steps_decay)
+        self.optimizers, self.schedulers = translation.adam_with_linear_decay(self.networks, cfg)
         self.pool = ImagePool(cfg.pool_size, seed=seed * 2 + 1)
         self.real: dict[str, torch.Tensor] = {}
         self.out: dict[str, torch.Tensor] = {}

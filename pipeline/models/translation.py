@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from pipeline.config import Invalid, to_dict
-from pipeline.gan.base import Precision
+from pipeline.gan.base import Precision, adam
+from pipeline.gan.schedules import linear_decay_schedulers
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,13 @@ def place(nets: dict[str, nn.Module], precision: Precision, spatial_dims: int) -
     channels_last = precision.channels_last(spatial_dims)
     fmt = {"memory_format": torch.channels_last} if channels_last else {}
     return {k: net.to(device, **fmt) for k, net in nets.items()}, channels_last
+
+
+def adam_with_linear_decay(networks: dict[str, nn.Module], cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One Adam per network (`cfg.lr`, `cfg.betas`) and, under the same names, the schedule of `cfg.n_steps` at
+    that rate then `cfg.n_steps_decay` of linear decay to 0: (optimizers, schedulers)."""
+    optimizers = {k: adam(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas)) for k, net in networks.items()}
+    return optimizers, linear_decay_schedulers(optimizers, cfg.n_steps, cfg.n_steps_decay)
 
 
 def generator_range(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
