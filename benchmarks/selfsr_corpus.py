@@ -62,6 +62,19 @@ def truth(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.clip((raw - lo) / (hi - lo), 0.0, 1.0) * mask, img.affine.copy(), mask
 
 
+def run_timed(cmd: list[str], log: Path, what: str, cwd: Path | None = None) -> tuple[float, float]:
+    """Run `cmd` (stdout and stderr to `log`); returns (wall s, CPU s of the child: user + system)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise SystemExit(f"{what} failed ({proc.returncode}); see {log}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def run_selfsr(src: Path, out: Path, kind: str, thickness: float, threads: int, steps: int | None,
                log: Path) -> tuple[float, float]:
     """The CLI on one scan; returns (wall s, CPU s)."""
@@ -69,15 +82,7 @@ def run_selfsr(src: Path, out: Path, kind: str, thickness: float, threads: int, 
            "--slice-profile", kind, "--slice-thickness", str(thickness), "--threads", str(threads)]
     if steps:
         cmd += ["--steps", str(steps)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    with log.open("w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, check=False)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        raise SystemExit(f"selfsr failed ({proc.returncode}) on {src.name}; see {log}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return run_timed(cmd, log, f"selfsr on {src.name}", cwd=ROOT)
 
 
 def run_eclare(exe: Path, src: Path, out_dir: Path, kind: str, thickness: float, patches: int | None,
@@ -87,16 +92,8 @@ def run_eclare(exe: Path, src: Path, out_dir: Path, kind: str, thickness: float,
            "--relative-slice-profile-type", {"rect": "boxcar", "gaussian": "gaussian"}[kind]]
     if patches:
         cmd += ["--n-patches", str(patches)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    with log.open("w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        raise SystemExit(f"ECLARE failed ({proc.returncode}) on {src.name}; see {log}")
-    out = out_dir / src.name.replace(".nii", "_eclare.nii")
-    return out, wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    wall, cpu = run_timed(cmd, log, f"ECLARE on {src.name}")
+    return out_dir / src.name.replace(".nii", "_eclare.nii"), wall, cpu
 
 
 def main() -> None:

@@ -134,7 +134,7 @@ def subject_panels(
             sl = _pad_width(np.asarray(mid_slices(vol, centre)[r], dtype=np.float32), width)
             tiles.append(cmap(norm(sl))[..., :3])
             m = _pad_width(mid_slices(mask.astype(np.float32), centre)[r], width)
-            masks.append(m if c == 3 and truth is not None else np.zeros_like(m))
+            masks.append(m if c == 3 else np.zeros_like(m))  # (the truth's column)
             if c < len(columns) - 1:
                 tiles.append(np.ones((sl.shape[0], gap, 3)))
                 masks.append(np.zeros((sl.shape[0], gap)))

@@ -186,8 +186,10 @@ def unscored_figures(out: Output, rows: list[dict[str, Any]], infer_dir: Path, f
 
     paths: dict[str, str] = {}
     for row in rows:
+        if len(paths) == UNSCORED_SHOWN:
+            break
         pred_path = prediction_path(infer_dir, out.name, row["subject"], out.desc)
-        if len(paths) == UNSCORED_SHOWN or not (row.get(out.input) and pred_path.is_file()):
+        if not (row.get(out.input) and pred_path.is_file()):
             continue
         src, _ = load_nifti(row[out.input])
         pred, affine = load_nifti(pred_path)
