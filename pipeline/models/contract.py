@@ -78,14 +78,24 @@ class Family(GANModel):
         return requested
 
     @classmethod
-    def load_generator(cls, blob: dict[str, Any], direction: str | None, device: str | torch.device) -> nn.Module:
-        """The generator (of `direction`) of a model file, weights loaded, in eval mode on `device`."""
+    def build_generator(cls, kwargs: dict[str, Any]) -> nn.Module:
+        """An untrained generator from a model file's ``generator.kwargs`` (what the default `load_generator` needs)."""
         raise NotImplementedError
+
+    @classmethod
+    def load_generator(cls, blob: dict[str, Any], direction: str | None, device: str | torch.device) -> nn.Module:
+        """The generator (of `direction`) of a model file, weights loaded, in eval mode on `device`. Default: a
+        file with one generator, `build_generator` of its ``generator.kwargs`` loaded with its ``state_dict``."""
+        cls.direction(direction)
+        net = cls.build_generator(blob["generator"]["kwargs"])
+        net.load_state_dict(blob["state_dict"])
+        return net.to(torch.device(device)).eval()
 
     @classmethod
     def io_modalities(cls, blob: dict[str, Any], direction: str | None) -> tuple[tuple[str, dict], tuple[str, dict]]:
         """((input modality, its recorded normalisation), (output modality, its recorded normalisation))."""
         raise NotImplementedError
+
 
     @classmethod
     def apply(cls, generator: nn.Module, volume: np.ndarray, blob: dict[str, Any],
@@ -110,6 +120,14 @@ class Family(GANModel):
         """The keys every model file starts with."""
         return {"format": MODEL_FORMAT, "family": cls.name, "task": cls.file_task, "kind": kind,
                 "package_version": __version__, "torch_version": str(torch.__version__)}
+
+
+def same_modality_io(blob: dict[str, Any], entry: str) -> tuple[tuple[str, dict], tuple[str, dict]]:
+    """`Family.io_modalities` of a family whose output has its input's modality, recorded in the model file's
+    ``<entry>.modality`` (so --normalise maps a restored scan back to the input's units)."""
+    modality = blob[entry]["modality"]
+    norm = blob.get("normalisation", {}).get(modality, {})
+    return (modality, norm), (modality, norm)
 
 
 def inference_settings(blob: dict[str, Any], **overrides: Any) -> dict[str, Any]:

@@ -251,11 +251,8 @@ class DCGAN(Family):
         return []
 
     @classmethod
-    def load_generator(cls, blob: dict[str, Any], direction: str | None, device: str | torch.device) -> nn.Module:
-        cls.direction(direction)
-        net = Generator(**blob["generator"]["kwargs"])
-        net.load_state_dict(blob["state_dict"])
-        return net.to(torch.device(device)).eval()
+    def build_generator(cls, kwargs: dict[str, Any]) -> nn.Module:
+        return Generator(**kwargs)
 
     @classmethod
     def io_modalities(cls, blob: dict[str, Any], direction: str | None) -> tuple[tuple[str, dict], tuple[str, dict]]:

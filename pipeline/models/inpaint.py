@@ -31,7 +31,7 @@ from pipeline.gan.base import Precision
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.losses import d_loss, g_loss
 from pipeline.imaging.gaps import Z, unknown_mask
-from pipeline.models.contract import Family, Output, inference_settings
+from pipeline.models.contract import Family, Output, inference_settings, same_modality_io
 from pipeline.models.translation import adam_with_linear_decay, place
 from pipeline.nets.discriminators import patch_discriminator
 
@@ -280,18 +280,13 @@ class Inpaint(Family):
         return [Output(cls.name, cls.name, "model.pt", "inpainting", f"{cfg.modality}_gaps", cfg.modality, "inpaint")]
 
     @classmethod
-    def load_generator(cls, blob: dict[str, Any], direction: str | None, device: str | torch.device) -> nn.Module:
-        cls.direction(direction)
-        net = InpaintGenerator(**blob["generator"]["kwargs"])
-        net.load_state_dict(blob["state_dict"])
-        return net.to(torch.device(device)).eval()
+    def build_generator(cls, kwargs: dict[str, Any]) -> nn.Module:
+        return InpaintGenerator(**kwargs)
 
     @classmethod
     def io_modalities(cls, blob: dict[str, Any], direction: str | None) -> tuple[tuple[str, dict], tuple[str, dict]]:
         cls.direction(direction)
-        m = blob["inpainting"]["modality"]
-        norm = blob.get("normalisation", {}).get(m, {})
-        return (m, norm), (m, norm)
+        return same_modality_io(blob, "inpainting")
 
     @classmethod
     def apply(cls, generator: nn.Module, volume: np.ndarray, blob: dict[str, Any],

@@ -35,7 +35,7 @@ from pipeline.data.motion_sampler import MotionPairs, pool_corruptions
 from pipeline.gan.base import Precision
 from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.losses import d_loss, g_loss, pixel_loss
-from pipeline.models.contract import Family, Output, inference_settings
+from pipeline.models.contract import Family, Output, inference_settings, same_modality_io
 from pipeline.models.translation import adam_with_linear_decay, crop_roi, place
 from pipeline.nets.discriminators import patch_discriminator
 from pipeline.nets.resnet_generator import build_generator, init_weights, size_multiple
@@ -338,19 +338,13 @@ class MotionCorrection(Family):
                        f"{cfg.modality}-motioncorrected")]
 
     @classmethod
-    def load_generator(cls, blob: dict[str, Any], direction: str | None, device: str | torch.device) -> nn.Module:
-        cls.direction(direction)
-        net = ResidualGenerator(**blob["generator"]["kwargs"])
-        net.load_state_dict(blob["state_dict"])
-        return net.to(torch.device(device)).eval()
+    def build_generator(cls, kwargs: dict[str, Any]) -> nn.Module:
+        return ResidualGenerator(**kwargs)
 
     @classmethod
     def io_modalities(cls, blob: dict[str, Any], direction: str | None) -> tuple[tuple[str, dict], tuple[str, dict]]:
-        """One modality in and out (a corrected scan is mapped back to the input's units under --normalise)."""
         cls.direction(direction)
-        modality = blob["restoration"]["modality"]
-        norm = blob.get("normalisation", {}).get(modality, {})
-        return (modality, norm), (modality, norm)
+        return same_modality_io(blob, "restoration")
 
     @classmethod
     def apply(cls, generator: nn.Module, volume: np.ndarray, blob: dict[str, Any],

@@ -264,12 +264,9 @@ class Pix2Pix(Family):
         return [Output(cls.name, cls.name, "model.pt", "translation", cfg.source, cfg.target, cfg.target)]
 
     @classmethod
-    def load_generator(cls, blob: dict[str, Any], direction: str | None, device: str | torch.device) -> nn.Module:
-        """The source -> target generator, in eval mode (pix2pix files hold one: no `direction`)."""
-        cls.direction(direction)
-        net = generator_from_kwargs(blob["generator"]["kwargs"])
-        net.load_state_dict(blob["state_dict"])
-        return net.to(torch.device(device)).eval()
+    def build_generator(cls, kwargs: dict[str, Any]) -> nn.Module:
+        """The source -> target generator (pix2pix files hold one: no `direction`)."""
+        return generator_from_kwargs(kwargs)
 
     @classmethod
     def io_modalities(cls, blob: dict[str, Any], direction: str | None) -> tuple[tuple[str, dict], tuple[str, dict]]:
