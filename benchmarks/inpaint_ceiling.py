@@ -37,12 +37,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    import nibabel as nib
     from translation_ceiling import fitted, prepare, write_table
 
     from pipeline.config import EvaluateConfig, load_params
     from pipeline.evaluation.inpainting import gap_metrics, length_regions
     from pipeline.imaging.gaps import interpolate, unknown_mask
+    from pipeline.io.nifti import load_nifti
     from pipeline.io.tables import read_subjects
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         subjects = [r["subject"] for r in read_subjects(noisy_tsv, splits=splits)]
 
         def load(tsv: Path, subject: str, name: str) -> np.ndarray:
-            path = tsv.parents[2] / "results" / "preprocess" / subject / f"{name}.nii.gz"
-            return np.asarray(nib.load(path).dataobj, dtype=np.float32)
+            return load_nifti(tsv.parent / subject / f"{name}.nii.gz")[0]
 
         for subject in subjects:
             truth = load(noisy_tsv, subject, args.modality)
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.run_dir is not None:
                 path = args.run_dir / "results" / "infer" / "inpaint" / f"{subject}_inpaint.nii.gz"
                 if path.is_file():
-                    candidates["model: inpaint"] = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+                    candidates["model: inpaint"] = load_nifti(path)[0]
             regions = {str(k): v for k, v in length_regions(unknown, mask).items()}
             regions["all"] = unknown & mask
             for name, image in candidates.items():

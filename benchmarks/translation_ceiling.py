@@ -127,13 +127,13 @@ def paired_generator(subjects_tsv: Path, blob: dict, source: str, target: str, s
 
 
 def main(argv: list[str] | None = None) -> int:
-    import nibabel as nib
     from run_all import model_blob
     from scipy.ndimage import gaussian_filter
 
     from pipeline.config import EvaluateConfig, load_params
     from pipeline.evaluation.metrics import masked_metrics
     from pipeline.imaging.degrade import histogram_match
+    from pipeline.io.nifti import load_nifti
     from pipeline.io.tables import read_subjects
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             paired, paired_steps = paired_generator(noisy_tsv, blob, args.source, args.target, args.paired_seconds)
 
         def load(path: Path) -> np.ndarray:
-            return np.asarray(nib.load(path).dataobj, dtype=np.float32)
+            return load_nifti(path)[0]
 
         for subject in subjects:
             sub = f"results/preprocess/{subject}"

@@ -96,7 +96,6 @@ class Family(GANModel):
         """((input modality, its recorded normalisation), (output modality, its recorded normalisation))."""
         raise NotImplementedError
 
-
     @classmethod
     def apply(cls, generator: nn.Module, volume: np.ndarray, blob: dict[str, Any],
               device: str | torch.device = "cpu", **settings: Any) -> np.ndarray:
