@@ -393,7 +393,7 @@ def translate(
     block-averaged first and the output interpolated back. With `tta` every window is translated in each of
     its 8 flips/transposes (2D; 3D: its 8 flips) and the outputs, mapped back, are averaged (test-time
     augmentation: the hallucinated texture of a GAN differs between flips, the anatomy does not, so the average
-    is closer to the target).
+    is closer to the target). Blank windows (constant input: air, empty slices) come out as background (0).
     """
     device = torch.device(device)
     info = blob["translation"]
@@ -405,7 +405,9 @@ def translate(
     roi = [int(r) for r in (roi_size or [64] * len(x.shape[2:]))]
 
     def net(v: torch.Tensor) -> torch.Tensor:
-        return generator(v * 2.0 - 1.0)  # [0, 1] <-> the generator's [-1, 1]
+        y = generator(v * 2.0 - 1.0)  # [0, 1] <-> the generator's [-1, 1]
+        blank = (v.flatten(1).amax(1) - v.flatten(1).amin(1) <= 1e-6).view(-1, *[1] * (y.dim() - 1))
+        return torch.where(blank, -1.0, y)  # blank: instance norm would make it a uniform grey
 
     out = sliding_window(x, net, roi, sw_batch_size, overlap, device, precision, tta, transpose=dims == 2,
                          multiple=size_multiple(generator), finish=lambda y: (y + 1.0) / 2.0)

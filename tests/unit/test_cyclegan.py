@@ -354,6 +354,18 @@ def test_whole_slice_3d_and_downsampled_inference_shapes():
         assert out.shape == vol.shape and np.isfinite(out).all()
 
 
+def test_blank_slices_translate_to_background():
+    vol = np.zeros((12, 16, 4), np.float32)
+    vol[2:10, 3:13, 1:3] = np.random.default_rng(2).random((8, 10, 2))
+    torch.manual_seed(0)
+    net = ResnetGenerator(2, ngf=2, n_blocks=1).eval()  # instance norm: a blank slice would give its bias
+    blob = {"translation": {"spatial_dims": 2, "slice_axis": 2, "train_downsample": 1},
+            "inference": {"roi_size": [12, 16], "sw_batch_size": 4, "overlap": 0.0, "tta": False}}
+    out = CycleGAN.apply(net, vol, blob, precision="fp32")
+    assert np.all(out[..., [0, 3]] == 0)
+    assert out[..., 1:3].std() > 0 and np.all(out[..., 1:3] > 0)
+
+
 def test_tta_averages_the_flipped_and_transposed_translations():
     vol = np.random.default_rng(1).random((12, 16, 3)).astype(np.float32)
     torch.manual_seed(0)
