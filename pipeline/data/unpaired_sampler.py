@@ -33,12 +33,13 @@ class UnpairedSampler:
     zero-padded. With `train_downsample` the volumes are block-averaged first (the crops are on the coarse grid).
     During the first `warmup_steps` steps the crops come from a grid `warmup_downsample` times coarser still,
     no larger than its whole slices (a resolution curriculum: the contrast mapping is found on small images
-    with the whole anatomy in view, then refined at full resolution; the image pools restart at the switch).
+    with the whole anatomy in view, then refined at full resolution); over the next `warmup_ramp` steps the
+    share of warm-up-grid batches falls linearly from 1 to 0.
 
     Args:
         a_vols, b_vols: the training volumes of the source and target modality.
         cfg: the family's config section, with source, target, spatial_dims, slice_axis, patch_size, batch_size, flip, train_downsample,
-            warmup_steps, warmup_downsample).
+            warmup_steps, warmup_downsample, warmup_ramp).
         seed: the run's seed.
         multiple: the generator's size multiple (whole-slice crops are rounded up to it).
         cache: keep the prepared images and crop centres in this on-disk cache, read crop by crop (memory
@@ -60,6 +61,7 @@ class UnpairedSampler:
         self.axes = [a for a in range(3) if a != self.slice_axis]
         self.subjects = subjects
         self.warmup_steps = cfg.warmup_steps if cfg.warmup_downsample > 1 else 0
+        self.warmup_ramp = cfg.warmup_ramp if self.warmup_steps else 0
         self.cache = cache
         # grids: the training grid, and (for the warm-up) a coarser one; each {domain: {subject: (image, centres)}}
         self.grids, self.patches = [], []
@@ -149,9 +151,18 @@ class UnpairedSampler:
         if state.get("seed") != self.seed:
             raise ValueError(f"checkpoint sampler seed {state.get('seed')} != this run's seed {self.seed}")
 
+    def _grid(self, step: int, rng: np.random.Generator) -> int:
+        """1 (the warm-up grid) or 0 (the training grid) for this step's batch."""
+        ramp = step - self.warmup_steps
+        if ramp < 0:
+            return 1
+        if ramp < self.warmup_ramp:  # the warm-up grid's share falls linearly from 1 to 0
+            return int(rng.random() >= ramp / self.warmup_ramp)
+        return 0
+
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
         rng = step_seed(self.seed, step)
-        grid = 1 if step < self.warmup_steps else 0
+        grid = self._grid(step, rng)
         domains, patch = self.grids[grid], self.patches[grid]
         group_a, group_b = self.groups(rng)
         batch: dict[str, torch.Tensor] = {}

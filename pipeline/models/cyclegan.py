@@ -96,6 +96,9 @@ class CycleGANConfig(Section):
         "the whole anatomy in view, then refined at full resolution); 0 disables it."))
     warmup_downsample: int = Field(2, ge=1, description=(
         "How much coarser the warm-up grid is than the training grid."))
+    warmup_ramp: int = Field(3000, ge=0, description=(
+        "Steps after the warm-up over which the share of warm-up-grid batches falls from 1 to 0 (the demo: to the "
+        "end). Switching at once (0), or by mid-run, left some seeds in a poor mode (see the README's seed study)."))
     patch_size: int = Field(48, ge=0, multiple_of=4, description=(
         "Side of the training crops in voxels (a multiple of 4; 0 whole slices); also the sliding-window size "
         "of inference."))

@@ -31,7 +31,7 @@ SHAPE = (20, 24, 12)
 def tiny_cfg(**overrides) -> CycleGANConfig:
     """A CycleGAN config small enough for unit tests (a step in a few tens of milliseconds)."""
     base = dict(ngf=4, n_blocks=1, ndf=4, d_layers=2, patch_size=16, batch_size=2, pool_size=2, n_steps=3, warmup_steps=0,
-                n_steps_decay=3, log_every=1, checkpoint_every=2, sw_batch_size=8)
+                warmup_ramp=0, n_steps_decay=3, log_every=1, checkpoint_every=2, sw_batch_size=8)
     base.update(overrides)
     return CycleGANConfig(**base)
 
@@ -137,6 +137,19 @@ def test_sampler_whole_slices_downsample_and_warmup():
     assert [tuple(sampler(s)["A"].shape[2:]) for s in (0, 1, 2)] == [(12, 12), (12, 12), (16, 16)]
 
 
+
+def test_sampler_ramps_from_the_warmup_grid_to_the_training_grid():
+    a, b = _constant_subjects(3, shape=(18, 22, 5))
+    cfg = tiny_cfg(patch_size=16, warmup_steps=10, warmup_ramp=400)
+    sampler = UnpairedSampler(a, b, cfg, seed=0)
+    coarse = [sampler(s)["A"].shape[2] == 12 for s in range(10, 410)]  # 12: the warm-up grid's whole slices
+    first, last = sum(coarse[:100]), sum(coarse[300:])
+    assert all(sampler(s)["A"].shape[2] == 12 for s in range(10))
+    assert 60 < first < 95 and 5 < last < 40  # its share falls from 1 to 0 (expected 87.5 and 12.5)
+    assert all(sampler(s)["A"].shape[2] == 16 for s in range(410, 430))
+    again = UnpairedSampler(a, b, cfg, seed=0)
+    assert [again(s)["A"].shape[2] == 12 for s in range(10, 410)] == coarse  # a pure function of (seed, step)
+
 # ------------------------------------------------------------------------------------------ losses
 class _Affine(nn.Module):
     """y = scale * x + shift with learnable scalars (so the optimizer has something to hold)."""
@@ -202,15 +215,22 @@ def test_image_pool_fills_then_swaps_half_the_time():
     assert all(out[i].flatten()[0].item() < i for i in swapped)
 
 
-def test_image_pool_restarts_when_the_fake_size_changes():
+def test_image_pool_keeps_a_history_per_fake_size():
     pool = ImagePool(size=3, seed=5)
     for _ in range(5):
         pool.query(torch.rand(2, 1, 8, 8))
     assert len(pool) == 3
     larger = torch.rand(2, 1, 16, 16)
-    out = pool.query(larger)  # no stored 8x8 fake can be returned for a 16x16 batch: the pool starts again
+    out = pool.query(larger)  # no stored 8x8 fake can be returned for a 16x16 batch: its history starts empty
     assert torch.equal(out, larger)
-    assert len(pool) == 2 and all(im.shape == (1, 1, 16, 16) for im in pool.images)
+    assert len(pool) == 5 and sorted(pool.buffers) == [(1, 8, 8), (1, 16, 16)]
+    for _ in range(20):  # back on the small grid: stored 8x8 fakes (not the 16x16 ones) are swapped in
+        small = torch.rand(2, 1, 8, 8)
+        assert pool.query(small).shape == small.shape
+    assert len(pool.buffers[(1, 16, 16)]) == 2
+    restored = ImagePool(size=3)
+    restored.load_state_dict(pool.state_dict())  # both histories travel
+    assert {k: len(b) for k, b in restored.buffers.items()} == {(1, 8, 8): 3, (1, 16, 16): 2}
 
 
 def test_image_pool_is_deterministic_and_resumable():
@@ -296,7 +316,7 @@ def test_resume_is_exact_including_the_image_pools(data, tmp_path):
             assert torch.equal(v, resumed.networks[name].state_dict()[k]), f"{name}.{k} differs"
     for dom in ("A", "B"):
         s1, s2 = straight.pools[dom].state_dict(), resumed.pools[dom].state_dict()
-        assert len(s1["images"]) == 2
+        assert len(s1["images"]) == 4  # 2 fakes of each grid (warm-up and full resolution)
         assert all(torch.equal(x, y) for x, y in zip(s1["images"], s2["images"], strict=True))
         assert torch.equal(s1["rng"], s2["rng"])
     a = load_checkpoint(tmp_path / "straight" / "model.pt")["state_dicts"]

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.nets.fastconv import (
+    MIN_REDUCTION,
     SingleOutputConv2d,
     conv2d_single_output,
     reference_kernels,
@@ -41,11 +42,11 @@ def test_matches_conv2d_values_and_gradients(n, c, h, w, kh, kw, pad):
 
 def test_module_is_a_drop_in_conv2d():
     torch.manual_seed(0)
-    plain = nn.Conv2d(6, 1, 5, padding=2)
-    fast = SingleOutputConv2d(6, 1, 5, padding=2)
+    plain = nn.Conv2d(128, 1, 5, padding=2)  # a reduction of 128 x 5 x 5 >= MIN_REDUCTION
+    fast = SingleOutputConv2d(128, 1, 5, padding=2)
     fast.load_state_dict(plain.state_dict())  # same keys and shapes
-    assert fast._fast(torch.zeros(1, 6, 8, 8))
-    x = torch.randn(2, 6, 11, 9)
+    assert fast._fast(torch.zeros(1, 128, 8, 8))
+    x = torch.randn(2, 128, 11, 9)
     torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
     with reference_kernels():
         assert not fast._fast(x)
@@ -54,11 +55,20 @@ def test_module_is_a_drop_in_conv2d():
 
 
 def test_falls_back_where_it_does_not_apply():
-    x = torch.randn(1, 4, 10, 10)
-    for conv in (SingleOutputConv2d(4, 2, 3), SingleOutputConv2d(4, 1, 3, stride=2), SingleOutputConv2d(4, 1, 1),
-                 SingleOutputConv2d(4, 1, 3, padding=1, padding_mode="reflect"), SingleOutputConv2d(4, 1, 3, padding="same")):
+    x = torch.randn(1, 400, 10, 10)
+    for conv in (SingleOutputConv2d(400, 2, 3), SingleOutputConv2d(400, 1, 3, stride=2), SingleOutputConv2d(400, 1, 1),
+                 SingleOutputConv2d(400, 1, 3, padding=1, padding_mode="reflect"),
+                 SingleOutputConv2d(400, 1, 3, padding="same")):
         assert not conv._fast(x)
         torch.testing.assert_close(conv(x), nn.Conv2d.forward(conv, x))
+
+
+def test_short_reductions_take_the_direct_kernel():
+    # the demo CycleGAN's 7x7 16 -> 1 output layer and a 4x4 128 -> 1 PatchGAN head: direct is faster there
+    for conv in (SingleOutputConv2d(16, 1, 7), SingleOutputConv2d(128, 1, 4, padding=1)):
+        assert conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1] < MIN_REDUCTION
+        assert not conv._fast(torch.zeros(1, conv.in_channels, 16, 16))
+    assert SingleOutputConv2d(64, 1, 7)._fast(torch.zeros(1, 64, 16, 16))  # the reference CycleGAN's (ngf 64)
 
 
 def test_use_single_output_convs_swaps_in_place():
