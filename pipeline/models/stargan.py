@@ -44,7 +44,7 @@ from pipeline.nets.resnet_generator import generator_from_kwargs, init_weights, 
 #: the keys that mean for StarGAN what they mean for CycleGAN (defined once); those that make a pair's sampler
 _AS_CYCLEGAN = CycleGANConfig.model_fields
 _SAMPLER_KEYS = ("source", "spatial_dims", "slice_axis", "train_downsample", "warmup_steps", "warmup_downsample",
-                 "warmup_ramp", "patch_size", "batch_size", "flip", "generator", "n_blocks", "ngf", "d_layers")
+                 "patch_size", "batch_size", "flip", "generator", "n_blocks", "ngf", "d_layers")
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -62,8 +62,6 @@ class StarGANConfig(Section):
     train_downsample: int = _AS_CYCLEGAN["train_downsample"]
     warmup_steps: int = _AS_CYCLEGAN["warmup_steps"]
     warmup_downsample: int = _AS_CYCLEGAN["warmup_downsample"]
-    warmup_ramp: int = Field(0, ge=0, description=(
-        "As for cyclegan.warmup_ramp; 0 (switch at once), StarGAN's measured setting (the ramp is untested here)."))
     patch_size: int = _AS_CYCLEGAN["patch_size"]
     batch_size: int = Field(2, ge=1, description=(
         "Source crops and target crops per step, for each target (2, two targets: CycleGAN's 4 + 4 per step)."))
@@ -267,7 +265,8 @@ class StarGAN(Family):
         meta: dict[str, Any] = {"normalisation": {}}
         try:  # (seeds of their own, so the pairs draw different crops)
             for i, target in enumerate(cfg.targets):
-                pair = CycleGANConfig(**{k: getattr(cfg, k) for k in _SAMPLER_KEYS}, target=target)
+                # no ramp: the pairs' samplers draw their grids independently, and a step's crops must match
+                pair = CycleGANConfig(**{k: getattr(cfg, k) for k in _SAMPLER_KEYS}, target=target, warmup_ramp=0)
                 sampler, kwargs = CycleGAN.prepare_data(pair, data_dir, seed * len(cfg.targets) + i, cache_dir)
                 samplers.append(sampler)
                 meta["normalisation"].update(kwargs["meta"]["normalisation"])
