@@ -137,7 +137,6 @@ def test_sampler_whole_slices_downsample_and_warmup():
     assert [tuple(sampler(s)["A"].shape[2:]) for s in (0, 1, 2)] == [(12, 12), (12, 12), (16, 16)]
 
 
-
 def test_sampler_ramps_from_the_warmup_grid_to_the_training_grid():
     a, b = _constant_subjects(3, shape=(18, 22, 5))
     cfg = tiny_cfg(patch_size=16, warmup_steps=10, warmup_ramp=400)
@@ -149,6 +148,7 @@ def test_sampler_ramps_from_the_warmup_grid_to_the_training_grid():
     assert all(sampler(s)["A"].shape[2] == 16 for s in range(410, 430))
     again = UnpairedSampler(a, b, cfg, seed=0)
     assert [again(s)["A"].shape[2] == 12 for s in range(10, 410)] == coarse  # a pure function of (seed, step)
+
 
 # ------------------------------------------------------------------------------------------ losses
 class _Affine(nn.Module):

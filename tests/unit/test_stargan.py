@@ -233,7 +233,6 @@ def test_sampler_draws_each_targets_crops_unpaired_with_their_codes(data):
         sampler.close()
 
 
-
 def test_warmup_switches_every_pair_at_once(data):
     # a ramp (CycleGAN's default) would let the pairs draw different grids in one step: crops that cannot be stacked
     sampler, _ = StarGAN.prepare_data(tiny_cfg(patch_size=32, warmup_steps=3), data, seed=5)
@@ -243,6 +242,7 @@ def test_warmup_switches_every_pair_at_once(data):
         assert len(set(shapes[:3])) == 1 and len(set(shapes[3:])) == 1 and shapes[0] != shapes[3]
     finally:
         sampler.close()
+
 
 # ------------------------------------------------------------------------------------------ training + inference
 def test_resume_is_exact(data, tmp_path):
