@@ -61,7 +61,7 @@ def train_seed(run_dir: Path, params: dict, seed: int, every: int, out: Path, th
     return trajectory
 
 
-def test_scores(run_dir: Path, model: Path) -> tuple[float, float]:
+def score_test_subjects(run_dir: Path, model: Path) -> tuple[float, float]:
     """Mean PSNR and SSIM of the model's translations of the test subjects (the workflow's metrics)."""
     from pipeline.config import EvaluateConfig, load_params
     from pipeline.evaluation.metrics import masked_metrics
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         out = args.out / f"{args.tag}_s{seed}"
         trajectory = train_seed(args.run_dir, params, seed, args.every, out, args.threads)
-        test = test_scores(args.run_dir, out / "model.pt") if args.test else None
+        test = score_test_subjects(args.run_dir, out / "model.pt") if args.test else None
         rows.append((seed, trajectory, test))
         print(f"seed {seed}: " + " ".join(f"{s}:{v:.2f}" for s, v in trajectory)
               + (f"  test {test[0]:.2f} / {test[1]:.3f}" if test else ""), flush=True)
