@@ -130,11 +130,12 @@ def score_demo_model(model: Path, row: dict, cfg: EvaluateConfig, out_dir: Path,
 def score_translation(model: Path, row: dict, cfg: EvaluateConfig, source: str, target: str,
                       direction: str | None = "A2B", save: Path | None = None) -> dict[str, dict]:
     """The translation `direction` of a model file (CycleGAN: A2B; pix2pix: None; StarGAN: the target) on one
-    subject, histogram matching and the untranslated source, inside the mask; `infer_s`: the inference seconds;
+    subject, histogram matching (of the source and of the inverted source) and the untranslated source, inside
+    the mask; `infer_s`: the inference seconds;
     with `save` the prediction is saved there (.npy)."""
     import torch
 
-    from pipeline.imaging.degrade import histogram_match
+    from pipeline.imaging.degrade import histogram_match, histogram_match_inverted
     from pipeline.inference.run import infer_array
     from pipeline.models import family_of
     from pipeline.models.contract import load_model_file
@@ -153,8 +154,30 @@ def score_translation(model: Path, row: dict, cfg: EvaluateConfig, source: str, 
 
         np.save(save, np.asarray(pred, dtype=np.float32))
     return {"histogram_match": masked_metrics(histogram_match(src, truth, mask=mask), truth, mask, cfg),
+            "histogram_match_inverted": masked_metrics(histogram_match_inverted(src, truth, mask), truth, mask, cfg),
             "source": masked_metrics(src, truth, mask, cfg),
             "model": masked_metrics(pred, truth, mask, cfg), "infer_s": infer_s}
+
+
+def score_paired(data: Path, out: Path, cyclegan: Path, row: dict, cfg: EvaluateConfig, seconds: float,
+                 threads: int) -> tuple[dict, float]:
+    """The fold's CycleGAN generator architecture trained with L1 on the paired T1w/T2w crops of the training
+    subjects (`translation_ceiling.paired_generator`) and scored on the test subject like the CycleGAN."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from translation_ceiling import paired_generator
+
+    from pipeline.models.contract import load_model_file
+
+    blob = load_model_file(cyclegan / "model.pt")
+    torch.set_num_threads(threads)
+    net, steps = paired_generator(data / "subjects.tsv", blob, "T1w", "T2w", seconds)
+    out.mkdir(parents=True, exist_ok=True)
+    paired_blob = {**blob, "state_dicts": {**blob["state_dicts"], "A2B": net.state_dict()}}
+    torch.save(paired_blob, out / "model.pt")
+    print(f"paired L1: {steps} steps in {seconds:.0f} s", flush=True)
+    return score_translation(out / "model.pt", row, cfg, "T1w", "T2w", "A2B", out / f"pred_{row['subject']}_T2w.npy"), seconds
 
 
 def train(family: str, data: Path, out: Path, params: dict, threads: int) -> float:
@@ -170,7 +193,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    ap.add_argument("--families", nargs="+", default=["srgan"], choices=["srgan", "cyclegan", "pix2pix", "stargan"])
+    ap.add_argument("--families", nargs="+", default=["srgan"], choices=["srgan", "cyclegan", "pix2pix", "stargan", "paired"],
+                    help="paired: the generator of the fold's CycleGAN (train that first, same --tag), trained with "
+                         "L1 on the registered T1w/T2w pairs for --paired-seconds on its grid: the bound an unpaired "
+                         "model of this architecture is measured against")
+    ap.add_argument("--paired-seconds", type=float, default=300.0)
     ap.add_argument("--spacing", default="2", help="preprocess spacing in mm, or 'native'")
     ap.add_argument("--params-srgan", default="{}")
     ap.add_argument("--params-cyclegan", default="{}")
@@ -203,8 +230,15 @@ def main() -> int:
         demo_pre = args.demo_run / "results" / "preprocess" if args.demo_run is not None and args.with_demo else None
         data = fold_dir(pre, work / f"fold{k}_{args.spacing}" / ("data_demo" if demo_pre else "data"), splits, demo_pre)
         for fam in args.families:
-            params = json.loads(getattr(args, f"params_{fam}"))
+            params = json.loads(getattr(args, f"params_{fam}", "{}"))
             out = work / f"fold{k}_{args.spacing}" / f"{fam}_{args.tag}"
+            if fam == "paired":
+                scores, seconds = score_paired(data, out, work / f"fold{k}_{args.spacing}" / f"cyclegan_{args.tag}",
+                                               rows[test], cfg, args.paired_seconds, args.threads)
+                results.append({"fold": k, "test": test, "family": fam, "output": "paired L1 (CycleGAN's generator)",
+                                "train_s": seconds, "scores": scores})
+                print(json.dumps(results[-1]), flush=True)
+                continue
             seconds = train(fam, data, out, params, args.threads)
             if fam == "srgan":
                 for name in ("srresnet", "model"):
@@ -239,13 +273,14 @@ def main() -> int:
              "|---|---|---|---|---|---|---|---|---|"]
     translation = [r for r in results if "histogram_match" in r["scores"]]
     if translation:  # the translation table: model, histogram matching and the source, train and inference seconds
-        lines = ["| fold | test | output | PSNR / SSIM model | histogram match | source | train s | infer s |",
-                 "|---|---|---|---|---|---|---|---|"]
+        lines = ["| fold | test | output | PSNR / SSIM model | histogram match | inverted, histogram match | source | "
+                 "train s | infer s |", "|---|---|---|---|---|---|---|---|---|"]
         for r in translation:
             s = r["scores"]
             cell = "{psnr:.2f} / {ssim:.3f}".format
             lines.append(f"| {r['fold']} | {r['test']} | {r['output']} | {cell(**s['model'])} | "
-                         f"{cell(**s['histogram_match'])} | {cell(**s['source'])} | {r['train_s']:.0f} | "
+                         f"{cell(**s['histogram_match'])} | {cell(**s['histogram_match_inverted'])} | "
+                         f"{cell(**s['source'])} | {r['train_s']:.0f} | "
                          f"{s['infer_s']:.1f} |")
         lines += ["", "| fold | test | output | PSNR model | PSNR zerofill | PSNR bicubic | gain (dB) | SSIM model | "
                   "SSIM base |", "|---|---|---|---|---|---|---|---|---|"]

@@ -77,24 +77,28 @@ def write_table(lines: list[str], out: Path) -> None:
 
 
 def paired_generator(subjects_tsv: Path, blob: dict, source: str, target: str, seconds: float, seed: int = 0):
-    """The blob's generator architecture, trained for `seconds` with L1 on paired (source, target) 2D crops."""
+    """The blob's generator architecture, trained for `seconds` with L1 on paired (source, target) 2D crops, on
+    the blob's training grid (its `train_downsample`: slices block-averaged in-plane, as CycleGAN's inference does)."""
     import nibabel as nib
     import torch
 
     from pipeline.io.tables import read_tsv
+    from pipeline.nets.interp import downsample
     from pipeline.nets.resnet_generator import generator_from_kwargs
 
     torch.manual_seed(seed)
     net = generator_from_kwargs(blob["generator"]["kwargs"])
     info = blob["translation"]
     axis, crop, batch_size = info["slice_axis"], int(blob["inference"]["roi_size"][0]), 8
+    factor = int(info.get("train_downsample", 1))
     # The table's paths are relative to the cohort's folder, not to the current directory (where
     # `resolve_path` would look first, and may find a run of the same demo): join them to the folder.
     root = subjects_tsv.parents[2]
     rows = [r for r in read_tsv(subjects_tsv, ("subject", "split", source, target, "mask")) if r["split"] == "train"]
     pairs = []
     for r in rows:
-        a, b, m = (np.moveaxis(np.asarray(nib.load(root / r[k]).dataobj, np.float32), axis, 0)
+        a, b, m = (downsample(torch.from_numpy(np.moveaxis(np.asarray(nib.load(root / r[k]).dataobj, np.float32),
+                                                            axis, 0)[:, None].copy()), factor, 2)[:, 0].numpy()
                    for k in (source, target, "mask"))
         keep = (m > 0).any(axis=(1, 2))
         pairs.append((a[keep], b[keep]))
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.config import EvaluateConfig, load_params
     from pipeline.evaluation.metrics import masked_metrics
-    from pipeline.imaging.degrade import histogram_match
+    from pipeline.imaging.degrade import histogram_match, histogram_match_inverted
     from pipeline.io.nifti import load_nifti
     from pipeline.io.tables import read_subjects
 
@@ -177,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             clean = load(clean_tsv.parents[2] / sub / f"{args.target}.nii.gz")
             source = load(noisy_tsv.parents[2] / sub / f"{args.source}.nii.gz")
             candidates = {"histogram matching (the evaluation's baseline)": histogram_match(source, truth, mask=mask),
+                          "inverted, histogram-matched source (the evaluation's baseline)":
+                              histogram_match_inverted(source, truth, mask),
                           "noise-free target": clean, "noise-free target, fitted": fitted(clean, truth, mask)}
             for sigma in (0.5, 0.8, 1.0):
                 candidates[f"noisy target, Gaussian sigma {sigma}"] = gaussian_filter(truth, sigma)

@@ -354,9 +354,10 @@ class EvaluateConfig(Section):
             "Super-resolution baselines (interpolations of the LR input); zerofill (zero-filled k-space) is used "
             "only when preprocess.sr.method is kspace. The strongest (highest mean PSNR) is the one a model is "
             "judged against."))
-    translation_baselines: list[Literal["identity", "histogram_match"]] = Field(
-        default_factory=lambda: ["identity", "histogram_match"], description=(
-            "Translation baselines - the source image, and the source histogram-matched to the target."))
+    translation_baselines: list[Literal["identity", "histogram_match", "histogram_match_inverted"]] = Field(
+        default_factory=lambda: ["identity", "histogram_match", "histogram_match_inverted"], description=(
+            "Translation baselines - the source image, the source histogram-matched to the target, and the "
+            "inverted source histogram-matched to it (a decreasing intensity map: T1w -> T2w is mostly one)."))
     inpainting_baselines: list[Literal["linear", "cubic"]] = Field(
         default_factory=lambda: ["linear", "cubic"], min_length=1, description=(
             "Inpainting baselines: linear and cubic-spline interpolation along z across each gap from the measured "

@@ -21,9 +21,11 @@ Protocol (written into `results/metrics/summary.json` and shown in the report):
   Euclidean normalisation).
 - Baselines. Super-resolution: `pipeline.imaging.degrade.upsample` of the LR input with bicubic (cubic spline along
   the degraded axes: 2D in-plane for in-plane degradation), trilinear, and, when the LR came from k-space
-  truncation, zero-filled k-space (sinc) interpolation. Translation: the source image itself (identity) and
-  its histogram matched to the subject's own target inside the mask (an oracle intensity mapping, so a
-  deliberately strong baseline). The strongest baseline of a task is the one with the highest mean PSNR.
+  truncation, zero-filled k-space (sinc) interpolation. Translation: the source image itself (identity), its
+  histogram matched to the subject's own target inside the mask (an oracle increasing intensity map, so a
+  deliberately strong baseline), and the same for the inverted source (the oracle decreasing map: T1w -> T2w
+  inverts most tissue contrasts, and this map alone beats the increasing one by 6-9 dB there). The strongest
+  baseline of a task is the one with the highest mean PSNR.
 - Statistics per task and method: n, mean, SD (ddof 1), percentile-bootstrap CI of the mean (seeded);
   model - baseline paired differences per subject with their bootstrap CI and a two-sided Wilcoxon
   signed-rank p-value (`scipy.stats.wilcoxon`); with fewer than 2 subjects CIs and p-values are null.

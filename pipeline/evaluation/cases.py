@@ -18,6 +18,7 @@ BASELINE_LABELS: dict[str, str] = {
     "zerofill": "zero-filled k-space",
     "identity": "source image",
     "histogram_match": "histogram-matched source",
+    "histogram_match_inverted": "inverted, histogram-matched source",
     "input": "corrupted input",
     "linear": "linear interpolation",
     "cubic": "cubic interpolation",
@@ -113,7 +114,7 @@ def load_case(row: dict[str, Any], task: Task, table: Path) -> Case:
 
 def make_baseline(task: Task, case: Case, name: str) -> np.ndarray:
     """The baseline `name` of one case, on the HR grid."""
-    from pipeline.imaging.degrade import histogram_match, upsample
+    from pipeline.imaging.degrade import histogram_match, histogram_match_inverted, upsample
 
     if task.kind == "sr":
         out = upsample(case.source_raw, case.scale, name, case.axes)
@@ -125,6 +126,8 @@ def make_baseline(task: Task, case: Case, name: str) -> np.ndarray:
         out = case.source
     elif name == "histogram_match":
         out = histogram_match(case.source, case.truth, mask=case.mask)
+    elif name == "histogram_match_inverted":
+        out = histogram_match_inverted(case.source, case.truth, case.mask)
     else:
         raise ValueError(f"unknown baseline {name!r} for task {task.name}")
     if out.shape != case.truth.shape:

@@ -9,6 +9,7 @@ import csv
 import html
 import math
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,8 @@ def subject_panels(
         ax.set_ylabel(PLANES[r], fontsize=9)
         if r == 0:
             for (label, *_), x in zip(columns, centres, strict=True):
-                ax.text(x, 1.03, label, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8.5)
+                ax.text(x, 1.03, textwrap.fill(label, 26), transform=ax.get_xaxis_transform(), ha="center",
+                        va="bottom", fontsize=8.5)
         # Orientation: axial and coronal show the patient's right on the right (neurological view), sagittal
         # shows anterior on the right.
         for x in centres:

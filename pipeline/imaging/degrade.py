@@ -316,3 +316,14 @@ def histogram_match(source: np.ndarray, reference: np.ndarray, mask: np.ndarray 
         order = np.argsort(src_in, kind="stable")
         out[outside] = np.interp(source[outside], src_in[order], matched[order])
     return out
+
+
+
+def histogram_match_inverted(source: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`histogram_match` of the inverted source inside `mask`: the decreasing intensity map (dark source -> bright
+    reference), which T1w -> T2w mostly is. Outside the mask the increasing map, so the background stays
+    background instead of becoming the brightest tissue."""
+    mask = np.asarray(mask).astype(bool)
+    out = histogram_match(source, reference, mask=mask)
+    out[mask] = histogram_match(-np.asarray(source), reference, mask=mask)[mask]
+    return out

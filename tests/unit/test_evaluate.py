@@ -14,7 +14,7 @@ import pytest
 from pipeline.config import ConfigError, EvaluateConfig, load_params
 from pipeline.evaluation import metrics as ev
 from pipeline.evaluation import statistics as st
-from pipeline.evaluation.cases import sr_geometry
+from pipeline.evaluation.cases import Case, make_baseline, sr_geometry
 from pipeline.evaluation.tasks import (
     Output,
     Skipped,
@@ -209,6 +209,26 @@ def _tasks(outputs, degradation=None, skipped=(), columns=COLUMNS):
     return build_tasks(outputs, {} if degradation is None else degradation, CFG, columns, "s.tsv", skipped)
 
 
+TRANSLATION_BASELINES = ["identity", "histogram_match", "histogram_match_inverted"]
+
+
+def test_inverted_histogram_matching_recovers_a_decreasing_contrast():
+    """Where the target inverts the source's contrast (T1w -> T2w: dark CSF becomes bright), the inverted
+    baseline maps the source onto the target exactly and the increasing one scores far below it."""
+    rng = np.random.default_rng(0)
+    source = rng.uniform(0.1, 0.9, (12, 12, 6)).astype(np.float32)
+    truth = np.sqrt(1.0 - source).astype(np.float32)  # a strictly decreasing contrast map
+    mask = np.zeros(source.shape, bool)
+    mask[2:10, 2:10] = True
+    case = Case("sub-01", "test", truth, mask, np.eye(4), source, source)
+    task = _tasks([CYCLEGAN])[0]
+    inverted = make_baseline(task, case, "histogram_match_inverted")
+    np.testing.assert_allclose(inverted[mask], truth[mask], atol=1e-6)
+    increasing = make_baseline(task, case, "histogram_match")
+    assert np.corrcoef(increasing[mask], truth[mask])[0, 1] < -0.9  # the same values in the reverse order
+    np.testing.assert_array_equal(inverted[~mask], increasing[~mask])  # background stays background
+
+
 def test_zerofill_baseline_only_for_kspace_degradation():
     kspace = _tasks([SR], {"T1w_lr": {"method": "kspace", "scale": 2}})
     assert kspace[0].baselines == ["bicubic", "trilinear", "zerofill"] and kspace[0].source == "T1w_lr"
@@ -216,7 +236,7 @@ def test_zerofill_baseline_only_for_kspace_degradation():
     bicubic = _tasks([SR], {"T1w_lr": {"method": "bicubic"}, "T2w_lr": {"method": "kspace"}})
     assert "zerofill" not in bicubic[0].baselines
     trans = _tasks([CYCLEGAN])
-    assert trans[0].outputs[0].desc == "T2w" and trans[0].baselines == ["identity", "histogram_match"]
+    assert trans[0].outputs[0].desc == "T2w" and trans[0].baselines == TRANSLATION_BASELINES
     assert trans[0].description == "translation T1w → T2w" and trans[0].degradation == {}
     with pytest.raises(ValueError, match="no column 'FLAIR'"):
         _tasks([Output("cyclegan", "cyclegan", "translation", "T1w", "FLAIR", "FLAIR")])
@@ -310,7 +330,7 @@ def test_a_skipped_output_keeps_its_task():
     assert [t.name for t in tasks] == ["sr", "translation"]
     assert tasks[0].models == ["srgan"] and tasks[0].skipped == []
     assert tasks[1].outputs == [] and tasks[1].skipped == [Skipped(CYCLEGAN, NO_T2W)]
-    assert tasks[1].description == "translation T1w → T2w" and tasks[1].baselines == ["identity", "histogram_match"]
+    assert tasks[1].description == "translation T1w → T2w" and tasks[1].baselines == TRANSLATION_BASELINES
     # One output of a task skipped, another evaluated: one task.
     partly = _tasks([SR], skipped=[Skipped(SRRESNET, "no training subject has T1w")])
     assert len(partly) == 1 and partly[0].models == ["srgan"] and partly[0].skipped[0].output == SRRESNET
@@ -363,7 +383,7 @@ def test_stage_writes_metrics_summary_and_figures(evaluated_cohort):
     srgan = _read_csv(root / "results/metrics/srgan.csv")
     assert sorted({r["subject"] for r in srgan}) == test_subjects  # the train subject is not scored
     assert {r["method"] for r in srgan} == {"bicubic", "trilinear", "zerofill", "srgan"}
-    assert {r["method"] for r in _read_csv(root / "results/metrics/cyclegan.csv")} == {"identity", "histogram_match", "cyclegan"}
+    assert {r["method"] for r in _read_csv(root / "results/metrics/cyclegan.csv")} == {*TRANSLATION_BASELINES, "cyclegan"}
 
     summary = json.loads((root / "results/metrics/summary.json").read_text())  # strict JSON: no NaN
     assert summary["protocol"]["data_range"] == 1.0 and "mask" in summary["protocol"]["region"]
