@@ -62,6 +62,9 @@ class UnpairedSampler:
         self.subjects = subjects
         self.warmup_steps = cfg.warmup_steps if cfg.warmup_downsample > 1 else 0
         self.warmup_ramp = cfg.warmup_ramp if self.warmup_steps else 0
+        #: None: the ramp's grid draw comes from the step's own generator; a seed: from one of its own, so that
+        #: samplers given the same one (StarGAN's pairs, stacked in one batch) draw the same grid every step
+        self.grid_seed: int | None = None
         self.cache = cache
         # grids: the training grid, and (for the warm-up) a coarser one; each {domain: {subject: (image, centres)}}
         self.grids, self.patches = [], []
@@ -88,7 +91,9 @@ class UnpairedSampler:
                  "downsample %d%s", len(subjects), len(self.only["A"]), len(self.only["B"]), self.spatial_dims,
                  [self.patch[a] for a in self.axes], self.batch_size, self.factor,
                  f"; warm-up: {self.warmup_steps} steps at downsample {self.factor * cfg.warmup_downsample}, crops "
-                 f"{[self.patches[-1][a] for a in self.axes]}" if self.warmup_steps else "")
+                 f"{[self.patches[-1][a] for a in self.axes]}"
+                 + (f", then its share falling to 0 over {self.warmup_ramp} steps" if self.warmup_ramp else "")
+                 if self.warmup_steps else "")
 
     def _prepare(self, vols: Sequence[Volume], factor: int, tag: str = "") -> dict[str, tuple[Any, Any]]:
         """Per subject: the image on a grid `factor` times coarser and the candidate crop centres (foreground),
@@ -162,7 +167,7 @@ class UnpairedSampler:
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
         rng = step_seed(self.seed, step)
-        grid = self._grid(step, rng)
+        grid = self._grid(step, rng if self.grid_seed is None else step_seed(self.grid_seed, step))
         domains, patch = self.grids[grid], self.patches[grid]
         group_a, group_b = self.groups(rng)
         batch: dict[str, torch.Tensor] = {}

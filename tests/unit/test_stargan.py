@@ -233,8 +233,22 @@ def test_sampler_draws_each_targets_crops_unpaired_with_their_codes(data):
         sampler.close()
 
 
-def test_warmup_switches_every_pair_at_once(data):
-    # a ramp (CycleGAN's default) would let the pairs draw different grids in one step: crops that cannot be stacked
+def test_warmup_ramp_draws_one_grid_for_every_pair(data):
+    # each pair's sampler has its own seed; during a ramp they must still draw the same grid in each step, or
+    # their crops (44 and 48 voxels on the demo) could not be stacked into one batch
+    sampler, _ = StarGAN.prepare_data(tiny_cfg(patch_size=32, warmup_steps=3, warmup_ramp=30), data, seed=5)
+    try:
+        assert all(pair.warmup_ramp == 30 for pair in sampler.samplers)
+        shapes = [tuple(sampler(step)["A"].shape[2:]) for step in range(40)]  # stacking fails on a mismatch
+        assert len(set(shapes[:3])) == 1 and shapes[-1] != shapes[0]
+        ramp = shapes[3:33]
+        assert ramp.count(shapes[0]) and ramp.count(shapes[-1])  # both grids during the ramp
+        assert set(shapes[33:]) == {shapes[-1]}
+    finally:
+        sampler.close()
+
+
+def test_no_ramp_switches_every_pair_at_once(data):
     sampler, _ = StarGAN.prepare_data(tiny_cfg(patch_size=32, warmup_steps=3), data, seed=5)
     try:
         assert all(pair.warmup_ramp == 0 for pair in sampler.samplers)
