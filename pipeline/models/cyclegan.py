@@ -51,6 +51,7 @@ from pipeline.models.translation import (
     check_translation_config,
     crop_roi,
     generator_range,
+    keep_background,
     model_file_entries,
     place,
     training_metadata,
@@ -396,12 +397,11 @@ def translate(
     block-averaged first and the output interpolated back. With `tta` every window is translated in each of
     its 8 flips/transposes (2D; 3D: its 8 flips) and the outputs, mapped back, are averaged (test-time
     augmentation: the hallucinated texture of a GAN differs between flips, the anatomy does not, so the average
-    is closer to the target). Blank windows (constant input: air, empty slices) come out as background (0).
-    """
+    is closer to the target). Blank windows (constant input) and voxels far from any input signal
+    (`keep_background`) come out as background (0)."""
     device = torch.device(device)
     info = blob["translation"]
-    dims = info["spatial_dims"]
-    factor = int(info.get("train_downsample", 1))
+    dims, factor = info["spatial_dims"], int(info.get("train_downsample", 1))
     x = as_batch(volume, dims, info["slice_axis"])  # (N, 1, *spatial)
     size = x.shape[2:]
     x = downsample(x, factor, dims)
@@ -417,4 +417,4 @@ def translate(
     out = from_batch(upsample(out, factor, size), dims, info["slice_axis"])
     if tuple(out.shape) != tuple(volume.shape):
         raise RuntimeError(f"output shape {tuple(out.shape)} != input shape {tuple(volume.shape)}")
-    return out.numpy().astype(np.float32)
+    return keep_background(out.numpy().astype(np.float32), volume)

@@ -1,6 +1,6 @@
 """What the image-to-image translation families (CycleGAN, pix2pix, ...) share: crops checked against the
 PatchGAN, networks placed on the device, batches mapped to the generators' [-1, 1], the model file's translation
-entries, and the validation of the source -> target generator."""
+entries, the validation of the source -> target generator, and the background of a translated volume."""
 
 from __future__ import annotations
 
@@ -127,3 +127,21 @@ def validate_source_to_target(model: Any, data_dir: str | Path, out_dir: str | P
     log.info("validation of %s -> %s in the mask (%d subject(s), no TTA): PSNR %.2f dB, MAE %.4f", model.cfg.source,
              model.cfg.target, len(common), result["psnr_db"], result["mae"])
     return result
+
+
+#: voxels further than this (in voxels of the input grid) from any input signal are background in a translation
+SUPPORT_RADIUS = 4
+
+
+def keep_background(output: np.ndarray, source: np.ndarray, radius: int = SUPPORT_RADIUS) -> np.ndarray:
+    """`output` set to 0 (the target's background) where the source has no signal (> 0) within `radius` voxels.
+
+    The generators normalise each window by its own statistics (instance norm), so a window with a few voxels of
+    head in much air (the first and last slices through the skull; the air around a skull-stripped brain) is
+    painted grey. Where the source is 0 far and wide there is nothing to translate. A source with signal (noise)
+    everywhere is left as it is; so is everything within `radius` of a measured voxel.
+    """
+    from scipy import ndimage
+
+    support = ndimage.binary_dilation(np.asarray(source) > 0, ndimage.generate_binary_structure(3, 1), radius)
+    return np.where(support, output, 0).astype(output.dtype, copy=False)

@@ -22,6 +22,7 @@ from pipeline.gan.seeding import seed_everything
 from pipeline.io.nifti import load_nifti, save_nifti
 from pipeline.models import build_model
 from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
+from pipeline.models.translation import keep_background
 from pipeline.nets.resnet_generator import ResnetGenerator, TanhUNet, build_generator
 
 SPLITS = ("train", "train", "train", "train", "val", "test")
@@ -383,7 +384,23 @@ def test_blank_slices_translate_to_background():
             "inference": {"roi_size": [12, 16], "sw_batch_size": 4, "overlap": 0.0, "tta": False}}
     out = CycleGAN.apply(net, vol, blob, precision="fp32")
     assert np.all(out[..., [0, 3]] == 0)
-    assert out[..., 1:3].std() > 0 and np.all(out[..., 1:3] > 0)
+    assert out[..., 1:3].std() > 0 and np.all(out[2:10, 3:13, 1:3] > 0)
+
+
+def test_voxels_far_from_any_signal_translate_to_background():
+    """A slice with a few voxels of head in air (not blank, so instance norm paints its windows grey) keeps the
+    translation near them and background (0) further than `keep_background`'s radius; a source with signal
+    everywhere is left as translated."""
+    vol = np.zeros((24, 24, 3), np.float32)
+    vol[10:12, 10:12, 1] = 0.8  # four voxels of signal in the middle slice
+    torch.manual_seed(0)
+    net = ResnetGenerator(2, ngf=2, n_blocks=1).eval()
+    blob = {"translation": {"spatial_dims": 2, "slice_axis": 2, "train_downsample": 1},
+            "inference": {"roi_size": [24, 24], "sw_batch_size": 4, "overlap": 0.0, "tta": False}}
+    out = CycleGAN.apply(net, vol, blob, precision="fp32")
+    assert out[10:12, 10:12, 1].min() > 0 and out[7, 10, 1] > 0  # the signal and its neighbourhood (3 voxels off)
+    assert np.all(out[:5] == 0) and np.all(out[17:] == 0) and np.all(out[..., 1][:, :5] == 0)  # far: background
+    assert keep_background(np.ones((4, 4, 4), np.float32), np.full((4, 4, 4), 0.1)).min() == 1.0  # signal everywhere
 
 
 def test_tta_averages_the_flipped_and_transposed_translations():
