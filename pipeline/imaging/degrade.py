@@ -318,7 +318,6 @@ def histogram_match(source: np.ndarray, reference: np.ndarray, mask: np.ndarray 
     return out
 
 
-
 def histogram_match_inverted(source: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """`histogram_match` of the inverted source inside `mask`: the decreasing intensity map (dark source -> bright
     reference), which T1w -> T2w mostly is. Outside the mask the increasing map, so the background stays
