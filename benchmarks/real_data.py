@@ -273,7 +273,7 @@ def main() -> int:
              "|---|---|---|---|---|---|---|---|---|"]
     translation = [r for r in results if "histogram_match" in r["scores"]]
     if translation:  # the translation table: model, histogram matching and the source, train and inference seconds
-        lines = ["| fold | test | output | PSNR / SSIM model | histogram match | inverted, histogram match | source | "
+        lines = ["| fold | test | output | PSNR / SSIM model | histogram match | histogram match, inverted source | source | "
                  "train s | infer s |", "|---|---|---|---|---|---|---|---|---|"]
         for r in translation:
             s = r["scores"]

@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             clean = load(clean_tsv.parents[2] / sub / f"{args.target}.nii.gz")
             source = load(noisy_tsv.parents[2] / sub / f"{args.source}.nii.gz")
             candidates = {"histogram matching (the evaluation's baseline)": histogram_match(source, truth, mask=mask),
-                          "inverted, histogram-matched source (the evaluation's baseline)":
+                          "histogram-matched inverted source (the evaluation's baseline)":
                               histogram_match_inverted(source, truth, mask),
                           "noise-free target": clean, "noise-free target, fitted": fitted(clean, truth, mask)}
             for sigma in (0.5, 0.8, 1.0):

@@ -18,7 +18,7 @@ BASELINE_LABELS: dict[str, str] = {
     "zerofill": "zero-filled k-space",
     "identity": "source image",
     "histogram_match": "histogram-matched source",
-    "histogram_match_inverted": "inverted, histogram-matched source",
+    "histogram_match_inverted": "histogram-matched inverted source",
     "input": "corrupted input",
     "linear": "linear interpolation",
     "cubic": "cubic interpolation",
