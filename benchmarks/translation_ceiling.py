@@ -82,8 +82,8 @@ def paired_generator(subjects_tsv: Path, blob: dict, source: str, target: str, s
     import nibabel as nib
     import torch
 
+    from pipeline.data.unpaired_sampler import coarsen
     from pipeline.io.tables import read_tsv
-    from pipeline.nets.interp import downsample
     from pipeline.nets.resnet_generator import generator_from_kwargs
 
     torch.manual_seed(seed)
@@ -97,8 +97,7 @@ def paired_generator(subjects_tsv: Path, blob: dict, source: str, target: str, s
     rows = [r for r in read_tsv(subjects_tsv, ("subject", "split", source, target, "mask")) if r["split"] == "train"]
     pairs = []
     for r in rows:
-        a, b, m = (downsample(torch.from_numpy(np.moveaxis(np.asarray(nib.load(root / r[k]).dataobj, np.float32),
-                                                            axis, 0)[:, None].copy()), factor, 2)[:, 0].numpy()
+        a, b, m = (np.moveaxis(coarsen(np.asarray(nib.load(root / r[k]).dataobj, np.float32), factor, axis), axis, 0)
                    for k in (source, target, "mask"))
         keep = (m > 0).any(axis=(1, 2))
         pairs.append((a[keep], b[keep]))

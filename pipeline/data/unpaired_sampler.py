@@ -103,7 +103,7 @@ class UnpairedSampler:
         for v in vols:
             image, mask = v.image, v.mask.astype(np.float32)
             if factor > 1:  # 2D: only the in-plane axes are coarsened
-                image, mask = (_coarsen(a, factor, self.slice_axis) for a in (image, mask))
+                image, mask = (coarsen(a, factor, self.slice_axis) for a in (image, mask))
             centres = np.argwhere(mask >= 0.5).astype(np.int32)
             if len(centres) == 0:
                 raise ValueError(f"{v.subject}: empty foreground mask on the training grid")
@@ -183,8 +183,8 @@ class UnpairedSampler:
         return batch
 
 
-def _coarsen(x: np.ndarray, factor: int, slice_axis: int | None) -> np.ndarray:
-    """Block-average a volume by `factor` along every axis but `slice_axis` (None: all three)."""
+def coarsen(x: np.ndarray, factor: int, slice_axis: int | None) -> np.ndarray:
+    """Block-average a volume by `factor` along every axis but `slice_axis` (None: all three): the training grid."""
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if slice_axis is None:
         return downsample(t[None, None], factor, 3)[0, 0].numpy()
