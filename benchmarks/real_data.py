@@ -230,7 +230,6 @@ def main() -> int:
         demo_pre = args.demo_run / "results" / "preprocess" if args.demo_run is not None and args.with_demo else None
         data = fold_dir(pre, work / f"fold{k}_{args.spacing}" / ("data_demo" if demo_pre else "data"), splits, demo_pre)
         for fam in args.families:
-            params = json.loads(getattr(args, f"params_{fam}", "{}"))
             out = work / f"fold{k}_{args.spacing}" / f"{fam}_{args.tag}"
             if fam == "paired":
                 scores, seconds = score_paired(data, out, work / f"fold{k}_{args.spacing}" / f"cyclegan_{args.tag}",
@@ -239,6 +238,7 @@ def main() -> int:
                                 "train_s": seconds, "scores": scores})
                 print(json.dumps(results[-1]), flush=True)
                 continue
+            params = json.loads(getattr(args, f"params_{fam}"))
             seconds = train(fam, data, out, params, args.threads)
             if fam == "srgan":
                 for name in ("srresnet", "model"):
