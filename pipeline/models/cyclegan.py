@@ -28,7 +28,6 @@ then averages the input down by the same factor and interpolates the output back
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -41,12 +40,14 @@ from torch import nn
 
 from pipeline.config import INT_CHOICE, Betas, PrecisionMode, Section
 from pipeline.gan.base import Precision, adam
-from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.image_pool import ImagePool
 from pipeline.gan.losses import d_loss, g_loss
 from pipeline.gan.schedules import linear_decay_schedulers
 from pipeline.models.contract import Family, Output, inference_settings
 from pipeline.models.translation import (
+    CheckpointSelection,
+    SelectsCheckpoints,
+    auto_train_downsample,
     cached_sampler,
     check_translation_config,
     crop_roi,
@@ -61,8 +62,6 @@ from pipeline.nets.discriminators import patch_discriminator
 from pipeline.nets.interp import downsample, upsample
 from pipeline.nets.resnet_generator import build_generator, generator_from_kwargs, init_weights, size_multiple
 from pipeline.nets.windows import as_batch, from_batch, sliding_window
-
-log = logging.getLogger(__name__)
 
 #: `train_downsample: 0` picks the factor that brings the training voxels nearest this side (mm)
 AUTO_SPACING_MM = 2.0
@@ -133,7 +132,10 @@ class CycleGANConfig(Section):
         "Steps of linear decay of the learning rate to 0 after n_steps."))
     log_every: int = Field(50, ge=1, description="Steps between log lines / history.csv rows.")
     checkpoint_every: int = Field(200, ge=1, description=(
-        "Steps between checkpoints (training resumes from the last one)."))
+        "Steps between checkpoints (training resumes from the last one); each is scored on the validation "
+        "subjects when select_best is on."))
+    select_best: bool = Field(True, description=(
+        "Export the checkpoint with the best validation PSNR (16 slices per subject, in the mask), not the last."))
     precision: PrecisionMode = Field("auto", description=(
         "Mixed precision: auto - bf16 on CUDA where supported (else fp16) and on CPUs with native bf16 (else "
         "fp32); fp32, bf16 or fp16 force one (as for srgan.precision)."))
@@ -168,7 +170,7 @@ def build_discriminator(cfg: CycleGANConfig) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------------ model
-class CycleGAN(Family):
+class CycleGAN(SelectsCheckpoints, Family):
     """CycleGAN unpaired modality translation (two generators, two PatchGAN discriminators)."""
 
     name: ClassVar[str] = "cyclegan"
@@ -189,6 +191,7 @@ class CycleGAN(Family):
         meta: dict[str, Any] | None = None,
         roi_size: Sequence[int] | None = None,
         train_downsample: int | None = None,
+        val_dir: str | Path | None = None,
     ) -> None:
         device = torch.device(device)
         super().__init__(device, precision or Precision(device, cfg.precision))
@@ -216,6 +219,9 @@ class CycleGAN(Family):
         self.pools = {"A": ImagePool(cfg.pool_size, seed=seed * 2 + 1), "B": ImagePool(cfg.pool_size, seed=seed * 2 + 2)}
         self.real: dict[str, torch.Tensor] = {}
         self.out: dict[str, torch.Tensor] = {}
+        if cfg.select_best and val_dir is not None:
+            self.selection = CheckpointSelection(val_dir, cfg.source, [("A2B", cfg.target)], cfg.spatial_dims,
+                                                 cfg.slice_axis)
 
     @property
     def total_steps(self) -> int:
@@ -239,19 +245,13 @@ class CycleGAN(Family):
         if cfg.patch_size % multiple:
             raise ValueError(f"cyclegan.patch_size {cfg.patch_size} is not a multiple of {multiple}, which the "
                              f"{cfg.generator} generator needs")
-        if cfg.train_downsample == 0 and len(a_vols):
-            from pipeline.imaging.geometry import voxel_sizes
-
-            spacing = float(voxel_sizes(a_vols[0].affine).min())
-            factor = max(1, round(AUTO_SPACING_MM / spacing))
-            log.info("train_downsample auto: voxels of %.3g mm -> factor %d (about %g mm)", spacing, factor,
-                     spacing * factor)
-            cfg = cfg.model_copy(update={"train_downsample": factor})
+        cfg = auto_train_downsample(cfg, a_vols, AUTO_SPACING_MM)
         sampler = cached_sampler(cache_dir, "cyclegan-",
                                  lambda cache: UnpairedSampler(a_vols, b_vols, cfg, seed, multiple, cache=cache))
         meta = training_metadata(data_dir, sampler.subjects, cfg, {cfg.source: a_vols, cfg.target: b_vols})
         roi = [sampler.patch[a] for a in sampler.axes]
-        return sampler, {"seed": seed, "meta": meta, "roi_size": roi, "train_downsample": cfg.train_downsample}
+        return sampler, {"seed": seed, "meta": meta, "roi_size": roi, "train_downsample": cfg.train_downsample,
+                         "val_dir": str(data_dir)}
 
     # -- the contract ---------------------------------------------------------------------------------
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
@@ -319,9 +319,10 @@ class CycleGAN(Family):
         return {k: (v.float() + 1.0) / 2.0 for k, v in items.items() if v is not None}
 
     def extra_state(self) -> dict[str, Any]:
-        return {"pools": {k: p.state_dict() for k, p in self.pools.items()}}
+        return {"pools": {k: p.state_dict() for k, p in self.pools.items()}, **self.selection_state()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.load_selection_state(state)
         for k, pool in self.pools.items():
             if "pools" in state:
                 pool.load_state_dict(state["pools"][k])
@@ -334,9 +335,6 @@ class CycleGAN(Family):
                                    for d, g in (("A2B", "G_AB"), ("B2A", "G_BA"))}}
         return {**self.model_file_header("cyclegan"),
                 **model_file_entries(self, weights, steps, train_downsample=self.train_downsample)}
-
-    def export(self, out_dir: Path) -> list[Path]:
-        return [save_checkpoint(self.model_file(self.total_steps), Path(out_dir) / "model.pt")]
 
     def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         """The A -> B translation's PSNR and MAE on the validation subjects (`translation.validate_source_to_target`)."""

@@ -34,11 +34,12 @@ from torch import nn
 
 from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section
 from pipeline.gan.base import Precision
-from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.losses import d_loss, g_loss, pixel_loss
 from pipeline.models.contract import Family, Output
 from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
 from pipeline.models.translation import (
+    CheckpointSelection,
+    SelectsCheckpoints,
     adam_with_linear_decay,
     cached_sampler,
     check_translation_config,
@@ -108,6 +109,7 @@ class Pix2PixConfig(Section):
         "4500 scored 0.759)."))
     log_every: int = _AS_CYCLEGAN["log_every"]
     checkpoint_every: int = _AS_CYCLEGAN["checkpoint_every"]
+    select_best: bool = _AS_CYCLEGAN["select_best"]
     precision: PrecisionMode = _AS_CYCLEGAN["precision"]
     deterministic: bool = _AS_CYCLEGAN["deterministic"]
     sw_batch_size: int = _AS_CYCLEGAN["sw_batch_size"]
@@ -137,7 +139,7 @@ def build_discriminator(cfg: Pix2PixConfig) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------------ model
-class Pix2Pix(Family):
+class Pix2Pix(SelectsCheckpoints, Family):
     """pix2pix paired modality translation (a U-Net generator, a conditional PatchGAN discriminator)."""
 
     name: ClassVar[str] = "pix2pix"
@@ -153,6 +155,7 @@ class Pix2Pix(Family):
         precision: Precision | None = None,
         meta: dict[str, Any] | None = None,
         roi_size: Sequence[int] | None = None,
+        val_dir: str | Path | None = None,
     ) -> None:
         device = torch.device(device)
         super().__init__(device, precision or Precision(device, cfg.precision))
@@ -165,6 +168,9 @@ class Pix2Pix(Family):
         self.optimizers, self.schedulers = adam_with_linear_decay(self.networks, cfg)
         self.real: dict[str, torch.Tensor] = {}
         self.fake: torch.Tensor | None = None
+        if cfg.select_best and val_dir is not None:
+            self.selection = CheckpointSelection(val_dir, cfg.source, [(None, cfg.target)], cfg.spatial_dims,
+                                                 cfg.slice_axis)
 
     @property
     def total_steps(self) -> int:
@@ -189,7 +195,7 @@ class Pix2Pix(Family):
                              f"{cfg.generator} generator needs")
         sampler = cached_sampler(cache_dir, "pix2pix-", lambda cache: PairedSampler(vols, cfg, seed, multiple, cache=cache))
         meta = training_metadata(data_dir, sampler.subjects, cfg, {cfg.source: vols["A"], cfg.target: vols["B"]})
-        return sampler, {"meta": meta, "roi_size": [sampler.patch[a] for a in sampler.axes]}
+        return sampler, {"meta": meta, "roi_size": [sampler.patch[a] for a in sampler.axes], "val_dir": str(data_dir)}
 
     # -- the contract ---------------------------------------------------------------------------------
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
@@ -249,9 +255,6 @@ class Pix2Pix(Family):
         weights = {"state_dict": {k: v.detach().to("cpu") for k, v in self.networks["G"].state_dict().items()}}
         return {**self.model_file_header("pix2pix"),
                 **model_file_entries(self, weights, steps, paired=True, train_downsample=1)}
-
-    def export(self, out_dir: Path) -> list[Path]:
-        return [save_checkpoint(self.model_file(self.total_steps), Path(out_dir) / "model.pt")]
 
     def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         """The translation's PSNR and MAE on the validation subjects (`translation.validate_source_to_target`)."""

@@ -19,7 +19,6 @@ Sampling is CycleGAN's (per target an `UnpairedSampler`: source and target crops
 from __future__ import annotations
 
 import functools
-import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -34,7 +33,6 @@ import pipeline.models.cyclegan as cyclegan
 import pipeline.models.translation as translation
 from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section
 from pipeline.gan.base import Precision
-from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.image_pool import ImagePool
 from pipeline.gan.losses import d_loss, g_loss
 from pipeline.models.contract import Family, Output
@@ -94,6 +92,7 @@ class StarGANConfig(Section):
     n_steps_decay: int = Field(3400, ge=0, description="Steps of linear decay of the learning rate to 0 after n_steps.")
     log_every: int = _AS_CYCLEGAN["log_every"]
     checkpoint_every: int = _AS_CYCLEGAN["checkpoint_every"]
+    select_best: bool = _AS_CYCLEGAN["select_best"]
     precision: PrecisionMode = _AS_CYCLEGAN["precision"]
     deterministic: bool = _AS_CYCLEGAN["deterministic"]
     sw_batch_size: int = _AS_CYCLEGAN["sw_batch_size"]
@@ -229,7 +228,7 @@ class StarSampler:
 
 
 # ------------------------------------------------------------------------------------------ model
-class StarGAN(Family):
+class StarGAN(translation.SelectsCheckpoints, Family):
     """StarGAN: one code-conditioned generator for every target contrast, one discriminator with a contrast classifier."""
 
     name: ClassVar[str] = "stargan"
@@ -240,7 +239,7 @@ class StarGAN(Family):
 
     def __init__(self, cfg: StarGANConfig, device: str | torch.device = "cpu", precision: Precision | None = None,
                  seed: int = 0, meta: dict[str, Any] | None = None, roi_size: Sequence[int] | None = None,
-                 train_downsample: int | None = None) -> None:
+                 train_downsample: int | None = None, val_dir: str | Path | None = None) -> None:
         device = torch.device(device)
         super().__init__(device, precision or Precision(device, cfg.precision))
         self.cfg = cfg
@@ -253,6 +252,9 @@ class StarGAN(Family):
         self.pool = ImagePool(cfg.pool_size, seed=seed * 2 + 1)
         self.real: dict[str, torch.Tensor] = {}
         self.out: dict[str, torch.Tensor] = {}
+        if cfg.select_best and val_dir is not None:  # scored on every target
+            self.selection = translation.CheckpointSelection(val_dir, cfg.source, [(t, t) for t in cfg.targets],
+                                                             cfg.spatial_dims, cfg.slice_axis)
 
     @property
     def total_steps(self) -> int:
@@ -350,9 +352,10 @@ class StarGAN(Family):
         return {k: (v.float() + 1.0) / 2.0 for k, v in items.items() if v is not None}
 
     def extra_state(self) -> dict[str, Any]:
-        return {"pool": self.pool.state_dict()}
+        return {"pool": self.pool.state_dict(), **self.selection_state()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.load_selection_state(state)
         self.pool.load_state_dict(state["pool"])
         self.pool.to(self.device)
 
@@ -365,17 +368,9 @@ class StarGAN(Family):
                 "train_downsample": self.train_downsample}
         return {**self.model_file_header("stargan"), **translation.model_file_entries(self, weights, steps, **info)}
 
-    def export(self, out_dir: Path) -> list[Path]:
-        return [save_checkpoint(self.model_file(self.total_steps), Path(out_dir) / "model.pt")]
-
     def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         """Each target's translation PSNR and MAE on the validation subjects (`validate_source_to_target`)."""
-        result = {}
-        for target in self.cfg.targets:
-            view = types.SimpleNamespace(cfg=types.SimpleNamespace(source=self.cfg.source, target=target),
-                                         load_generator=self.load_generator, apply=self.apply, device=self.device)
-            result[target] = translation.validate_source_to_target(view, data_dir, out_dir, target)
-        return result
+        return {t: translation.validate_source_to_target(self, data_dir, out_dir, t, t) for t in self.cfg.targets}
 
     # -- the family contract ---------------------------------------------------------------------------
     @classmethod

@@ -319,3 +319,11 @@ def test_shipped_config_block():
     assert "stargan" not in cfg.models
     assert cfg.stargan == StarGANConfig() and cfg.stargan.targets == ["T2w", "PDw"]
     assert load_workflow_config({"models": ["stargan"]}).models == ["stargan"]
+
+
+def test_checkpoint_selection_scores_every_target(data):
+    cfg = tiny_cfg()
+    sampler, kwargs = StarGAN.prepare_data(cfg, data, 0)
+    sampler.close()
+    scored = [d for d, *_ in StarGAN(cfg, **kwargs).selection.data()]
+    assert sorted(set(scored)) == sorted(cfg.targets) and len(scored) == len(cfg.targets)  # 1 subject each
