@@ -56,7 +56,7 @@ from pipeline.models.translation import (
     model_file_entries,
     place,
     training_metadata,
-    validate_source_to_target,
+    validate_translations,
 )
 from pipeline.nets.discriminators import patch_discriminator
 from pipeline.nets.interp import downsample, upsample
@@ -337,8 +337,8 @@ class CycleGAN(SelectsCheckpoints, Family):
                 **model_file_entries(self, weights, steps, train_downsample=self.train_downsample)}
 
     def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-        """The A -> B translation's PSNR and MAE on the validation subjects (`translation.validate_source_to_target`)."""
-        return validate_source_to_target(self, data_dir, out_dir, "A2B")
+        """The A -> B translation against the baselines on the validation subjects (`validate_translations`)."""
+        return validate_translations(self, data_dir, out_dir, [(self.name, "A2B", self.cfg.target)])
 
     # -- the family contract ---------------------------------------------------------------------------
     @classmethod

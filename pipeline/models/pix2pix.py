@@ -48,7 +48,7 @@ from pipeline.models.translation import (
     model_file_entries,
     place,
     training_metadata,
-    validate_source_to_target,
+    validate_translations,
 )
 from pipeline.nets.discriminators import patch_discriminator
 from pipeline.nets.resnet_generator import generator_from_kwargs, init_weights, size_multiple
@@ -257,8 +257,8 @@ class Pix2Pix(SelectsCheckpoints, Family):
                 **model_file_entries(self, weights, steps, paired=True, train_downsample=1)}
 
     def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-        """The translation's PSNR and MAE on the validation subjects (`translation.validate_source_to_target`)."""
-        return validate_source_to_target(self, data_dir, out_dir, None)
+        """The translation against the baselines on the validation subjects (`translation.validate_translations`)."""
+        return validate_translations(self, data_dir, out_dir, [(self.name, None, self.cfg.target)])
 
     # -- the family contract ---------------------------------------------------------------------------
     @classmethod

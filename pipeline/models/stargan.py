@@ -369,8 +369,9 @@ class StarGAN(translation.SelectsCheckpoints, Family):
         return {**self.model_file_header("stargan"), **translation.model_file_entries(self, weights, steps, **info)}
 
     def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-        """Each target's translation PSNR and MAE on the validation subjects (`validate_source_to_target`)."""
-        return {t: translation.validate_source_to_target(self, data_dir, out_dir, t, t) for t in self.cfg.targets}
+        """Each target's translation against the baselines on the validation subjects (`validate_translations`)."""
+        outputs = [(f"{self.name}_{t}", t, t) for t in self.cfg.targets]  # named as `outputs` names them
+        return translation.validate_translations(self, data_dir, out_dir, outputs)
 
     # -- the family contract ---------------------------------------------------------------------------
     @classmethod

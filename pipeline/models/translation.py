@@ -114,32 +114,52 @@ def model_file_entries(model: Any, weights: dict[str, Any], steps: int, **transl
     }
 
 
-def validate_source_to_target(model: Any, data_dir: str | Path, out_dir: str | Path,
-                              direction: str | None, target: str | None = None) -> dict[str, Any]:
-    """PSNR (dB) and MAE inside the mask of the source -> target (None: the config's) translation of the whole
-    validation volumes with both modalities (output clipped to [0, 1]) by the exported model file; logged and
-    returned - a quick check, not the evaluation stage (no test-time augmentation)."""
+#: what a translation is checked against on validation (the evaluation's translation baselines)
+VALIDATION_BASELINES = ("identity", "histogram_match", "histogram_match_inverted")
+
+
+def validate_translations(model: Any, data_dir: str | Path, out_dir: str | Path,
+                          outputs: Sequence[tuple[str, str | None, str]]) -> dict[str, Any]:
+    """For each (output name, direction, target modality): the PSNR (dB) inside the mask of the exported model
+    file's translation of the whole validation volumes (no test-time augmentation) and of the evaluation's
+    baselines (the source itself, histogram matching of it and of the inverted source to the target). Logged,
+    with a warning naming each output below its strongest baseline, and returned in the shape of SRGAN's check
+    for the report's warnings: `psnr_db` (output -> dB), `subjects`, `losing`, and `baselines` (output -> the
+    name and PSNR of its strongest baseline). A quick check, not the evaluation stage."""
     from pipeline.data.volumes import domain_volumes
     from pipeline.gan.checkpoint import load_checkpoint
+    from pipeline.imaging.degrade import histogram_match, histogram_match_inverted
 
-    target = target or model.cfg.target
-    src = domain_volumes(data_dir, model.cfg.source, "val")  # read one subject at a time, below
-    dst = domain_volumes(data_dir, target, "val")
-    common = sorted(set(src.names) & set(dst.names))
-    if not common:
-        return {}
     blob = load_checkpoint(Path(out_dir) / "model.pt")
-    gen = model.load_generator(blob, direction, model.device)
-    psnr, mae = [], []
-    for s in common:
-        out = model.apply(gen, src[src.names.index(s)].image, blob, model.device, tta=False)
-        truth = dst[dst.names.index(s)]
-        psnr.append(masked_psnr(out, truth.image, truth.mask))
-        mae.append(float(np.mean(np.abs(np.clip(out, 0.0, 1.0) - truth.image)[truth.mask])))
-    result = {"psnr_db": float(np.mean(psnr)), "mae": float(np.mean(mae)), "subjects": len(common)}
-    log.info("validation of %s -> %s in the mask (%d subject(s), no TTA): PSNR %.2f dB, MAE %.4f", model.cfg.source,
-             target, len(common), result["psnr_db"], result["mae"])
-    return result
+    src = domain_volumes(data_dir, model.cfg.source, "val")  # read one subject at a time, below
+    result: dict[str, Any] = {"psnr_db": {}, "subjects": 0, "baselines": {}, "losing": []}
+    for name, direction, target in outputs:
+        dst = domain_volumes(data_dir, target, "val")
+        common = sorted(set(src.names) & set(dst.names))
+        if not common:
+            continue
+        gen = model.load_generator(blob, direction, model.device)
+        scores: dict[str, list[float]] = {}
+        for s in common:
+            x, truth = src[src.names.index(s)].image, dst[dst.names.index(s)]
+            y, m = truth.image, truth.mask
+            for k, out in ((name, model.apply(gen, x, blob, model.device, tta=False)), ("identity", x),
+                           ("histogram_match", histogram_match(x, y, mask=m)),
+                           ("histogram_match_inverted", histogram_match_inverted(x, y, m))):
+                scores.setdefault(k, []).append(masked_psnr(out, y, m))
+        mean = {k: float(np.mean(v)) for k, v in scores.items()}
+        best = max(VALIDATION_BASELINES, key=lambda b: mean[b])
+        result["psnr_db"][name] = mean[name]
+        result["baselines"][name] = {"name": best, "psnr_db": mean[best]}
+        result["subjects"] = max(result["subjects"], len(common))
+        log.info("validation of %s (%s -> %s) in the mask (%d subject(s), no TTA): PSNR %s", name, model.cfg.source,
+                 target, len(common), ", ".join(f"{k} {v:.2f} dB" for k, v in mean.items()))
+        if mean[name] < mean[best]:
+            result["losing"].append(name)
+            log.warning("%s scores %.2f dB on the validation subject(s), below %s (%.2f dB): it does not beat that "
+                        "baseline on data it was not trained on; do not use it in place of it", name, mean[name],
+                        best, mean[best])
+    return result if result["psnr_db"] else {}
 
 
 def masked_psnr(output: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:

@@ -164,18 +164,20 @@ def _not_evaluated(summary: dict) -> tuple[dict[str, list[dict]], dict[str, dict
 
 def _validation_warnings(trained: dict[str, dict]) -> dict[str, dict]:
     """Output -> what the report warns about it: the outputs training's validation check listed as `losing`
-    (validation PSNR below the strongest interpolation baseline's), with both PSNRs and the number of
-    validation subjects. Training summaries without `losing` (older files) give no warning."""
+    (validation PSNR below the strongest baseline's: the family's one `baseline`, or each output's own in
+    `baselines`), with both PSNRs and the number of validation subjects. Training summaries without `losing`
+    (older files) give no warning."""
     warnings: dict[str, dict] = {}
     for family, meta in trained.items():
         val = meta.get("validation") or {}
         psnr = val.get("psnr_db", {})
         for name in val.get("losing", []):
+            own = val.get("baselines", {}).get(name, {})
             warnings[name] = {
                 "family": family,
                 "psnr": psnr.get(name),
-                "baseline": val.get("baseline") or "the interpolation baseline",
-                "baseline_psnr": psnr.get(val.get("baseline", "")),
+                "baseline": own.get("name") or val.get("baseline") or "the strongest baseline",
+                "baseline_psnr": own["psnr_db"] if "name" in own else psnr.get(val.get("baseline", "")),
                 "subjects": val.get("subjects"),
             }
     return warnings

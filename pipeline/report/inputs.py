@@ -198,19 +198,24 @@ def training_summaries(models_dir: Path | None, families: list[str]) -> dict[str
 
 def _validation(entry: Any) -> dict[str, Any]:
     """The training-time validation check of a train_summary.json, for the report's warnings: `psnr_db`
-    (name -> dB), `subjects`, `baseline` (the strongest interpolation baseline) and `losing` (the exported
-    outputs whose validation PSNR is below the baseline's); empty when absent or malformed (older files)."""
+    (name -> dB), `subjects`, `baseline` (the strongest baseline), `losing` (the exported outputs whose
+    validation PSNR is below the baseline's) and, where each output has its own (translation),
+    `baselines` (output -> {name, psnr_db}); empty when absent or malformed (older files)."""
     if not isinstance(entry, dict):
         return {}
     psnr = entry.get("psnr_db")
     psnr = {str(k): v for k, v in psnr.items() if _float(v) is not None} if isinstance(psnr, dict) else {}
     losing = entry.get("losing")
     subjects = entry.get("subjects")
+    own = entry.get("baselines")
+    own = {str(k): v for k, v in own.items() if isinstance(v, dict) and v.get("name")
+           and _float(v.get("psnr_db")) is not None} if isinstance(own, dict) else {}
     return {
         "psnr_db": {k: float(v) for k, v in psnr.items()},
         "subjects": subjects if isinstance(subjects, int) and not isinstance(subjects, bool) else None,
         "baseline": str(entry.get("baseline") or ""),
         "losing": [str(x) for x in losing] if isinstance(losing, list) else [],
+        "baselines": {k: {"name": str(v["name"]), "psnr_db": float(v["psnr_db"])} for k, v in own.items()},
     }
 
 

@@ -50,7 +50,7 @@ def test_losing_outputs_get_a_red_warning_beside_their_verdict(evaluated_cohort,
         text = re.sub(r"<[^>]+>", "", article)
         assert f"On the 1 validation subject it scored {psnr} dB PSNR" in text
         assert "below zero-filled" in text and "(21.07 dB)" in text  # the baseline by its label
-        assert "do not use it in place of interpolation" in text
+        assert "lost to zero-filled k-space at training time" in text and "do not use it in place of zero-filled" in text
     assert index.count('class="warning"') == 2
     assert ".warning {" in index and "var(--worse)" in index  # styled red
 
@@ -85,8 +85,21 @@ def test_a_worse_verdict_is_shown_red_and_plainly(evaluated_cohort, tmp_path):
 def test_validation_entry_is_read_defensively():
     assert inputs._validation(None) == {} and inputs._validation(["srgan"]) == {}
     got = inputs._validation({"psnr_db": {"srgan": "x", "zerofill": 21}, "subjects": True, "losing": "srgan"})
-    assert got == {"psnr_db": {"zerofill": 21.0}, "subjects": None, "baseline": "", "losing": []}
+    assert got == {"psnr_db": {"zerofill": 21.0}, "subjects": None, "baseline": "", "losing": [], "baselines": {}}
     warned = build._validation_warnings({"srgan": {"validation": inputs._validation(VALIDATION)}, "cyclegan": {}})
     assert set(warned) == {"srresnet", "srgan"}
     assert warned["srgan"] == {"family": "srgan", "psnr": 19.1, "baseline": "zerofill", "baseline_psnr": 21.07,
                                "subjects": 1}
+
+
+def test_a_translation_output_is_warned_against_its_own_baseline():
+    """Translation families name each output's strongest baseline (StarGAN: one per target); malformed entries
+    are dropped."""
+    entry = {"psnr_db": {"stargan_T2w": 12.0, "stargan_PDw": 14.0}, "subjects": 3, "losing": ["stargan_T2w"],
+             "baselines": {"stargan_T2w": {"name": "histogram_match_inverted", "psnr_db": 13.5},
+                           "stargan_PDw": {"name": "identity", "psnr_db": "x"}}}
+    val = inputs._validation(entry)
+    assert val["baselines"] == {"stargan_T2w": {"name": "histogram_match_inverted", "psnr_db": 13.5}}
+    warned = build._validation_warnings({"stargan": {"validation": val}})
+    assert warned == {"stargan_T2w": {"family": "stargan", "psnr": 12.0, "baseline": "histogram_match_inverted",
+                                      "baseline_psnr": 13.5, "subjects": 3}}

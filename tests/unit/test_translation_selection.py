@@ -116,3 +116,22 @@ def test_select_best_off_exports_the_last_weights(data, tmp_path):
     assert model.selection is None
     blob = load_checkpoint(tmp_path / "m" / "model.pt")
     assert _same(blob["state_dict"], model.networks["G"].state_dict()) and blob["training"]["steps"] == 4
+
+
+def test_validation_checks_the_exported_translation_against_the_baselines(data, tmp_path, caplog):
+    from pipeline.imaging.degrade import histogram_match, histogram_match_inverted
+
+    model, _ = run_pix2pix(data, tmp_path / "m", pix2pix_cfg(n_steps=1, n_steps_decay=0, select_best=False))
+    with caplog.at_level(logging.WARNING):
+        got = model.validate(data, tmp_path / "m")
+    src, dst = domain_volumes(data, "T1w", "val")[0], domain_volumes(data, "T2w", "val")[0]
+    x, y, m = src.image, dst.image, dst.mask
+    expected = {"identity": masked_psnr(x, y, m), "histogram_match": masked_psnr(histogram_match(x, y, mask=m), y, m),
+                "histogram_match_inverted": masked_psnr(histogram_match_inverted(x, y, m), y, m)}
+    best = max(expected, key=expected.get)
+    assert got["baselines"]["pix2pix"]["name"] == best
+    assert got["baselines"]["pix2pix"]["psnr_db"] == pytest.approx(expected[best], abs=1e-6)
+    assert got["subjects"] == 1
+    # one step of training does not beat the best baseline: named as losing, and said in the log
+    assert got["psnr_db"]["pix2pix"] < expected[best] and got["losing"] == ["pix2pix"]
+    assert "pix2pix scores" in caplog.text and "do not use it in place of it" in caplog.text
