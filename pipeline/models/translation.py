@@ -124,8 +124,8 @@ def validate_translations(model: Any, data_dir: str | Path, out_dir: str | Path,
     file's translation of the whole validation volumes (no test-time augmentation) and of the evaluation's
     baselines (the source itself, histogram matching of it and of the inverted source to the target). Logged,
     with a warning naming each output below its strongest baseline, and returned in the shape of SRGAN's check
-    for the report's warnings: `psnr_db` (output -> dB), `subjects`, `losing`, and `baselines` (output -> the
-    name and PSNR of its strongest baseline). A quick check, not the evaluation stage."""
+    for the report's warnings: `psnr_db` (output -> dB), `subjects`, `losing`, `baselines` (output -> the
+    name and PSNR of its strongest baseline) and `selected_steps`. A quick check, not the evaluation stage."""
     from pipeline.data.volumes import domain_volumes
     from pipeline.gan.checkpoint import load_checkpoint
     from pipeline.imaging.degrade import histogram_match, histogram_match_inverted
@@ -159,6 +159,9 @@ def validate_translations(model: Any, data_dir: str | Path, out_dir: str | Path,
             log.warning("%s scores %.2f dB on the validation subject(s), below %s (%.2f dB): it does not beat that "
                         "baseline on data it was not trained on; do not use it in place of it", name, mean[name],
                         best, mean[best])
+    selection = getattr(model, "selection", None)
+    if selection is not None and selection.best is not None:
+        result["selected_steps"] = {model.name: selection.best["step"]}
     return result if result["psnr_db"] else {}
 
 

@@ -90,6 +90,7 @@ def test_the_score_is_the_masked_psnr_of_validation_slices_translated_as_in_the_
     np.testing.assert_allclose(slab[mask], full[..., ks][mask], atol=1e-5)
     expected = masked_psnr(slab, truth, mask)
     assert sel.best["psnr_db"] == pytest.approx(expected, abs=1e-4)
+    assert model.validate(data, tmp_path / "m")["selected_steps"] == {"pix2pix": 2}
     assert 0 < expected < 60
 
 
