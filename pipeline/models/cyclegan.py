@@ -135,7 +135,8 @@ class CycleGANConfig(Section):
         "Steps between checkpoints (training resumes from the last one); each is scored on the validation "
         "subjects when select_best is on."))
     select_best: bool = Field(True, description=(
-        "Export the checkpoint with the best validation PSNR (16 slices per subject, in the mask), not the last."))
+        "Export the checkpoint with the best validation select_metric (16 slices per subject, in the mask)."))
+    select_metric: Literal["psnr", "ssim"] = Field("psnr", description="What select_best maximises.")
     precision: PrecisionMode = Field("auto", description=(
         "Mixed precision: auto - bf16 on CUDA where supported (else fp16) and on CPUs with native bf16 (else "
         "fp32); fp32, bf16 or fp16 force one (as for srgan.precision)."))
@@ -221,7 +222,7 @@ class CycleGAN(SelectsCheckpoints, Family):
         self.out: dict[str, torch.Tensor] = {}
         if cfg.select_best and val_dir is not None:
             self.selection = CheckpointSelection(val_dir, cfg.source, [("A2B", cfg.target)], cfg.spatial_dims,
-                                                 cfg.slice_axis)
+                                                 cfg.slice_axis, cfg.select_metric)
 
     @property
     def total_steps(self) -> int:

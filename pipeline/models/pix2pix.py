@@ -110,6 +110,7 @@ class Pix2PixConfig(Section):
     log_every: int = _AS_CYCLEGAN["log_every"]
     checkpoint_every: int = _AS_CYCLEGAN["checkpoint_every"]
     select_best: bool = _AS_CYCLEGAN["select_best"]
+    select_metric: Literal["psnr", "ssim"] = _AS_CYCLEGAN["select_metric"]
     precision: PrecisionMode = _AS_CYCLEGAN["precision"]
     deterministic: bool = _AS_CYCLEGAN["deterministic"]
     sw_batch_size: int = _AS_CYCLEGAN["sw_batch_size"]
@@ -170,7 +171,7 @@ class Pix2Pix(SelectsCheckpoints, Family):
         self.fake: torch.Tensor | None = None
         if cfg.select_best and val_dir is not None:
             self.selection = CheckpointSelection(val_dir, cfg.source, [(None, cfg.target)], cfg.spatial_dims,
-                                                 cfg.slice_axis)
+                                                 cfg.slice_axis, cfg.select_metric)
 
     @property
     def total_steps(self) -> int:

@@ -93,6 +93,7 @@ class StarGANConfig(Section):
     log_every: int = _AS_CYCLEGAN["log_every"]
     checkpoint_every: int = _AS_CYCLEGAN["checkpoint_every"]
     select_best: bool = _AS_CYCLEGAN["select_best"]
+    select_metric: Literal["psnr", "ssim"] = _AS_CYCLEGAN["select_metric"]
     precision: PrecisionMode = _AS_CYCLEGAN["precision"]
     deterministic: bool = _AS_CYCLEGAN["deterministic"]
     sw_batch_size: int = _AS_CYCLEGAN["sw_batch_size"]
@@ -254,7 +255,7 @@ class StarGAN(translation.SelectsCheckpoints, Family):
         self.out: dict[str, torch.Tensor] = {}
         if cfg.select_best and val_dir is not None:  # scored on every target
             self.selection = translation.CheckpointSelection(val_dir, cfg.source, [(t, t) for t in cfg.targets],
-                                                             cfg.spatial_dims, cfg.slice_axis)
+                                                             cfg.spatial_dims, cfg.slice_axis, cfg.select_metric)
 
     @property
     def total_steps(self) -> int:

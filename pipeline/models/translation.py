@@ -171,25 +171,40 @@ def masked_psnr(output: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> floa
     return float(10 * np.log10(1.0 / max(float(np.mean(err**2)), 1e-12)))
 
 
+def masked_ssim(output: np.ndarray, truth: np.ndarray, mask: np.ndarray, slice_axis: int | None) -> float:
+    """SSIM (the evaluation's Gaussian window, sigma 1.5) of `output` clipped to [0, 1] against `truth`, averaged
+    inside `mask`: in 2D on each slice across `slice_axis` (for a sample of non-adjacent slices), None: in 3D."""
+    from skimage.metrics import structural_similarity
+
+    out, ref = np.clip(output, 0.0, 1.0).astype(np.float64), truth.astype(np.float64)
+    kw = {"data_range": 1.0, "gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "full": True}
+    if slice_axis is None:
+        smap = structural_similarity(ref, out, **kw)[1]
+    else:
+        smap = np.stack([structural_similarity(np.take(ref, k, slice_axis), np.take(out, k, slice_axis), **kw)[1]
+                         for k in range(ref.shape[slice_axis])], axis=slice_axis)
+    return float(smap[mask].mean())
+
+
 #: validation slices per subject that checkpoint selection translates (2D models; evenly spaced through the mask)
 SELECTION_SLICES = 16
 
 
 class CheckpointSelection:
     """Model selection for a translation family: at every checkpoint the source -> target translation (each of
-    `targets`: (direction, target modality)) of the validation subjects is scored by PSNR inside the mask, and
-    the model file of the best checkpoint is kept; that one is exported, not the last. Adversarial training
+    `targets`: (direction, target modality)) of the validation subjects is scored by PSNR and SSIM inside the
+    mask, and the model file of the checkpoint best by `metric` is kept; that one is exported, not the last. Adversarial training
     does not improve monotonically: a run can drift into a poor mode late and still end there (a demo StarGAN
     seed: 17.1 dB at its best on validation, 13.4 dB at its end). 2D models are scored on `SELECTION_SLICES`
     slices of each subject (a second or so per checkpoint on the demo), 3D models on whole volumes; no
     test-time augmentation. Without validation subjects nothing is selected and the last weights are exported."""
 
     def __init__(self, val_dir: str | Path | None, source: str, targets: Sequence[tuple[str | None, str]],
-                 spatial_dims: int, slice_axis: int) -> None:
-        self.val_dir, self.source, self.targets = val_dir, source, list(targets)
+                 spatial_dims: int, slice_axis: int, metric: str = "psnr") -> None:
+        self.val_dir, self.source, self.targets, self.metric = val_dir, source, list(targets), metric
         self.spatial_dims, self.slice_axis = spatial_dims, slice_axis
         self._data: list[tuple[str | None, np.ndarray, np.ndarray, np.ndarray]] | None = None
-        self.best: dict[str, Any] | None = None  # {"psnr_db", "step", "model_file"}
+        self.best: dict[str, Any] | None = None  # {"psnr", "ssim", "step", "model_file"}
 
     def data(self) -> list[tuple[str | None, np.ndarray, np.ndarray, np.ndarray]]:
         """(direction, source, truth, mask) per validation subject and target (read once; [] without any)."""
@@ -227,23 +242,29 @@ class CheckpointSelection:
             return
         blob = model.model_file(step)
         generators = {d: model.load_generator(blob, d, model.device) for d, _ in self.targets}
-        score = float(np.mean([masked_psnr(model.apply(generators[d], x, blob, model.device, tta=False), y, m)
-                               for d, x, y, m in data]))
-        if self.best is None or score > self.best["psnr_db"]:
+        axis = self.slice_axis if self.spatial_dims == 2 else None
+        psnr, ssim = [], []
+        for d, x, y, m in data:
+            out = model.apply(generators[d], x, blob, model.device, tta=False)
+            psnr.append(masked_psnr(out, y, m))
+            ssim.append(masked_ssim(out, y, m, axis))
+        scores = {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim))}
+        if self.best is None or scores[self.metric] > self.best[self.metric]:
             # a copy: on the CPU the model file's tensors are the live weights, which training goes on updating
-            self.best = {"psnr_db": score, "step": step, "model_file": copy.deepcopy(blob)}
-        log.info("step %d: validation PSNR %.2f dB (best %.2f dB at step %d)", step, score, self.best["psnr_db"],
-                 self.best["step"])
+            self.best = {**scores, "step": step, "model_file": copy.deepcopy(blob)}
+        log.info("step %d: validation PSNR %.2f dB, SSIM %.3f (best %s at step %d)", step, scores["psnr"],
+                 scores["ssim"], self.metric.upper(), self.best["step"])
 
     def model_file(self, model: Any) -> dict[str, Any]:
         """The model file to export: the selected checkpoint's (its step and score recorded), else the last."""
         if self.best is None:
             return model.model_file(model.total_steps)
         blob = self.best["model_file"]
-        blob["training"]["selected"] = {"step": self.best["step"], "of_steps": model.total_steps,
-                                        "validation_psnr_db": round(self.best["psnr_db"], 3)}
-        log.info("exporting the checkpoint of step %d of %d (validation PSNR %.2f dB)", self.best["step"],
-                 model.total_steps, self.best["psnr_db"])
+        blob["training"]["selected"] = {"step": self.best["step"], "of_steps": model.total_steps, "by": self.metric,
+                                        "validation_psnr_db": round(self.best["psnr"], 3),
+                                        "validation_ssim": round(self.best["ssim"], 4)}
+        log.info("exporting the checkpoint of step %d of %d (validation PSNR %.2f dB, SSIM %.3f)", self.best["step"],
+                 model.total_steps, self.best["psnr"], self.best["ssim"])
         return blob
 
     def state_dict(self) -> dict[str, Any]:

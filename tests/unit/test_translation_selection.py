@@ -16,7 +16,7 @@ from pipeline.gan.checkpoint import load_checkpoint
 from pipeline.models import translation
 from pipeline.models.cyclegan import CycleGAN
 from pipeline.models.pix2pix import Pix2Pix
-from pipeline.models.translation import SELECTION_SLICES, CheckpointSelection, masked_psnr
+from pipeline.models.translation import SELECTION_SLICES, CheckpointSelection, masked_psnr, masked_ssim
 from tests.unit.test_cyclegan import make_translation_dataset
 from tests.unit.test_pix2pix import _run as run_pix2pix
 from tests.unit.test_pix2pix import tiny_cfg as pix2pix_cfg
@@ -53,7 +53,8 @@ def test_the_best_validation_checkpoint_is_exported_not_the_last(data, tmp_path,
     blob = load_checkpoint(tmp_path / "m" / "model.pt")
     assert _same(blob["state_dict"], weights[4]) and not _same(blob["state_dict"], weights[6])
     assert blob["training"]["steps"] == 4
-    assert blob["training"]["selected"] == {"step": 4, "of_steps": 6, "validation_psnr_db": 18.0}
+    selected = blob["training"]["selected"]
+    assert (selected["step"], selected["of_steps"], selected["by"], selected["validation_psnr_db"]) == (4, 6, "psnr", 18.0)
 
 
 def test_a_resumed_run_selects_as_an_uninterrupted_one(data, tmp_path, monkeypatch):
@@ -89,7 +90,8 @@ def test_the_score_is_the_masked_psnr_of_validation_slices_translated_as_in_the_
     slab = Pix2Pix.apply(gen, src, blob, tta=False)
     np.testing.assert_allclose(slab[mask], full[..., ks][mask], atol=1e-5)
     expected = masked_psnr(slab, truth, mask)
-    assert sel.best["psnr_db"] == pytest.approx(expected, abs=1e-4)
+    assert sel.best["psnr"] == pytest.approx(expected, abs=1e-4)
+    assert sel.best["ssim"] == pytest.approx(masked_ssim(slab, truth, mask, 2), abs=1e-6)
     assert model.validate(data, tmp_path / "m")["selected_steps"] == {"pix2pix": 2}
     assert 0 < expected < 60
 
@@ -136,3 +138,31 @@ def test_validation_checks_the_exported_translation_against_the_baselines(data, 
     # one step of training does not beat the best baseline: named as losing, and said in the log
     assert got["psnr_db"]["pix2pix"] < expected[best] and got["losing"] == ["pix2pix"]
     assert "pix2pix scores" in caplog.text and "do not use it in place of it" in caplog.text
+
+
+def test_masked_ssim_is_the_slice_ssim_inside_the_mask():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    truth = rng.random((16, 18, 3)).astype(np.float32)
+    out = np.clip(truth + 0.3 * rng.standard_normal(truth.shape), 0, 1).astype(np.float32)
+    mask = np.zeros(truth.shape, bool)
+    mask[4:12, 5:14] = True
+    assert masked_ssim(truth, truth, mask, 2) == pytest.approx(1.0)
+    kw = {"data_range": 1.0, "gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "full": True}
+    maps = [structural_similarity(truth[..., k].astype(float), out[..., k].astype(float), **kw)[1] for k in range(3)]
+    expected = np.mean(np.stack(maps, axis=2)[mask])
+    assert masked_ssim(out, truth, mask, 2) == pytest.approx(expected, abs=1e-9) and expected < 0.9
+    # (1 - x) anticorrelates: SSIM far below 0, which PSNR alone would not tell from a poor intensity map
+    assert masked_ssim(1 - truth, truth, mask, 2) < 0
+
+
+def test_selection_by_ssim_keeps_the_best_ssim_checkpoint(data, tmp_path, monkeypatch):
+    seen = _scripted(monkeypatch, {2: 18.0, 4: 15.0, 6: 16.0})  # PSNR would pick step 2
+    ssim = {2: 0.3, 4: 0.6, 6: 0.5}
+    monkeypatch.setattr(translation, "masked_ssim", lambda out, truth, mask, axis: ssim[seen[-1][0]])
+    run_pix2pix(data, tmp_path / "m", pix2pix_cfg(n_steps=3, n_steps_decay=3, checkpoint_every=2, lr=1e-2,
+                                                  select_metric="ssim"))
+    blob = load_checkpoint(tmp_path / "m" / "model.pt")
+    assert _same(blob["state_dict"], dict(seen)[4])
+    assert blob["training"]["selected"]["by"] == "ssim" and blob["training"]["selected"]["validation_ssim"] == 0.6
