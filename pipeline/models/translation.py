@@ -200,7 +200,7 @@ class CheckpointSelection:
     test-time augmentation. Without validation subjects nothing is selected and the last weights are exported."""
 
     def __init__(self, val_dir: str | Path | None, source: str, targets: Sequence[tuple[str | None, str]],
-                 spatial_dims: int, slice_axis: int, metric: str = "ssim") -> None:
+                 spatial_dims: int, slice_axis: int, metric: str = "psnr") -> None:
         self.val_dir, self.source, self.targets, self.metric = val_dir, source, list(targets), metric
         self.spatial_dims, self.slice_axis = spatial_dims, slice_axis
         self._data: list[tuple[str | None, np.ndarray, np.ndarray, np.ndarray]] | None = None

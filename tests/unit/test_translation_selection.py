@@ -47,8 +47,7 @@ def _same(a, b):
 
 def test_the_best_validation_checkpoint_is_exported_not_the_last(data, tmp_path, monkeypatch):
     seen = _scripted(monkeypatch, {2: 15.0, 4: 18.0, 6: 16.0})
-    run_pix2pix(data, tmp_path / "m", pix2pix_cfg(n_steps=3, n_steps_decay=3, checkpoint_every=2, lr=1e-2,
-                                                  select_metric="psnr"))
+    run_pix2pix(data, tmp_path / "m", pix2pix_cfg(n_steps=3, n_steps_decay=3, checkpoint_every=2, lr=1e-2))
     assert [s for s, _ in seen] == [2, 4, 6]
     weights = dict(seen)
     blob = load_checkpoint(tmp_path / "m" / "model.pt")
@@ -60,7 +59,7 @@ def test_the_best_validation_checkpoint_is_exported_not_the_last(data, tmp_path,
 
 def test_a_resumed_run_selects_as_an_uninterrupted_one(data, tmp_path, monkeypatch):
     scores = {2: 15.0, 4: 18.0, 6: 16.0}
-    cfg = pix2pix_cfg(n_steps=3, n_steps_decay=3, checkpoint_every=2, lr=1e-2, select_metric="psnr")
+    cfg = pix2pix_cfg(n_steps=3, n_steps_decay=3, checkpoint_every=2, lr=1e-2)
     _scripted(monkeypatch, scores)
     run_pix2pix(data, tmp_path / "full", cfg)
     _scripted(monkeypatch, scores)
@@ -158,11 +157,12 @@ def test_masked_ssim_is_the_slice_ssim_inside_the_mask():
     assert masked_ssim(1 - truth, truth, mask, 2) < 0
 
 
-def test_selection_by_ssim_the_default_keeps_the_best_ssim_checkpoint(data, tmp_path, monkeypatch):
+def test_selection_by_ssim_keeps_the_best_ssim_checkpoint(data, tmp_path, monkeypatch):
     seen = _scripted(monkeypatch, {2: 18.0, 4: 15.0, 6: 16.0})  # PSNR would pick step 2
     ssim = {2: 0.3, 4: 0.6, 6: 0.5}
     monkeypatch.setattr(translation, "masked_ssim", lambda out, truth, mask, axis: ssim[seen[-1][0]])
-    run_pix2pix(data, tmp_path / "m", pix2pix_cfg(n_steps=3, n_steps_decay=3, checkpoint_every=2, lr=1e-2))
+    run_pix2pix(data, tmp_path / "m", pix2pix_cfg(n_steps=3, n_steps_decay=3, checkpoint_every=2, lr=1e-2,
+                                                  select_metric="ssim"))
     blob = load_checkpoint(tmp_path / "m" / "model.pt")
     assert _same(blob["state_dict"], dict(seen)[4])
     assert blob["training"]["selected"]["by"] == "ssim" and blob["training"]["selected"]["validation_ssim"] == 0.6
