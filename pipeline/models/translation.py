@@ -194,8 +194,9 @@ class CheckpointSelection:
     """Model selection for a translation family: at every checkpoint the source -> target translation (each of
     `targets`: (direction, target modality)) of the validation subjects is scored by PSNR and SSIM inside the
     mask, and the model file of the checkpoint best by `metric` is kept; that one is exported, not the last. Adversarial training
-    does not improve monotonically: a run can drift into a poor mode late and still end there (a demo StarGAN
-    seed: 17.1 dB at its best on validation, 13.4 dB at its end). 2D models are scored on `SELECTION_SLICES`
+    does not improve monotonically: a run can drift into a poor mode late and still end there (a demo CycleGAN
+    seed with a short resolution ramp: 16.95 dB on validation at step 2000, 13.97 dB at 2400); a run that is poor
+    from the start (a StarGAN seed on the demo) it cannot rescue. 2D models are scored on `SELECTION_SLICES`
     slices of each subject (a second or so per checkpoint on the demo), 3D models on whole volumes; no
     test-time augmentation. Without validation subjects nothing is selected and the last weights are exported."""
 
