@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import EvaluateConfig
+from pipeline.imaging.similarity import ssim_kwargs
 
 METRICS: tuple[str, ...] = ("psnr", "ssim", "mae", "nrmse")
 HIGHER_IS_BETTER: dict[str, bool] = {"psnr": True, "ssim": True, "mae": False, "nrmse": False}
@@ -19,17 +20,7 @@ METRIC_LABELS: dict[str, str] = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MA
 
 def _ssim_kwargs(cfg: EvaluateConfig) -> dict[str, Any]:
     """scikit-image arguments for the configured SSIM window (checked against the window size)."""
-    common = {"data_range": cfg.data_range, "use_sample_covariance": False, "K1": 0.01, "K2": 0.03}
-    if cfg.ssim_kernel == "gaussian":
-        # scikit-image truncates its Gaussian at 3.5 sigma: the window is 2 * int(3.5 sigma + 0.5) + 1 wide.
-        width = 2 * int(3.5 * cfg.ssim_sigma + 0.5) + 1
-        if width != cfg.ssim_window:
-            raise ValueError(
-                f"evaluate.ssim_window: a Gaussian window of sigma {cfg.ssim_sigma} is {width} voxels wide "
-                f"(truncated at 3.5 sigma), not {cfg.ssim_window}; set ssim_window: {width}"
-            )
-        return {**common, "gaussian_weights": True, "sigma": cfg.ssim_sigma, "win_size": width}
-    return {**common, "gaussian_weights": False, "win_size": cfg.ssim_window}
+    return ssim_kwargs(cfg.ssim_kernel, cfg.ssim_sigma, cfg.ssim_window, cfg.data_range)
 
 
 def ssim_map(pred: np.ndarray, truth: np.ndarray, cfg: EvaluateConfig) -> np.ndarray:

@@ -26,6 +26,7 @@ from pipeline.gan.checkpoint import save_checkpoint
 from pipeline.gan.losses import d_loss, feature_matching_loss, g_loss, pixel_loss
 from pipeline.gan.schedules import cosine_factor
 from pipeline.imaging.geometry import hr_affine_from_lr
+from pipeline.imaging.similarity import masked_psnr
 from pipeline.models.contract import Family, Output, inference_settings
 from pipeline.nets.discriminators import VGGStyleDiscriminator, patch_discriminator
 from pipeline.nets.srresnet import SRResNet
@@ -234,12 +235,6 @@ def super_resolve(
     if tuple(out.shape) != expected:
         raise RuntimeError(f"output shape {tuple(out.shape)} != expected {expected}")
     return out.numpy().astype(np.float32)
-
-
-def masked_psnr(pred: np.ndarray, pair: Any) -> float:
-    """PSNR (dB) of `pred` against an SR pair's HR image inside its mask, `pred` clipped to [0, 1] (data range 1)."""
-    err = (np.clip(pred, 0.0, 1.0) - pair.hr)[pair.mask]
-    return float(10 * np.log10(1.0 / max(float(np.mean(err**2)), 1e-12)))
 
 
 class SRGAN(Family):
@@ -464,7 +459,7 @@ class SRGAN(Family):
     def validation_psnr(self, generator: nn.Module, pairs: Sequence[Any]) -> float:
         """Mean PSNR (dB, inside the mask, output clipped to [0, 1]) of `generator` on `pairs`."""
         blob = self._inference_blob()
-        return float(np.mean([masked_psnr(self.apply(generator, p.lr, blob, self.device), p) for p in pairs]))
+        return float(np.mean([masked_psnr(self.apply(generator, p.lr, blob, self.device), p.hr, p.mask) for p in pairs]))
 
     def validation_step(self, step: int) -> int | None:
         """Score the generator on the validation subjects; keep the best of each phase; end a phase early after
@@ -599,9 +594,9 @@ class SRGAN(Family):
         vals: dict[str, list[float]] = {}
         for p in pairs:  # one subject in memory at a time
             for b in baselines:
-                vals.setdefault(b, []).append(masked_psnr(upsample(p.lr, max(self.factors), b, axes), p))
+                vals.setdefault(b, []).append(masked_psnr(upsample(p.lr, max(self.factors), b, axes), p.hr, p.mask))
             for key, (gen, blob) in generators.items():
-                vals.setdefault(key, []).append(masked_psnr(self.apply(gen, p.lr, blob, self.device), p))
+                vals.setdefault(key, []).append(masked_psnr(self.apply(gen, p.lr, blob, self.device), p.hr, p.mask))
         scores = {k: float(np.mean(v)) for k, v in vals.items()}
         baseline = max(baselines, key=lambda b: scores[b])
         losing = [k for k in generators if scores[k] < scores[baseline]]

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import Invalid, to_dict
+from pipeline.config import EvaluateConfig, Invalid, to_dict
 from pipeline.gan.base import Precision, adam
 from pipeline.gan.schedules import linear_decay_schedulers
+from pipeline.imaging.similarity import masked_psnr, ssim_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -165,19 +166,14 @@ def validate_translations(model: Any, data_dir: str | Path, out_dir: str | Path,
     return result if result["psnr_db"] else {}
 
 
-def masked_psnr(output: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR (dB, data range 1) of `output` clipped to [0, 1] against `truth` inside `mask`."""
-    err = (np.clip(output, 0.0, 1.0) - truth)[mask]
-    return float(10 * np.log10(1.0 / max(float(np.mean(err**2)), 1e-12)))
-
-
 def masked_ssim(output: np.ndarray, truth: np.ndarray, mask: np.ndarray, slice_axis: int | None) -> float:
-    """SSIM (the evaluation's Gaussian window, sigma 1.5) of `output` clipped to [0, 1] against `truth`, averaged
-    inside `mask`: in 2D on each slice across `slice_axis` (for a sample of non-adjacent slices), None: in 3D."""
+    """SSIM (the evaluation's default window) of `output` clipped to [0, 1] against `truth`, averaged inside
+    `mask`: in 2D on each slice across `slice_axis` (for a sample of non-adjacent slices), None: in 3D."""
     from skimage.metrics import structural_similarity
 
+    ev = EvaluateConfig()
     out, ref = np.clip(output, 0.0, 1.0).astype(np.float64), truth.astype(np.float64)
-    kw = {"data_range": 1.0, "gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "full": True}
+    kw = {**ssim_kwargs(ev.ssim_kernel, ev.ssim_sigma, ev.ssim_window, 1.0), "full": True}
     if slice_axis is None:
         smap = structural_similarity(ref, out, **kw)[1]
     else:

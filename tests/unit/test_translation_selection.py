@@ -157,6 +157,19 @@ def test_masked_ssim_is_the_slice_ssim_inside_the_mask():
     assert masked_ssim(1 - truth, truth, mask, 2) < 0
 
 
+def test_masked_ssim_in_3d_is_the_evaluations_ssim():
+    from pipeline.config import EvaluateConfig
+    from pipeline.evaluation.metrics import ssim_map
+
+    rng = np.random.default_rng(1)
+    truth = rng.random((14, 15, 13)).astype(np.float32)
+    out = truth + 0.2 * rng.standard_normal(truth.shape).astype(np.float32)
+    mask = np.zeros(truth.shape, bool)
+    mask[3:11, 2:12, 4:10] = True
+    expected = float(ssim_map(np.clip(out, 0, 1), truth, EvaluateConfig())[mask].mean())
+    assert masked_ssim(out, truth, mask, None) == pytest.approx(expected, abs=1e-12) and expected < 0.9
+
+
 def test_selection_by_ssim_keeps_the_best_ssim_checkpoint(data, tmp_path, monkeypatch):
     seen = _scripted(monkeypatch, {2: 18.0, 4: 15.0, 6: 16.0})  # PSNR would pick step 2
     ssim = {2: 0.3, 4: 0.6, 6: 0.5}
