@@ -45,7 +45,6 @@ from pipeline.gan.losses import d_loss, g_loss
 from pipeline.gan.schedules import linear_decay_schedulers
 from pipeline.models.contract import Family, Output, inference_settings
 from pipeline.models.translation import (
-    CheckpointSelection,
     SelectsCheckpoints,
     auto_train_downsample,
     cached_sampler,
@@ -56,7 +55,6 @@ from pipeline.models.translation import (
     model_file_entries,
     place,
     training_metadata,
-    validate_translations,
 )
 from pipeline.nets.discriminators import patch_discriminator
 from pipeline.nets.interp import downsample, upsample
@@ -221,9 +219,7 @@ class CycleGAN(SelectsCheckpoints, Family):
         self.pools = {"A": ImagePool(cfg.pool_size, seed=seed * 2 + 1), "B": ImagePool(cfg.pool_size, seed=seed * 2 + 2)}
         self.real: dict[str, torch.Tensor] = {}
         self.out: dict[str, torch.Tensor] = {}
-        if cfg.select_best and val_dir is not None:
-            self.selection = CheckpointSelection(val_dir, cfg.source, [("A2B", cfg.target)], cfg.spatial_dims,
-                                                 cfg.slice_axis, cfg.select_metric)
+        self.start_selection(val_dir)
 
     @property
     def total_steps(self) -> int:
@@ -338,9 +334,8 @@ class CycleGAN(SelectsCheckpoints, Family):
         return {**self.model_file_header("cyclegan"),
                 **model_file_entries(self, weights, steps, train_downsample=self.train_downsample)}
 
-    def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-        """The A -> B translation against the baselines on the validation subjects (`validate_translations`)."""
-        return validate_translations(self, data_dir, out_dir, [(self.name, "A2B", self.cfg.target)])
+    def translations(self) -> list[tuple[str, str | None, str]]:
+        return [(self.name, "A2B", self.cfg.target)]  # selected and validated on source -> target
 
     # -- the family contract ---------------------------------------------------------------------------
     @classmethod

@@ -38,7 +38,6 @@ from pipeline.gan.losses import d_loss, g_loss, pixel_loss
 from pipeline.models.contract import Family, Output
 from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
 from pipeline.models.translation import (
-    CheckpointSelection,
     SelectsCheckpoints,
     adam_with_linear_decay,
     cached_sampler,
@@ -48,7 +47,6 @@ from pipeline.models.translation import (
     model_file_entries,
     place,
     training_metadata,
-    validate_translations,
 )
 from pipeline.nets.discriminators import patch_discriminator
 from pipeline.nets.resnet_generator import generator_from_kwargs, init_weights, size_multiple
@@ -169,9 +167,7 @@ class Pix2Pix(SelectsCheckpoints, Family):
         self.optimizers, self.schedulers = adam_with_linear_decay(self.networks, cfg)
         self.real: dict[str, torch.Tensor] = {}
         self.fake: torch.Tensor | None = None
-        if cfg.select_best and val_dir is not None:
-            self.selection = CheckpointSelection(val_dir, cfg.source, [(None, cfg.target)], cfg.spatial_dims,
-                                                 cfg.slice_axis, cfg.select_metric)
+        self.start_selection(val_dir)
 
     @property
     def total_steps(self) -> int:
@@ -257,9 +253,8 @@ class Pix2Pix(SelectsCheckpoints, Family):
         return {**self.model_file_header("pix2pix"),
                 **model_file_entries(self, weights, steps, paired=True, train_downsample=1)}
 
-    def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-        """The translation against the baselines on the validation subjects (`translation.validate_translations`)."""
-        return validate_translations(self, data_dir, out_dir, [(self.name, None, self.cfg.target)])
+    def translations(self) -> list[tuple[str, str | None, str]]:
+        return [(self.name, None, self.cfg.target)]
 
     # -- the family contract ---------------------------------------------------------------------------
     @classmethod

@@ -253,9 +253,7 @@ class StarGAN(translation.SelectsCheckpoints, Family):
         self.pool = ImagePool(cfg.pool_size, seed=seed * 2 + 1)
         self.real: dict[str, torch.Tensor] = {}
         self.out: dict[str, torch.Tensor] = {}
-        if cfg.select_best and val_dir is not None:  # scored on every target
-            self.selection = translation.CheckpointSelection(val_dir, cfg.source, [(t, t) for t in cfg.targets],
-                                                             cfg.spatial_dims, cfg.slice_axis, cfg.select_metric)
+        self.start_selection(val_dir)  # scored on every target
 
     @property
     def total_steps(self) -> int:
@@ -369,10 +367,8 @@ class StarGAN(translation.SelectsCheckpoints, Family):
                 "train_downsample": self.train_downsample}
         return {**self.model_file_header("stargan"), **translation.model_file_entries(self, weights, steps, **info)}
 
-    def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-        """Each target's translation against the baselines on the validation subjects (`validate_translations`)."""
-        outputs = [(f"{self.name}_{t}", t, t) for t in self.cfg.targets]  # named as `outputs` names them
-        return translation.validate_translations(self, data_dir, out_dir, outputs)
+    def translations(self) -> list[tuple[str, str | None, str]]:
+        return [(f"{self.name}_{t}", t, t) for t in self.cfg.targets]  # named as `outputs` names them
 
     # -- the family contract ---------------------------------------------------------------------------
     @classmethod

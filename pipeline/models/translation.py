@@ -272,9 +272,25 @@ class CheckpointSelection:
 
 
 class SelectsCheckpoints:
-    """The part of a translation `Family` that exports the checkpoint `self.selection` selects (None: the last)."""
+    """The part of a translation `Family` that exports the checkpoint `self.selection` selects (None: the last) and
+    checks it against the baselines on validation; the family lists its translations once, in `translations`."""
 
     selection: CheckpointSelection | None = None
+
+    def translations(self) -> list[tuple[str, str | None, str]]:
+        """(output name, generator direction, target modality) of each translation the family exports."""
+        raise NotImplementedError
+
+    def start_selection(self, val_dir: str | Path | None) -> None:
+        """Score every translation at each checkpoint when `select_best` is on and there is a validation folder."""
+        cfg = self.cfg  # type: ignore[attr-defined]
+        if cfg.select_best and val_dir is not None:
+            self.selection = CheckpointSelection(val_dir, cfg.source, [(d, t) for _, d, t in self.translations()],
+                                                 cfg.spatial_dims, cfg.slice_axis, cfg.select_metric)
+
+    def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+        """Each translation against the baselines on the validation subjects (`validate_translations`)."""
+        return validate_translations(self, data_dir, out_dir, self.translations())
 
     def validation_step(self, step: int) -> int | None:
         if self.selection is not None:
