@@ -78,6 +78,8 @@ def selfsr_volume(volume: np.ndarray, affine: np.ndarray, profile: SliceProfile,
     """
     import torch
 
+    from pipeline.imaging.geometry import fmt, voxel_sizes
+
     settings = settings or TrainSettings()
     p = plan(volume.shape, affine, where)
     start, cpu0 = time.monotonic(), time.process_time()
@@ -93,17 +95,23 @@ def selfsr_volume(volume: np.ndarray, affine: np.ndarray, profile: SliceProfile,
     log.info("selfsr: %s, through-plane axis %d, %d slices of %.3g mm -> x%d (%.3g mm), in-plane %.3g mm; %s",
              where, p.axis, x.shape[2], p.spacing_mm, p.scale, p.step_mm, p.inplane_mm,
              profile.describe(p.spacing_mm))
+    rotations = settings.rotations
+    inplane = [float(v) for a, v in enumerate(voxel_sizes(affine)) if a != p.axis]
+    if any(r % 360 for r in rotations) and max(inplane) > 1.01 * min(inplane):
+        log.info("selfsr: %s: in-plane voxels of %s are not square, so the network sees the sagittal and coronal "
+                 "slices only (no turned views)", where, fmt(inplane))
+        rotations = (0.0,)
     bank = PairBank(x_norm, p.scale, profile, p.spacing_mm, foreground=0.05)
     net, summary = train_net(bank, settings)
     t_apply = time.monotonic()
     with torch.inference_mode():
-        out = apply_through_plane(net, x_norm, p.scale, flips=settings.tta) * scale_to
+        out = apply_through_plane(net, x_norm, p.scale, flips=settings.tta, rotations=rotations) * scale_to
     summary["apply_seconds"] = time.monotonic() - t_apply
     if data_consistency:
         before = out
         out = consistency(out, x, p.scale, profile, p.spacing_mm, axis=2)
         summary["consistency_rms_change"] = float(np.sqrt(np.mean((out - before) ** 2)) / scale_to)
-    summary.update(axis=p.axis, scale=p.scale, spacing_mm=p.spacing_mm, step_mm=p.step_mm,
+    summary.update(axis=p.axis, scale=p.scale, rotations=list(rotations), spacing_mm=p.spacing_mm, step_mm=p.step_mm,
                    seconds=time.monotonic() - start, cpu_seconds=time.process_time() - cpu0)
     log.info("selfsr: done in %.0f s (%.0f CPU s): training %.0f s, applying %.0f s", summary["seconds"],
              summary["cpu_seconds"], summary["l1_seconds"], summary["apply_seconds"])

