@@ -3,7 +3,7 @@
 SMORE's idea (Zhao et al. 2021; Remedios et al., ECLARE): the in-plane slices of a 2D multi-slice scan are sharp
 along both in-plane axes. Re-slicing them along one in-plane axis with the slice profile (`pipeline.selfsr.profile`)
 gives a low-resolution image whose degraded axis looks like the through-plane axis; a network trained to undo it
-then super-resolves the through-plane axis of sagittal and coronal slices.
+then super-resolves the through-plane axis of sagittal, coronal and diagonal slices.
 
 Pairs: every in-plane slice, degraded along its first axis (and, transposed, along its second), once for the whole
 volume; a sample is an aligned crop of (LR, HR) whose degraded axis is the network's first spatial axis. Crops are
