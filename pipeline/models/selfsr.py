@@ -3,8 +3,8 @@
 Its network learns from each scan itself (the in-plane detail, re-sliced with the slice profile), so there is no
 cohort training: the training job writes the *recipe* (the settings below) as the model file, and inference
 (`apply`) trains one small network per scan and applies it. That keeps the generic workflow: `models: [selfsr]`
-infers every subject with a thick-slice input in one `infer_model` job (about 2-3 CPU-minutes per scan: demo
-130 s, a 240 x 240 x 40 scan 185 s), evaluation scores it where an isotropic ground truth exists (against cubic
+infers every subject with a thick-slice input in one `infer_model` job (about 3-5 CPU-minutes per scan: demo
+163-179 s, a 240 x 240 x 40 scan 323 s), evaluation scores it where an isotropic ground truth exists (against cubic
 interpolation of the same slices) and the report shows input / cubic / self-SR panels. `python -m pipeline infer
 --model results/models/selfsr/model.pt --input thick.nii.gz` does the same for one scan (as does `python -m
 pipeline selfsr`).
