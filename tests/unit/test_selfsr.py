@@ -330,3 +330,24 @@ def test_a_cohort_without_ground_truth_gets_panels_and_no_scores(tmp_path):
                          subjects_tsv=tmp_path / "pre" / "subjects.tsv")[-1].read_text()
     assert "no ground truth" in index and 'src="assets/unscored/selfsr/sub-002.png"' in index
     assert (tmp_path / "reports" / "assets" / "unscored" / "selfsr" / "sub-002.png").is_file()
+
+
+def test_the_recipe_records_its_views_and_an_older_recipe_keeps_two(monkeypatch):
+    import pipeline.selfsr.run as run
+    from pipeline.models.selfsr import SelfSR, SelfSRConfig
+
+    seen = []
+
+    def fake(volume, affine, profile, settings, data_consistency, where="the input"):
+        seen.append(settings.rotations)
+        return volume, affine, {}
+
+    monkeypatch.setattr(run, "selfsr_volume", fake)
+    blob = SelfSR.recipe(SelfSRConfig(steps=3), 0)
+    assert blob["settings"]["rotations"] == [0.0, 45.0]
+    volume, affine = np.ones((8, 8, 4), np.float32), np.diag([1.0, 1.0, 4.0, 1.0])
+    SelfSR.apply(None, volume, blob, affine=affine)
+    SelfSR.apply(None, volume, SelfSR.recipe(SelfSRConfig(steps=3, rotations=[0.0]), 0), affine=affine)
+    del blob["settings"]["rotations"]  # a model file written before the diagonal views
+    SelfSR.apply(None, volume, blob, affine=affine)
+    assert seen == [(0.0, 45.0), (0.0,), (0.0,)]
