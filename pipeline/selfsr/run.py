@@ -29,7 +29,16 @@ class Plan:
     axis: int  # the through-plane axis of the (RAS) array
     scale: int  # slices per input slice in the output
     spacing_mm: float  # input slice spacing
-    inplane_mm: float  # mean in-plane voxel size
+    inplane_sizes: tuple[float, float]  # the in-plane voxel sizes (mm), in axis order
+
+    @property
+    def inplane_mm(self) -> float:
+        return float(np.mean(self.inplane_sizes))
+
+    @property
+    def square(self) -> bool:
+        """Whether the in-plane voxels are square (to 1%), so the volume can be turned about the slice axis."""
+        return max(self.inplane_sizes) <= 1.01 * min(self.inplane_sizes)
 
     @property
     def step_mm(self) -> float:
@@ -52,7 +61,7 @@ def plan(shape: tuple[int, ...], affine: np.ndarray, where: str = "the input") -
     if shape[axis] < 4:
         raise ValueError(f"{where}: only {shape[axis]} slices along the through-plane axis; need at least 4")
     scale = round(float(sizes[axis]) / float(np.mean(inplane)))
-    p = Plan(axis, scale, float(sizes[axis]), float(np.mean(inplane)))
+    p = Plan(axis, scale, float(sizes[axis]), (inplane[0], inplane[1]))
     if abs(p.step_mm - p.inplane_mm) > 0.1 * p.inplane_mm or max(inplane) > 1.1 * min(inplane):
         log.warning("selfsr: %s: voxels of %s; the output's %.3g mm through-plane step is not the in-plane voxel "
                     "size, and training treats in-plane voxels as that step (no in-plane resampling)",
@@ -78,7 +87,7 @@ def selfsr_volume(volume: np.ndarray, affine: np.ndarray, profile: SliceProfile,
     """
     import torch
 
-    from pipeline.imaging.geometry import fmt, voxel_sizes
+    from pipeline.imaging.geometry import fmt
 
     settings = settings or TrainSettings()
     p = plan(volume.shape, affine, where)
@@ -96,10 +105,9 @@ def selfsr_volume(volume: np.ndarray, affine: np.ndarray, profile: SliceProfile,
              where, p.axis, x.shape[2], p.spacing_mm, p.scale, p.step_mm, p.inplane_mm,
              profile.describe(p.spacing_mm))
     rotations = settings.rotations
-    inplane = [float(v) for a, v in enumerate(voxel_sizes(affine)) if a != p.axis]
-    if any(r % 360 for r in rotations) and max(inplane) > 1.01 * min(inplane):
+    if any(r % 360 for r in rotations) and not p.square:
         log.info("selfsr: %s: in-plane voxels of %s are not square, so the network sees the sagittal and coronal "
-                 "slices only (no turned views)", where, fmt(inplane))
+                 "slices only (no turned views)", where, fmt(p.inplane_sizes))
         rotations = (0.0,)
     bank = PairBank(x_norm, p.scale, profile, p.spacing_mm, foreground=0.05)
     net, summary = train_net(bank, settings)
