@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -22,16 +23,30 @@ SR_AXES = {"inplane": (0, 1), "all": (0, 1, 2), "through": (2,)}
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # nibabel's RAS+ world convention
 
 
-def load_ras(path: Path):
-    """Load a NIfTI as a channel-first MONAI MetaTensor, reoriented to RAS."""
-    from monai.transforms import LoadImage, Orientation
+@functools.cache
+def _nifti_loader() -> Any:
+    """MONAI's `LoadImage` with its NIfTI reader, made once per process. MONAI registers every reader it knows, and
+    its GPU DICOM codec reader warns (as a warning and a log record) that the codec is missing, once per loader:
+    irrelevant here, so both are silenced."""
+    from monai.transforms import LoadImage
 
+    codec_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+    level = codec_log.level
+    codec_log.setLevel(logging.ERROR)
     try:
-        # MONAI registers every reader it knows; some warn that an optional codec is missing.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*nvImageCodec.*", category=UserWarning)
-            loader = LoadImage(image_only=True, ensure_channel_first=True, reader="NibabelReader")
-        image = loader(str(path))
+            return LoadImage(image_only=True, ensure_channel_first=True, reader="NibabelReader")
+    finally:
+        codec_log.setLevel(level)
+
+
+def load_ras(path: Path):
+    """Load a NIfTI as a channel-first MONAI MetaTensor, reoriented to RAS."""
+    from monai.transforms import Orientation
+
+    try:
+        image = _nifti_loader()(str(path))
     except Exception as exc:  # MONAI wraps reader errors in several types
         raise ValueError(f"{path}: cannot be read as NIfTI ({exc})") from exc
     if image.ndim != 4 or image.shape[0] != 1:

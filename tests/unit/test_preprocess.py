@@ -186,6 +186,19 @@ def test_load_ras_keeps_world_position_of_a_voxel(tmp_path):
     np.testing.assert_allclose(world, aff[:3, :3] @ [2, 3, 5] + aff[:3, 3])
 
 
+def test_load_ras_logs_nothing_about_monais_gpu_dicom_codec(tmp_path, caplog):
+    """MONAI's GPU DICOM reader warned once per scan that its codec is missing (78 lines in a demo's log)."""
+    from pipeline.preprocessing import subject
+
+    path = save_nifti(np.zeros((4, 4, 4), np.float32), np.eye(4), tmp_path / "a.nii.gz")
+    subject._nifti_loader.cache_clear()
+    with caplog.at_level(logging.DEBUG):
+        load_ras(path)
+        load_ras(path)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").level == logging.NOTSET  # restored
+
+
 def test_normalise_mr_percentiles_and_ct_window():
     cfg = PreprocessConfig()
     rng = np.random.default_rng(0)
