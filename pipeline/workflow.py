@@ -118,7 +118,8 @@ def plan(rows: Sequence[Mapping[str, Any]], outputs_: Sequence[Output], eval_spl
 
     Returns ``(run, skipped)``: output name -> the subjects of `eval_splits` with its input, ground truth and mask
     (those it is inferred on and scored on), and output name -> the reason it is not trained, inferred or
-    evaluated: no training subject with its input or its ground truth, or no evaluated subject with both. A family
+    evaluated: no training subject with its input or its ground truth, fewer training subjects than the family
+    needs (`Family.min_train_subjects`: 2 for unpaired translation), or no evaluated subject with both. A family
     is skipped whole when any of its outputs lacks training data (they share one training). An output whose truth
     column is its input column (self-supervised, no ground truth) runs on every subject with its input, of any
     split, and is scored on none.
@@ -127,15 +128,23 @@ def plan(rows: Sequence[Mapping[str, Any]], outputs_: Sequence[Output], eval_spl
     where = "/".join(splits)
     skipped: dict[str, str] = {}
     train = [r for r in rows if r["split"] == "train"]
+    lacking: set[str] = set()  # families that cannot train
     for out in outputs_:
+        needed = family(out.family).min_train_subjects
+        either = sum(1 for r in train if _has(r, out.input) or _has(r, out.truth))
         if out.truth == out.input:  # self-supervised, no ground truth: every subject with the input, nothing scored
             if not any(_has(r, out.input) for r in rows):
                 skipped[out.name] = f"no subject has {out.input}"
         elif not any(_has(r, out.input) for r in train) or not any(_has(r, out.truth) for r in train):
             skipped[out.name] = f"no training subject has {_modalities(out.input, out.truth)}"
+            lacking.add(out.family)
+        elif either < needed:
+            skipped[out.name] = (f"{either} training subject(s) with {_modalities(out.input)} or "
+                                 f"{_modalities(out.truth)}; it needs at least {needed} (unpaired training takes "
+                                 f"source and target from different subjects; preprocess.split sets the split)")
+            lacking.add(out.family)
         elif not any(r["split"] in splits and _has(r, out.input, out.truth) for r in rows):
             skipped[out.name] = f"no {where} subject has {_modalities(out.input, out.truth)}"
-    lacking = {o.family for o in outputs_ if skipped.get(o.name, "").startswith("no training")}
     for out in outputs_:
         if out.family in lacking and out.name not in skipped:
             skipped[out.name] = next(skipped[o.name] for o in outputs_ if o.family == out.family and o.name in skipped)

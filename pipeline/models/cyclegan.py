@@ -178,6 +178,7 @@ class CycleGAN(SelectsCheckpoints, Family):
     file_task: ClassVar[str] = "translation"
     inference_keys: ClassVar[tuple[str, ...]] = ("sw_batch_size", "overlap", "tta")
     directions: ClassVar[tuple[str, ...]] = ("A2B", "B2A")  # source -> target, and back
+    min_train_subjects: ClassVar[int] = 2  # (the unpaired sampler: source and target from different subjects)
     loss_names: ClassVar[tuple[str, ...]] = (
         "G_AB", "G_BA", "cycle_A", "cycle_B", "idt_A", "idt_B", "G", "D_A", "D_B",
     )

@@ -236,6 +236,7 @@ class StarGAN(translation.SelectsCheckpoints, Family):
     config_class: ClassVar[type] = StarGANConfig
     file_task: ClassVar[str] = "multi-translation"
     inference_keys: ClassVar[tuple[str, ...]] = ("sw_batch_size", "overlap", "tta")
+    min_train_subjects: ClassVar[int] = 2  # (the unpaired sampler: source and target from different subjects)
     loss_names: ClassVar[tuple[str, ...]] = ("G_adv", "G_cls", "rec", "G", "D_adv", "D_cls", "gp", "D")
 
     def __init__(self, cfg: StarGANConfig, device: str | torch.device = "cpu", precision: Precision | None = None,

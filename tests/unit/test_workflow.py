@@ -81,6 +81,22 @@ def test_plan_skips_a_family_without_training_data():
     assert set(skipped) == {"srresnet", "srgan", "cyclegan"}  # one family, one training: skipped together
 
 
+def test_plan_skips_unpaired_translation_with_one_training_subject():
+    """A 3-subject cohort split 1/1/1 (the corpus with the default shares): CycleGAN and StarGAN cannot draw source
+    and target from different subjects, so they are skipped with the reason, and SR still runs."""
+    rows = [_row("sub-001", "test", "T1w", "T1w_lr", "T2w", "PDw"), _row("sub-002", "val", "T1w", "T1w_lr", "T2w", "PDw"),
+            _row("sub-003", "train", "T1w", "T1w_lr", "T2w", "PDw")]
+    outs = wf.outputs({**DEFAULTS, "models": ["srgan", "cyclegan", "stargan"]})
+    run, skipped = wf.plan(rows, outs, ["test"])
+    assert list(run) == ["srresnet", "srgan"]
+    assert set(skipped) == {"cyclegan", "stargan_T2w", "stargan_PDw"}
+    assert skipped["cyclegan"].startswith("1 training subject(s) with T1w or T2w; it needs at least 2")
+    assert "needs at least 2" in skipped["stargan_PDw"]
+    rows[1]["split"] = "train"  # two training subjects: both train
+    run, skipped = wf.plan(rows, outs, ["test"])
+    assert skipped == {} and run["cyclegan"] == ["sub-001"]
+
+
 def test_an_output_name_exported_twice_is_an_error(monkeypatch):
     from pipeline.models import FAMILIES
 
