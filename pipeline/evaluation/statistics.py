@@ -56,7 +56,7 @@ def wilcoxon_p(diffs: Sequence[float]) -> tuple[float | None, str]:
 
     arr = np.asarray(diffs, dtype=np.float64)
     if arr.size < 2:
-        return None, f"n = {arr.size}: no test"
+        return None, "too few subjects for a confidence interval or a test"
     if np.all(arr == 0):
         return 1.0, "all differences are 0"
     try:

@@ -157,7 +157,7 @@ def test_paired_comparison_directions():
     assert few["ci_low"] > 0 and few["wilcoxon_p"] > 0.05
     assert few["verdict"] == "inconclusive" and "n = 3 is too few" in few["note"]
     one = st.compare([31.0], [30.0], "psnr", CFG)
-    assert one["verdict"] == "n/a" and one["wilcoxon_p"] is None and "n = 1" in one["note"]
+    assert one["verdict"] == "n/a" and one["wilcoxon_p"] is None and "too few subjects" in one["note"]
     same = st.compare([30.0, 31.0], [30.0, 31.0], "psnr", CFG)
     assert same["wilcoxon_p"] == 1.0 and same["verdict"] == "inconclusive"
 

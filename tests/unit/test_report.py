@@ -230,7 +230,8 @@ def test_single_subject_gives_no_interval_and_still_renders(tmp_path):
         assert sr["methods"]["srgan"]["metrics"]["psnr"]["sd"] is None
         assert cli.main(["report", "--out", "reports"]) == 0
     index = (tmp_path / "reports/index.html").read_text()
-    assert 'class="chip na">n/a<' in index and "n = 1: no test" in index
+    assert 'class="chip na">n/a<' in index and "n = 1 · too few subjects for a confidence interval or a test" in index
+    assert "CI ·" not in index  # no empty interval
     assert (tmp_path / "reports/subjects/sub-001.html").is_file()
 
 
