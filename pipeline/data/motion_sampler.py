@@ -21,12 +21,13 @@ class MotionPairs:
     """``sampler(step) -> {"A": corrupted, "B": clean, "subject", "variant", "centre"}``, a pure function of
     (seed, step): per sample a subject, one of its corrupted versions (0: the preprocess stage's, 1..: the pool's),
     and one crop (2D: a slice across `slice_axis`) centred on a random foreground voxel, taken at the same voxels
-    of both images, flipped alike.
+    of both images, flipped alike. With ``cfg.context_slices`` k (2D) the corrupted crop also holds the k slices on
+    either side as channels (N, 1 + 2k, ...; the centre slice is channel k, edge slices repeated beyond the volume).
 
     Args:
         subjects: names; clean[i], corrupted[i] (a list of versions) and masks[i] belong to subjects[i], all on
             one grid per subject.
-        cfg: spatial_dims, slice_axis, patch_size, batch_size, flip.
+        cfg: spatial_dims, slice_axis, patch_size, batch_size, flip (and context_slices).
         cache: keep the arrays in this on-disk cache (`close` deletes it); None: in memory.
     """
 
@@ -40,6 +41,7 @@ class MotionPairs:
         self.batch_size, self.flip, self.spatial_dims = cfg.batch_size, cfg.flip, cfg.spatial_dims
         self.slice_axis = cfg.slice_axis if cfg.spatial_dims == 2 else None
         self.axes = [a for a in range(3) if a != self.slice_axis]
+        self.context = int(getattr(cfg, "context_slices", 0)) if self.slice_axis is not None else 0
         order = "F" if self.slice_axis == 2 else "C"
         shapes = [np.shape(c) for c in clean]
         whole = {a: round_up(max(s[a] for s in shapes), 4) for a in self.axes}
@@ -86,6 +88,14 @@ class MotionPairs:
                 index.append(slice(start, start + self.patch[a]))
         return tuple(index)
 
+    def _neighbours(self, index: tuple[int | slice, ...], shape: Sequence[int], context: int) -> list[tuple]:
+        """`index` and, with `context`, the same window in the `context` slices on either side (clamped)."""
+        if not context:
+            return [index]
+        axis, centre = self.slice_axis, int(index[self.slice_axis])
+        return [index[:axis] + (int(np.clip(centre + d, 0, shape[axis] - 1)),) + index[axis + 1:]
+                for d in range(-context, context + 1)]
+
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
         rng = step_seed(self.seed, step)
         a, b, ids, variants, where = [], [], [], [], []
@@ -94,14 +104,14 @@ class MotionPairs:
             k = int(rng.integers(len(self.corrupted[s])))
             centre = self.centres[s][int(rng.integers(len(self.centres[s])))]
             index = self._window(centre, self.clean[s].shape)
-            flips = [i for i in range(self.spatial_dims) if self.flip and rng.random() < 0.5]
-            for out, image in ((a, self.corrupted[s][k]), (b, self.clean[s])):
-                crop = np.asarray(image[index])
+            flips = [i + 1 for i in range(self.spatial_dims) if self.flip and rng.random() < 0.5]  # (channel first)
+            for out, image, context in ((a, self.corrupted[s][k], self.context), (b, self.clean[s], 0)):
+                crop = np.stack([np.asarray(image[i]) for i in self._neighbours(index, image.shape, context)])
                 out.append(np.flip(crop, flips) if flips else crop)
             ids.append(s)
             variants.append(k)
             where.append([int(c) for c in centre])
-        return {"A": torch.from_numpy(np.stack(a)[:, None].copy()), "B": torch.from_numpy(np.stack(b)[:, None].copy()),
+        return {"A": torch.from_numpy(np.stack(a).copy()), "B": torch.from_numpy(np.stack(b).copy()),
                 "subject": torch.tensor(ids), "variant": torch.tensor(variants), "centre": torch.tensor(where)}
 
 

@@ -39,7 +39,7 @@ from pipeline.models.contract import Family, Output, inference_settings, same_mo
 from pipeline.models.translation import adam_with_linear_decay, crop_roi, place
 from pipeline.nets.discriminators import patch_discriminator
 from pipeline.nets.resnet_generator import build_generator, init_weights, size_multiple
-from pipeline.nets.windows import as_batch, from_batch, round_up, sliding_window
+from pipeline.nets.windows import as_batch, from_batch, round_up, sliding_window, with_context
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ class MotionCorrectionConfig(Section):
     spatial_dims: Annotated[Literal[2, 3], INT_CHOICE] = Field(2, description="2: slices across slice_axis; 3: patches.")
     slice_axis: Annotated[Literal[0, 1, 2], INT_CHOICE] = Field(2, description=(
         "The axis 2D slices are taken across (2: axial for RAS volumes; keep the phase-encode axis in-plane)."))
+    context_slices: int = Field(0, ge=0, le=8, description=(
+        "2D: the corrupted slices on either side of each slice as extra input channels (2.5D). Motion through the "
+        "slice plane moves anatomy between slices, so part of a slice's ghosting comes from its neighbours."))
     patch_size: int = Field(0, ge=0, multiple_of=4, description=(
         "Side of the training crops in voxels (a multiple of 4); 0: whole slices (ghosts run across the whole "
         "field of view, so whole slices see all of them); also the inference window (0: the whole slice)."))
@@ -105,6 +108,8 @@ class MotionCorrectionConfig(Section):
             raise Invalid(None, "n_steps + n_steps_decay must be >= 1")
         if self.lambda_content == 0 and self.lambda_grad == 0 and self.lambda_adv == 0:
             raise Invalid(None, "lambda_content, lambda_grad and lambda_adv are all 0: the generator would learn nothing")
+        if self.context_slices and self.spatial_dims != 2:
+            raise Invalid("context_slices", "neighbouring slices as channels need spatial_dims 2")
         low, high = self.severity_range
         if not 0 <= low <= high:
             raise Invalid("severity_range", f"must be [low, high] with 0 <= low <= high, got {list(self.severity_range)}")
@@ -113,15 +118,17 @@ class MotionCorrectionConfig(Section):
 
 # ------------------------------------------------------------------------------------------ networks
 class ResidualGenerator(nn.Module):
-    """DeblurGAN's generator: a ResNet generator whose output is added to its input (the global skip)."""
+    """DeblurGAN's generator: a ResNet generator whose output is added to its input (the global skip). With
+    ``in_channels`` 1 + 2 context (2.5D) the input is a slice and its neighbours, and the skip is the centre one."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
         self.body = build_generator(**kwargs)
         self.multiple = size_multiple(self.body)
+        self.centre = int(kwargs.get("in_channels", 1)) // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(x + self.body(x), -1.0, 1.0)
+        return torch.clamp(x[:, self.centre : self.centre + 1] + self.body(x), -1.0, 1.0)
 
     def start_as_identity(self) -> ResidualGenerator:
         """Zero the body's output convolution, so that the untrained generator returns its input exactly."""
@@ -134,7 +141,10 @@ class ResidualGenerator(nn.Module):
 
 def generator_kwargs(cfg: MotionCorrectionConfig) -> dict[str, Any]:
     """`ResidualGenerator` arguments (stored in the model file)."""
-    return {"kind": f"resnet_{cfg.n_blocks}blocks", "spatial_dims": cfg.spatial_dims, "ngf": cfg.ngf}
+    kwargs: dict[str, Any] = {"kind": f"resnet_{cfg.n_blocks}blocks", "spatial_dims": cfg.spatial_dims, "ngf": cfg.ngf}
+    if cfg.context_slices:
+        kwargs["in_channels"] = 1 + 2 * cfg.context_slices
+    return kwargs
 
 
 def gradient_distance(a: torch.Tensor, b: torch.Tensor, kind: str = "l1") -> torch.Tensor:
@@ -289,7 +299,8 @@ class MotionCorrection(Family):
             "restoration": {"modality": cfg.modality, "input": f"{cfg.modality}_motion", "degradation": "motion",
                             "simulation": copy.deepcopy(self.meta.get("simulation", {})),
                             "spatial_dims": cfg.spatial_dims,
-                            "slice_axis": cfg.slice_axis if cfg.spatial_dims == 2 else None},
+                            "slice_axis": cfg.slice_axis if cfg.spatial_dims == 2 else None,
+                            "context_slices": cfg.context_slices},
             "normalisation": copy.deepcopy(self.meta.get("normalisation", {})),
             "inference": {"roi_size": list(self.roi_size), "whole_slices": cfg.patch_size == 0,
                           "sw_batch_size": cfg.sw_batch_size, "overlap": cfg.overlap, "tta": cfg.tta},
@@ -355,6 +366,8 @@ class MotionCorrection(Family):
         info = blob["restoration"]
         dims = info["spatial_dims"]
         x = as_batch(volume, dims, info["slice_axis"])
+        if dims == 2:  # with context: each slice and its neighbours as channels
+            x = with_context(x, int(info.get("context_slices", 0)))
         multiple = size_multiple(generator)
         if s.get("whole_slices") and settings.get("roi_size") is None:
             roi = [round_up(n, multiple) for n in x.shape[2:]]

@@ -30,7 +30,7 @@ from pipeline.imaging.similarity import masked_psnr
 from pipeline.models.contract import Family, Output, inference_settings
 from pipeline.nets.discriminators import VGGStyleDiscriminator, patch_discriminator
 from pipeline.nets.srresnet import SRResNet
-from pipeline.nets.windows import as_batch, from_batch, sliding_window
+from pipeline.nets.windows import as_batch, from_batch, sliding_window, with_context
 
 log = logging.getLogger(__name__)
 
@@ -218,10 +218,8 @@ def super_resolve(
     two_d = sr["spatial_dims"] == 2
     slice_axis = sr.get("slice_axis")
     x = as_batch(lr, sr["spatial_dims"], slice_axis)  # (N, 1, *spatial)
-    context = int(sr.get("context_slices", 0))
-    if two_d and context:  # (N, 1 + 2 context, *spatial): slice n with its neighbours n - context .. n + context
-        n = x.shape[0]
-        x = x[(torch.arange(n)[:, None] + torch.arange(-context, context + 1)).clamp(0, n - 1), 0]
+    if two_d:  # (N, 1 + 2 context, *spatial): slice n with its neighbours n - context .. n + context
+        x = with_context(x, int(sr.get("context_slices", 0)))
     model_factors = [f for a, f in enumerate(factors) if not two_d or a != slice_axis]
     can_transpose = two_d and model_factors[0] == model_factors[1]
     out = sliding_window(x, generator.residual, [int(roi_size)] * (x.dim() - 2), sw_batch_size, overlap, device,

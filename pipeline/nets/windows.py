@@ -27,6 +27,15 @@ def as_batch(volume: np.ndarray, spatial_dims: int, slice_axis: int | None) -> t
     return torch.movedim(x, slice_axis, 0)[:, None] if spatial_dims == 2 else x[None, None]
 
 
+def with_context(slices: torch.Tensor, context: int) -> torch.Tensor:
+    """(N, 1, *spatial) consecutive slices as (N, 1 + 2 context, *spatial): slice n with its neighbours
+    n - context .. n + context as channels (2.5D; the edge slices repeated beyond the volume)."""
+    if not context:
+        return slices
+    n = slices.shape[0]
+    return slices[(torch.arange(n)[:, None] + torch.arange(-context, context + 1)).clamp(0, n - 1), 0]
+
+
 def from_batch(out: torch.Tensor, spatial_dims: int, slice_axis: int | None) -> torch.Tensor:
     """The inverse of `as_batch` for a one-channel output."""
     return torch.movedim(out[:, 0], 0, slice_axis) if spatial_dims == 2 else out[0, 0]

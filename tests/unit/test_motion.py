@@ -188,6 +188,38 @@ def test_sampler_pairs_the_same_subject_and_slice(spatial_dims):
     assert all(torch.equal(t, again[k]) for k, t in sampler(3).items())  # a pure function of (seed, step)
 
 
+def test_sampler_context_gives_the_neighbouring_corrupted_slices_as_channels():
+    """2.5D: channel k is the sample's corrupted slice, channels k -+ d the slices d before/after it (clamped at the
+    volume's ends), the clean target the centre slice alone."""
+    shape = (12, 16, 6)
+    x, y, z = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    clean = (x * 1000 + y * 10 + z + 1).astype(np.float32)
+    mask = np.zeros(shape, dtype=bool)
+    mask[3:-3, 3:-3, :] = True
+    cfg = tiny_cfg(patch_size=8, batch_size=8, context_slices=2)
+    sampler = MotionPairs(["a"], [clean], [[clean + CODE_VARIANT]], [mask], cfg, seed=1)
+    zs = set()
+    for step in range(6):
+        batch = sampler(step)
+        assert batch["A"].shape == (8, 5, 8, 8) and batch["B"].shape == (8, 1, 8, 8)
+        for a, b, c in zip(batch["A"].double(), batch["B"].double(), batch["centre"], strict=True):
+            centre = int(c[2])
+            zs.add(centre)
+            assert torch.equal(a[2] - CODE_VARIANT, b[0])  # the centre channel is the target's slice, corrupted
+            for ch, d in enumerate(range(-2, 3)):
+                want = min(max(centre + d, 0), shape[2] - 1) - centre
+                assert torch.all(a[ch] - a[2] == want)  # the neighbours, the same in-plane window and flips
+    assert {0, 5} <= zs  # the clamped ends were drawn
+
+
+def test_context_generator_starts_as_the_identity_of_its_centre_slice():
+    x = torch.rand(2, 5, 12, 12) * 2 - 1
+    net = ResidualGenerator(kind="resnet_1blocks", spatial_dims=2, ngf=2, in_channels=5).start_as_identity()
+    assert torch.equal(net(x), x[:, 2:3])
+    with pytest.raises(ConfigError, match="context_slices"):
+        MotionCorrectionConfig(spatial_dims=3, context_slices=1)
+
+
 def test_prepare_data_uses_the_preprocess_corruptions_and_a_seeded_pool(data):
     cfg = tiny_cfg(pool_size=2)
     sampler, kwargs = MotionCorrection.prepare_data(cfg, data, seed=5)
@@ -269,10 +301,10 @@ def test_model_file_inference_geometry_and_contract(data, tmp_path):
         MotionCorrection.load_generator(blob, "B2A", "cpu")
 
 
-@pytest.mark.parametrize(("dims", "roi"), [(2, None), (2, [12, 12]), (3, [8, 8, 8])])
-def test_whole_volume_inference_shapes(dims, roi):
+@pytest.mark.parametrize(("dims", "roi", "context"), [(2, None, 0), (2, [12, 12], 0), (3, [8, 8, 8], 0), (2, None, 2)])
+def test_whole_volume_inference_shapes(dims, roi, context):
     vol = np.random.default_rng(0).random((21, 26, 10)).astype(np.float32)
-    cfg = tiny_cfg(spatial_dims=dims, patch_size=0 if roi is None else 24, d_layers=1)
+    cfg = tiny_cfg(spatial_dims=dims, patch_size=0 if roi is None else 24, d_layers=1, context_slices=context)
     model = MotionCorrection(cfg, roi_size=[24] * dims)
     blob = model.model_file(0)
     net = MotionCorrection.load_generator(blob, None, "cpu")
