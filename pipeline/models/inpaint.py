@@ -80,6 +80,10 @@ class InpaintConfig(Section):
     lambda_l1: float = Field(100.0, ge=0, description="Weight of the L1 term over the deleted voxels.")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate of generator and discriminator.")
     betas: Betas = Field((0.5, 0.999), strict=False, description="Adam (beta1, beta2).")
+    select_best: bool = Field(True, description=(
+        "Export the checkpoint (every checkpoint_every steps) with the best validation PSNR inside the deleted "
+        "slices, not the last: the U-Net memorises its training subjects, so more steps can score worse (demo: "
+        "5000 steps 1 dB below 2500). Without a validation subject the last weights are exported."))
     n_steps: int = Field(1000, ge=0, description="Steps at the constant learning rate.")
     n_steps_decay: int = Field(1500, ge=0, description="Steps of linear decay of the learning rate to 0.")
     log_every: int = Field(50, ge=1, description="Log the losses every this many steps.")
@@ -120,6 +124,15 @@ class InpaintGenerator(nn.Module):
         return x[:, -1:] + self.unet(x)
 
 
+def _mse(output: np.ndarray, truth: np.ndarray, region: np.ndarray) -> float:
+    return float(np.mean((np.clip(output, 0, 1) - truth)[region] ** 2))
+
+
+def _psnr(mses: list[float]) -> float:
+    """PSNR (dB, data range 1) of the mean of per-subject mean squared errors."""
+    return float(10 * np.log10(1.0 / max(float(np.mean(mses)), 1e-12)))
+
+
 def generator_kwargs(cfg: InpaintConfig) -> dict[str, Any]:
     return {"context": cfg.context, "ngf": cfg.ngf, "num_res_units": cfg.num_res_units}
 
@@ -135,7 +148,7 @@ class Inpaint(Family):
     loss_names: ClassVar[tuple[str, ...]] = ("G_adv", "L1", "G", "D", "d_real", "d_fake")
 
     def __init__(self, cfg: InpaintConfig, device: str | torch.device = "cpu", precision: Precision | None = None,
-                 meta: dict[str, Any] | None = None) -> None:
+                 meta: dict[str, Any] | None = None, val_dir: str | Path | None = None) -> None:
         device = torch.device(device)
         super().__init__(device, precision or Precision(device, cfg.precision))
         self.cfg = cfg
@@ -147,6 +160,10 @@ class Inpaint(Family):
         self.optimizers, self.schedulers = adam_with_linear_decay(self.networks, cfg)
         self.real: dict[str, torch.Tensor] = {}
         self.fake: torch.Tensor | None = None
+        #: checkpoint selection: the validation data folder (None: off), its cases (read once), the best so far
+        self.val_dir = Path(val_dir) if val_dir is not None and cfg.select_best else None
+        self._val_cases: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self.best: dict[str, Any] | None = None  # {"psnr", "step", "model_file"}
 
     @property
     def total_steps(self) -> int:
@@ -162,7 +179,7 @@ class Inpaint(Family):
         vols = domain_volumes(data_dir, cfg.modality, "train")
         sampler = cached_sampler(cache_dir, "inpaint-", lambda cache: GapSampler(vols, cfg, seed, cache))
         meta = training_metadata(data_dir, sampler.subjects, cfg, {cfg.modality: vols})
-        return sampler, {"meta": meta}
+        return sampler, {"meta": meta, "val_dir": str(data_dir)}
 
     def _fmt(self, t: torch.Tensor) -> torch.Tensor:
         t = t.to(self.device).float()
@@ -235,37 +252,79 @@ class Inpaint(Family):
         }
 
     def export(self, out_dir: Path) -> list[Path]:
-        return [save_checkpoint(self.model_file(self.total_steps), Path(out_dir) / "model.pt")]
+        """The model file of the checkpoint selected on validation (its step and score recorded), else the last."""
+        blob = self.model_file(self.total_steps)
+        if self.best is not None:
+            blob = self.best["model_file"]
+            blob["training"]["selected"] = {"step": self.best["step"], "of_steps": self.total_steps, "by": "psnr",
+                                            "validation_psnr_db": round(self.best["psnr"], 3)}
+            log.info("exporting the checkpoint of step %d of %d (validation PSNR %.2f dB inside the deleted slices)",
+                     self.best["step"], self.total_steps, self.best["psnr"])
+        return [save_checkpoint(blob, Path(out_dir) / "model.pt")]
+
+    @staticmethod
+    def validation_cases(data_dir: str | Path, modality: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(gapped input, truth, deleted voxels inside the mask) of each validation subject with a gapped input."""
+        from pipeline.data.volumes import split_rows
+        from pipeline.io.nifti import load_nifti
+
+        column = f"{modality}_gaps"
+        _, rows = split_rows(data_dir, "val")
+        cases = []
+        for row in rows:
+            if row.get(column) and row.get(modality) and row.get("mask"):
+                gapped, truth = load_nifti(row[column])[0], load_nifti(row[modality])[0]
+                region = unknown_mask(gapped) & (load_nifti(row["mask"])[0] > 0)
+                if region.any():
+                    cases.append((gapped, truth, region))
+        return cases
+
+    def validation_step(self, step: int) -> int | None:
+        """Checkpoint selection: the model's PSNR inside the deleted slices of the validation subjects (the model
+        file of the best step so far is kept)."""
+        if self.val_dir is None:
+            return None
+        if self._val_cases is None:
+            self._val_cases = self.validation_cases(self.val_dir, self.cfg.modality)
+            if not self._val_cases:
+                log.warning("no validation subject with %s_gaps: no checkpoint selection, the last weights are "
+                            "exported", self.cfg.modality)
+        if not self._val_cases:
+            return None
+        blob = self.model_file(step)
+        gen = self.load_generator(blob, None, self.device)
+        psnr = _psnr([_mse(self.apply(gen, x, blob, self.device), y, r) for x, y, r in self._val_cases])
+        if self.best is None or psnr > self.best["psnr"]:
+            # a copy: on the CPU the model file's tensors are the live weights, which training goes on updating
+            self.best = {"psnr": psnr, "step": step, "model_file": copy.deepcopy(blob)}
+        log.info("step %d: validation PSNR %.2f dB inside the deleted slices (best at step %d)", step, psnr,
+                 self.best["step"])
+        return None
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"selection_best": self.best}  # (a resumed run selects as an uninterrupted one)
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.best = state.get("selection_best")
 
     def validate(self, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         """PSNR inside the deleted slices of the validation subjects' gapped inputs: the model, linear and cubic
         interpolation (a quick check, not the evaluation stage)."""
-        from pipeline.data.volumes import split_rows
         from pipeline.gan.checkpoint import load_checkpoint
         from pipeline.imaging.gaps import interpolate
-        from pipeline.io.nifti import load_nifti
 
-        column = f"{self.cfg.modality}_gaps"
-        _, rows = split_rows(data_dir, "val")
-        rows = [r for r in rows if r.get(column) and r.get(self.cfg.modality) and r.get("mask")]
-        if not rows:
+        cases = self.validation_cases(data_dir, self.cfg.modality)
+        if not cases:
             return {}
         blob = load_checkpoint(Path(out_dir) / "model.pt")
         gen = self.load_generator(blob, None, self.device)
         errors: dict[str, list[float]] = {self.name: [], "linear": [], "cubic": []}
-        for row in rows:
-            gapped, _ = load_nifti(row[column])
-            truth, _ = load_nifti(row[self.cfg.modality])
-            region = unknown_mask(gapped) & (load_nifti(row["mask"])[0] > 0)
-            if not region.any():
-                continue
+        for gapped, truth, region in cases:
             outs = {self.name: self.apply(gen, gapped, blob, self.device),
                     **{m: interpolate(gapped, m) for m in ("linear", "cubic")}}
             for k, out in outs.items():
-                errors[k].append(float(np.mean((np.clip(out, 0, 1) - truth)[region] ** 2)))
-        if not errors[self.name]:
-            return {}
-        psnr = {k: float(10 * np.log10(1.0 / max(float(np.mean(v)), 1e-12))) for k, v in errors.items()}
+                errors[k].append(_mse(out, truth, region))
+        psnr = {k: _psnr(v) for k, v in errors.items()}
         baseline = max(("linear", "cubic"), key=lambda k: psnr[k])
         result = {"psnr_db": psnr, "subjects": len(errors[self.name]), "baseline": baseline,
                   "losing": [self.name] if psnr[self.name] < psnr[baseline] else []}

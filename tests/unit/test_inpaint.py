@@ -135,6 +135,54 @@ def test_resume_is_exact(data, tmp_path):
             assert torch.equal(v, resumed.networks[name].state_dict()[k]), f"{name}.{k} differs"
 
 
+def test_checkpoint_selection_exports_the_best_validation_step_and_survives_resume(data, tmp_path, caplog):
+    """The exported weights are those of the checkpoint with the best validation PSNR inside the deleted slices (the
+    score is reproduced from the file), a resumed run selects the same, and select_best off exports the last."""
+    import logging
+    import re
+
+    from pipeline.models.inpaint import _mse, _psnr
+
+    cfg = tiny_cfg(checkpoint_every=1, lr=3e-2)
+    with caplog.at_level(logging.INFO, logger="pipeline.models.inpaint"):
+        _run(data, tmp_path / "straight", cfg)
+    scores = {int(a): float(b) for a, b in re.findall(r"step (\d+): validation PSNR ([\d.]+) dB", caplog.text)}
+    assert sorted(scores) == [1, 2, 3, 4, 5, 6]
+    blob = load_checkpoint(tmp_path / "straight" / "model.pt")
+    selected = blob["training"]["selected"]
+    assert selected["step"] == max(scores, key=scores.get) and selected["of_steps"] == 6
+    cases = Inpaint.validation_cases(data, "T1w")
+    gen = Inpaint.load_generator(blob, None, "cpu")
+    again = _psnr([_mse(Inpaint.apply(gen, x, blob, "cpu"), y, r) for x, y, r in cases])
+    assert again == pytest.approx(selected["validation_psnr_db"], abs=1e-3)
+    _run(data, tmp_path / "resumed", cfg, stop_after=4)
+    _run(data, tmp_path / "resumed", cfg)
+    resumed = load_checkpoint(tmp_path / "resumed" / "model.pt")
+    assert resumed["training"]["selected"] == selected
+    assert all(torch.equal(v, resumed["state_dict"][k]) for k, v in blob["state_dict"].items())
+    _run(data, tmp_path / "last", tiny_cfg(checkpoint_every=1, lr=3e-2, select_best=False))
+    assert "selected" not in load_checkpoint(tmp_path / "last" / "model.pt")["training"]
+
+
+def test_a_worse_later_checkpoint_is_not_exported(data, tmp_path):
+    """Weights spoiled after a checkpoint score lower at the next one: the earlier weights are exported."""
+    sampler, kwargs = Inpaint.prepare_data(tiny_cfg(), data, 0, cache_dir=tmp_path / "cache")
+    sampler.close()
+    model = build_model("inpaint", tiny_cfg(), **kwargs)
+    good = {k: v.clone() for k, v in model.networks["G"].state_dict().items()}
+    model.validation_step(1)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.networks["G"].parameters():
+            p.add_(torch.randn_like(p))
+    model.validation_step(2)
+    assert model.best["step"] == 1
+    [path] = model.export(tmp_path)
+    blob = load_checkpoint(path)
+    assert blob["training"]["selected"]["step"] == 1
+    assert all(torch.equal(v, blob["state_dict"][k]) for k, v in good.items())
+
+
 # ------------------------------------------------------------------------------------------ inference
 def test_inference_fills_exactly_the_deleted_voxels_in_the_input_geometry(data, tmp_path):
     from pipeline.stages import infer
