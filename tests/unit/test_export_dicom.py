@@ -236,7 +236,7 @@ def test_dry_run_plans_the_export_jobs(tmp_path):
     cells = "\t".join(f"x/{c}.nii.gz" for c in ("T1w", "T2w", "mask", "T1w_lr"))
     table.write_text("subject\tsplit\tT1w\tT2w\tmask\tT1w_lr\n" +
                      "".join(f"{s}\t{split}\t{cells}\n" for s, split in
-                             (("sub-001", "train"), ("sub-002", "test"), ("sub-003", "test"))))
+                             (("sub-001", "train"), ("sub-004", "train"), ("sub-002", "test"), ("sub-003", "test"))))
     (tmp_path / "inputs").mkdir()
     (tmp_path / "on.yaml").write_text("input_dir: inputs\nmodels: [srgan, cyclegan]\n"
                                          "export: {dicom: true, bids: true, reidentify: true}\n")
