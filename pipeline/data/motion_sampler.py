@@ -78,23 +78,19 @@ class MotionPairs:
         if state.get("seed") != self.seed:
             raise ValueError(f"checkpoint sampler seed {state.get('seed')} != this run's seed {self.seed}")
 
-    def _window(self, centre: Sequence[int], shape: Sequence[int]) -> tuple[int | slice, ...]:
-        index: list[int | slice] = []
+    def _window(self, centre: Sequence[int], shape: Sequence[int], context: int = 0) -> tuple[Any, ...]:
+        """The crop's index: the patch around `centre`; along the slice axis its slice and, with `context`, the
+        `context` slices on either side (clamped at the volume's ends), as SR's sampler takes them."""
+        index: list[Any] = []
         for a in range(3):
+            c = int(centre[a])
             if a == self.slice_axis:
-                index.append(int(centre[a]))
+                index.append(np.clip(np.arange(c - context, c + context + 1), 0, shape[a] - 1) if context
+                             else slice(c, c + 1))
             else:
-                start = int(np.clip(int(centre[a]) - self.patch[a] // 2, 0, shape[a] - self.patch[a]))
+                start = int(np.clip(c - self.patch[a] // 2, 0, shape[a] - self.patch[a]))
                 index.append(slice(start, start + self.patch[a]))
         return tuple(index)
-
-    def _neighbours(self, index: tuple[int | slice, ...], shape: Sequence[int], context: int) -> list[tuple]:
-        """`index` and, with `context`, the same window in the `context` slices on either side (clamped)."""
-        if not context:
-            return [index]
-        axis, centre = self.slice_axis, int(index[self.slice_axis])
-        return [index[:axis] + (int(np.clip(centre + d, 0, shape[axis] - 1)),) + index[axis + 1:]
-                for d in range(-context, context + 1)]
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
         rng = step_seed(self.seed, step)
@@ -103,10 +99,11 @@ class MotionPairs:
             s = int(rng.integers(len(self.subjects)))
             k = int(rng.integers(len(self.corrupted[s])))
             centre = self.centres[s][int(rng.integers(len(self.centres[s])))]
-            index = self._window(centre, self.clean[s].shape)
             flips = [i + 1 for i in range(self.spatial_dims) if self.flip and rng.random() < 0.5]  # (channel first)
             for out, image, context in ((a, self.corrupted[s][k], self.context), (b, self.clean[s], 0)):
-                crop = np.stack([np.asarray(image[i]) for i in self._neighbours(index, image.shape, context)])
+                crop = np.asarray(image[self._window(centre, image.shape, context)])
+                # the slice axis becomes the channel axis (length 1 without context); 3D: one channel
+                crop = np.moveaxis(crop, self.slice_axis, 0) if self.slice_axis is not None else crop[None]
                 out.append(np.flip(crop, flips) if flips else crop)
             ids.append(s)
             variants.append(k)
