@@ -37,6 +37,7 @@ from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section
 from pipeline.data.slice_bank import SliceBank, SliceSampler
 from pipeline.gan.base import Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
+from pipeline.gan.ema import WeightAverage
 from pipeline.gan.losses import d_loss, g_loss
 from pipeline.models.contract import Family, Output
 from pipeline.nets.dcgan import (
@@ -133,34 +134,24 @@ class DCGAN(Family):
         self.optimizers = {k: adam(n.parameters(), lr=cfg.lr, betas=tuple(cfg.betas)) for k, n in self.networks.items()}
         self.real: dict[str, torch.Tensor] = {}
         self.fake: torch.Tensor | None = None
-        self.ema = {k: v.detach().clone() for k, v in self.networks["G"].state_dict().items()}
+        self.average = WeightAverage(self.networks["G"], cfg.ema)
 
     @property
     def total_steps(self) -> int:
         return self.cfg.n_steps
 
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        """ema <- decay ema + (1 - decay) G for floating tensors (weights, BN statistics); counters copied."""
-        decay = self.cfg.ema
-        for k, v in self.networks["G"].state_dict().items():
-            if v.dtype.is_floating_point and decay > 0:
-                self.ema[k].mul_(decay).add_(v.detach(), alpha=1.0 - decay)
-            else:
-                self.ema[k].copy_(v)
-
     def extra_state(self) -> dict[str, Any]:
-        return {"ema": {k: v.detach().to("cpu") for k, v in self.ema.items()}}
+        return {"average": self.average.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        if "ema" in state:
-            self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
+        if "average" in state:
+            self.average.load_state_dict(state["average"], self.device)
 
     def averaged_generator(self) -> Generator:
         """The generator that is exported and judged: the averaged weights (`ema`) with batch-norm statistics
         re-estimated for them (`recalibrate_batchnorm`; ema 0: the last weights and statistics), in eval mode."""
         net = Generator(**self.g_kwargs)
-        net.load_state_dict({k: v.float() if v.dtype.is_floating_point else v for k, v in self.ema.items()})
+        net.load_state_dict({k: v.float() if v.dtype.is_floating_point else v for k, v in self.average.weights.items()})
         net = net.to(self.device)
         return recalibrate_batchnorm(net) if self.cfg.ema > 0 else net.eval()
 
@@ -200,7 +191,7 @@ class DCGAN(Family):
                 loss_g = g_loss(D(fake, r["contrast"], r["position"]), cfg.gan_loss)
             amp.backward(loss_g)
             amp.step(opt_g)
-        self._update_ema()
+        self.average.update(self.networks["G"])
 
         opt_d = self.optimizers["D"]
         opt_d.zero_grad(set_to_none=True)

@@ -16,7 +16,7 @@ reference's ``vanilla`` - or least squares, minimax, hinge). Adam (betas 0.5/0.9
 is constant for `n_steps`, then decays linearly to 0 over `n_steps_decay`. Images in [0, 1] (the preprocess
 stage's normalisation) are mapped to [-1, 1] inside the model. The sampler (`pipeline.data.paired_sampler`)
 takes the same subject and the same crop from both modalities and refuses a subject whose two images are not on
-one grid. Whole-volume inference is CycleGAN's (`pipeline.models.cyclegan.translate`: slices or patches through
+one grid. Whole-volume inference is CycleGAN's (`pipeline.models.translation.translate`: slices or patches through
 the shared sliding window, optional test-time augmentation).
 """
 
@@ -276,6 +276,6 @@ class Pix2Pix(SelectsCheckpoints, Family):
     @classmethod
     def apply(cls, generator: nn.Module, volume: np.ndarray, blob: dict[str, Any],
               device: str | torch.device = "cpu", **settings: Any) -> np.ndarray:
-        """The whole-volume translation of CycleGAN's generators (`pipeline.models.cyclegan.translate`: the same
+        """The whole-volume translation of CycleGAN's generators (`pipeline.models.translation.translate`: the same
         model-file layout), with the model file's inference settings overridden by the non-None `settings`."""
         return CycleGAN.apply(generator, volume, blob, device, **settings)

@@ -23,6 +23,7 @@ from torch import nn
 from pipeline.config import INT_CHOICE, Betas, Invalid, OddInt, PrecisionMode, Section, to_dict
 from pipeline.gan.base import Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
+from pipeline.gan.ema import WeightAverage
 from pipeline.gan.losses import d_loss, feature_matching_loss, g_loss, pixel_loss
 from pipeline.gan.schedules import cosine_factor
 from pipeline.imaging.geometry import hr_affine_from_lr
@@ -105,6 +106,10 @@ class SRGANConfig(Section):
     lr_min_ratio: float = Field(0.01, ge=0, description=(
         "Final learning rate of each cosine schedule, as a fraction of its initial value."))
     betas: Betas = Field((0.9, 0.999), strict=False, description="Adam betas.")
+    ema: float = Field(0.0, ge=0, lt=1, description=(
+        "Decay of an exponential moving average of the generator's weights (per phase; the first updates use a "
+        "smaller decay, see `pipeline.gan.ema`); validation, selection and export use the average. 0: off, "
+        "the weights themselves."))
     # loop
     log_every: int = Field(100, ge=1, description="Steps between log lines (and rows of history.csv).")
     checkpoint_every: int = Field(250, ge=1, description=(
@@ -302,6 +307,7 @@ class SRGAN(Family):
         self._val_pairs: list[Any] | None = None
         self.selection: dict[str, dict[str, Any]] = {}
         self.milestones = (cfg.pretrain_steps,) if 0 < cfg.pretrain_steps < self.total_steps else ()
+        self.average = WeightAverage(G, cfg.ema, warmup=True) if cfg.ema > 0 else None
 
     @property
     def total_steps(self) -> int:
@@ -387,6 +393,8 @@ class SRGAN(Family):
             losses["G"] = total
             self.precision.backward(total)
             self.precision.step(opt_g)
+        if self.average is not None:
+            self.average.update(self.networks["G"])
 
         # discriminator step, generator frozen and its output detached
         if adversarial and self.uses_discriminator:
@@ -408,10 +416,14 @@ class SRGAN(Family):
         """Keep the SRResNet (the phase-1 generator: the selected one, if any) and give the adversarial phase a
         fresh optimizer state, starting from it."""
         best = self.selection.get("srresnet")
-        if best is not None and best["step"] != step:
+        if best is not None and (best["step"] != step or self.average is not None):
             self.networks["G"].load_state_dict(best["state"])
             log.info("step %d: phase 2 starts from the SRResNet selected at step %d (validation PSNR %.2f dB)",
                      step, best["step"], best["psnr"])
+        elif self.average is not None:
+            self.networks["G"].load_state_dict(self.average.weights)
+        if self.average is not None:
+            self.average.reset(self.networks["G"])
         self.pretrained = {k: v.detach().to("cpu", copy=True) for k, v in self.networks["G"].state_dict().items()}
         self.optimizers["G"].state.clear()
         if self.cfg.gan_steps:
@@ -427,11 +439,26 @@ class SRGAN(Family):
         state: dict[str, Any] = {"selection": self.selection}
         if self.pretrained is not None:
             state["pretrained"] = self.pretrained
+        if self.average is not None:
+            state["average"] = self.average.state_dict()
         return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.pretrained = state.get("pretrained")
         self.selection = state.get("selection", {})
+        if self.average is not None and "average" in state:
+            self.average.load_state_dict(state["average"], self.device)
+
+    def current_generator(self) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+        """The generator that is validated and exported now, in eval mode, and its weights: the weight average
+        (`ema`), else the trained network itself (under DDP its module)."""
+        G = self.networks["G"]
+        G = getattr(G, "module", G)
+        if self.average is None:
+            return G.eval(), G.state_dict()
+        net = copy.deepcopy(G)
+        net.load_state_dict(self.average.weights)
+        return net.eval(), self.average.weights
 
     # -- model selection ------------------------------------------------------------------------------
     def _validation_pairs(self) -> list[Any]:
@@ -467,16 +494,15 @@ class SRGAN(Family):
         pairs = self._validation_pairs()
         if not pairs or (phase == "srresnet" and P == 0):
             return None
-        G = self.networks["G"]
-        G.eval()
+        G, weights = self.current_generator()
         try:  # under DDP the network is wrapped: score the module itself (every rank the same)
-            score = self.validation_psnr(getattr(G, "module", G), pairs)
+            score = self.validation_psnr(G, pairs)
         finally:
-            G.train(True)
+            self.networks["G"].train(True)
         best = self.selection.get(phase)
         if best is None or score > best["psnr"]:
             best = {"psnr": score, "step": step, "stale": 0,
-                    "state": {k: v.detach().to("cpu", copy=True) for k, v in G.state_dict().items()}}
+                    "state": {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}}
             self.selection[phase] = best
         else:
             best["stale"] += 1
@@ -612,7 +638,7 @@ class SRGAN(Family):
         """srresnet.pt (phase 1) and model.pt (phase 2), each the selected checkpoint when validation ran."""
         out_dir = Path(out_dir)
         cfg = self.cfg
-        final, final_steps = self.networks["G"].state_dict(), self.total_steps
+        final, final_steps = self.current_generator()[1], self.total_steps
         if "srgan" in self.selection:
             final, final_steps = self.selection["srgan"]["state"], self.selection["srgan"]["step"]
         if self.pretrained is None:  # no adversarial phase ran (gan_steps == 0)

@@ -1,6 +1,7 @@
 """What the image-to-image translation families (CycleGAN, pix2pix, ...) share: crops checked against the
 PatchGAN, networks placed on the device, batches mapped to the generators' [-1, 1], the model file's translation
-entries, the validation of the source -> target generator, and the background of a translated volume."""
+entries, the validation of the source -> target generator, and whole-volume translation (`translate`: coarse grids,
+detail transfer, the background of a translated volume)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from pipeline.config import EvaluateConfig, Invalid, to_dict
 from pipeline.gan.base import Precision, adam
 from pipeline.gan.schedules import linear_decay_schedulers
 from pipeline.imaging.similarity import masked_psnr, ssim_kwargs
+from pipeline.nets.interp import detail_transfer, downsample, upsample
+from pipeline.nets.resnet_generator import size_multiple
+from pipeline.nets.windows import as_batch, from_batch, sliding_window
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +114,8 @@ def model_file_entries(model: Any, weights: dict[str, Any], steps: int, **transl
                         "slice_axis": cfg.slice_axis if cfg.spatial_dims == 2 else None},
         "normalisation": copy.deepcopy(model.meta.get("normalisation", {})),
         "inference": {"roi_size": list(model.roi_size), "sw_batch_size": cfg.sw_batch_size,
-                      "overlap": cfg.overlap, "tta": cfg.tta},
+                      "overlap": cfg.overlap, "tta": cfg.tta,
+                      "detail_transfer": bool(getattr(cfg, "detail_transfer", False))},
         "training": {"steps": steps, "n_train_subjects": model.meta.get("n_train_subjects"), "config": to_dict(cfg)},
     }
 
@@ -334,3 +339,50 @@ def keep_background(output: np.ndarray, source: np.ndarray, radius: int = SUPPOR
 
     support = ndimage.binary_dilation(np.asarray(source) > 0, ndimage.generate_binary_structure(3, 1), radius)
     return np.where(support, output, 0).astype(output.dtype, copy=False)
+
+
+def translate(
+    volume: np.ndarray,
+    generator: nn.Module,
+    blob: dict[str, Any],
+    device: str | torch.device = "cpu",
+    roi_size: Sequence[int] | None = None,
+    sw_batch_size: int = 16,
+    overlap: float = 0.5,
+    precision: str = "auto",
+    tta: bool = False,
+    detail: bool = False,
+) -> np.ndarray:
+    """Translate a whole (x, y, z) volume (values in [0, 1]); the output (in [0, 1]) has the input's grid.
+
+    2D models run on the slices across the model's slice axis, 3D models on the volume; both through MONAI's
+    `SlidingWindowInferer` with windows of the training crop size (`roi_size`, None: 64 per side;
+    Gaussian-blended), so instance norm sees what it saw in training. With `train_downsample` the input is
+    block-averaged first and the output interpolated back; with `detail` it then gets the source's detail that
+    the coarse grid lost, with the output's local contrast (`pipeline.nets.interp.detail_transfer`). With `tta` every window is translated in
+    each of its 8 flips/transposes (2D; 3D: its 8 flips) and the outputs, mapped back, are averaged (test-time
+    augmentation: the hallucinated texture of a GAN differs between flips, the anatomy does not, so the average
+    is closer to the target). Blank windows (constant input) and voxels far from any input signal
+    (`keep_background`) come out as background (0)."""
+    device = torch.device(device)
+    info = blob["translation"]
+    dims, factor = info["spatial_dims"], int(info.get("train_downsample", 1))
+    source = as_batch(volume, dims, info["slice_axis"])  # (N, 1, *spatial)
+    size = source.shape[2:]
+    x = downsample(source, factor, dims)
+    roi = [int(r) for r in (roi_size or [64] * len(x.shape[2:]))]
+
+    def net(v: torch.Tensor) -> torch.Tensor:
+        y = generator(v * 2.0 - 1.0)  # [0, 1] <-> the generator's [-1, 1]
+        blank = (v.flatten(1).amax(1) - v.flatten(1).amin(1) <= 1e-6).view(-1, *[1] * (y.dim() - 1))
+        return torch.where(blank, -1.0, y)  # blank: instance norm would make it a uniform grey
+
+    out = sliding_window(x, net, roi, sw_batch_size, overlap, device, precision, tta, transpose=dims == 2,
+                         multiple=size_multiple(generator), finish=lambda y: (y + 1.0) / 2.0)
+    out = upsample(out, factor, size)
+    if detail:
+        out = detail_transfer(out, source.to(out.dtype), factor).clamp(0.0, 1.0)
+    out = from_batch(out, dims, info["slice_axis"])
+    if tuple(out.shape) != tuple(volume.shape):
+        raise RuntimeError(f"output shape {tuple(out.shape)} != input shape {tuple(volume.shape)}")
+    return keep_background(out.numpy().astype(np.float32), volume)

@@ -69,3 +69,27 @@ def upsample(x: torch.Tensor, factor: int, size: Sequence[int]) -> torch.Tensor:
     mode = "bilinear" if x.dim() == 4 else "trilinear"
     up = F.interpolate(x, scale_factor=factor, mode=mode, align_corners=False)
     return up[(slice(None), slice(None), *(slice(0, int(n)) for n in size))]
+
+
+def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over the (2 radius + 1)-voxel window around each voxel of (N, C, *spatial) (edges: the part inside)."""
+    pool = F.avg_pool2d if x.dim() == 4 else F.avg_pool3d
+    return pool(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+
+
+def detail_transfer(output: torch.Tensor, guide: torch.Tensor, factor: int, radius: int = 2,
+                    eps: float = 1e-3) -> torch.Tensor:
+    """Give `output`, made on a grid `factor` times coarser than its source `guide` and interpolated back
+    (`upsample`; both (N, C, *spatial), same shape), the detail the coarse grid lost from the source:
+    ``output + a * (guide - upsample(downsample(guide)))``, where `a` is the local slope of `output` against the
+    coarse guide, fitted by least squares in (2 radius + 1)-voxel windows as in the guided filter (He et al.,
+    TPAMI 2013; `eps` shrinks it where the guide is flat). The slope carries the local intensity mapping, so the
+    detail comes with the output's contrast (negative where T1w -> T2w inverts it)."""
+    if factor == 1:
+        return output
+    size = guide.shape[2:]
+    coarse = upsample(downsample(guide, factor, guide.dim() - 2), factor, size)
+    mean_g, mean_o = _box(coarse, radius), _box(output, radius)
+    cov = _box(coarse * output, radius) - mean_g * mean_o
+    var = _box(coarse * coarse, radius) - mean_g * mean_g
+    return output + cov / (var + eps) * (guide - coarse)

@@ -1,7 +1,7 @@
 """Test-time augmentation: average a network's output over flipped (and transposed) views of its input.
 
 Used by whole-volume inference of both models (`pipeline.models.srgan.super_resolve`,
-`pipeline.models.cyclegan.translate`): the texture a GAN invents differs between the views, the anatomy does not,
+`pipeline.models.translation.translate`): the texture a GAN invents differs between the views, the anatomy does not,
 so the average is closer to the truth.
 """
 

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-consistency", action=argparse.BooleanOptionalAction, default=None,
                         help="super-resolution: correct the output to degrade exactly to the input, by the "
                         "model's recorded degradation (default: the model's setting, else on)")
+    parser.add_argument("--detail-transfer", action=argparse.BooleanOptionalAction, default=None,
+                        help="translation trained on a coarser grid: add the source's lost detail with the output's "
+                        "local contrast (default: the model's setting)")
     parser.add_argument("--resolution-mismatch", choices=("refuse", "resample", "ignore"), default="refuse",
                         help="when the scan's voxel size differs (>10%% on an axis) from the one the SR model was "
                         "trained on: refuse (default), resample (onto the model's grid and back) or ignore (warn)")
@@ -57,7 +60,8 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"{len(args.input)} --input but {len(args.output)} --output: give them in pairs")
     options = dict(direction=args.direction, normalise=args.normalise, device=args.device,
                    roi_size=args.roi_size, sw_batch_size=args.sw_batch_size, data_consistency=args.data_consistency,
-                   overlap=args.overlap, tta=args.tta, resolution_mismatch=args.resolution_mismatch)
+                   overlap=args.overlap, tta=args.tta, detail_transfer=args.detail_transfer,
+                   resolution_mismatch=args.resolution_mismatch)
     pairs = list(zip(args.input, args.output, strict=True))
     if len(pairs) == 1:  # one scan: its error is the command's error
         infer_scan(args.model, *pairs[0], **options)

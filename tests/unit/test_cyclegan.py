@@ -491,3 +491,45 @@ def test_auto_train_downsample_works_near_2_mm_and_the_model_file_records_it(tmp
     assert kwargs["train_downsample"] == factor and sampler.factor == factor
     model = build_model("cyclegan", cfg, **kwargs)
     assert model.model_file(0)["translation"]["train_downsample"] == factor
+    assert model.model_file(0)["inference"]["detail_transfer"] is True
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_detail_transfer_restores_the_source_detail_with_the_outputs_contrast(dims):
+    from pipeline.nets.interp import detail_transfer, downsample, upsample
+
+    rng = np.random.default_rng(4)
+    shape = (2, 1, 24, 20) if dims == 2 else (1, 1, 16, 12, 10)
+    guide = torch.from_numpy(rng.random(shape).astype(np.float32))
+    # a translation that inverts the contrast, made on a 2x coarser grid and interpolated back
+    inverted = 1.0 - 0.8 * guide
+    output = upsample(downsample(inverted, 2, dims), 2, shape[2:])
+    restored = detail_transfer(output, guide, 2, radius=2, eps=1e-8)
+    assert (restored - inverted).abs().max() < 1e-3 < (output - inverted).abs().max()
+    shrunk = detail_transfer(output, guide, 2, radius=2, eps=10.0)  # flat-guide regularisation: little detail
+    assert (shrunk - output).abs().max() < 0.1 * (restored - output).abs().max()
+    assert torch.equal(detail_transfer(output, guide, 1), output)  # trained on the input grid: nothing lost
+
+
+def test_detail_transfer_is_an_inference_setting_of_downsampled_translation():
+    vol = np.random.default_rng(0).random((20, 24, 6)).astype(np.float32)
+    net = ResnetGenerator(2, ngf=2, n_blocks=1).eval()
+    outs = {}
+    for factor in (1, 2):
+        blob = {"translation": {"spatial_dims": 2, "slice_axis": 2, "train_downsample": factor},
+                "inference": {"roi_size": [8, 8], "sw_batch_size": 4, "overlap": 0.25, "detail_transfer": True}}
+        outs[factor] = (CycleGAN.apply(net, vol, blob), CycleGAN.apply(net, vol, blob, detail_transfer=False))
+        assert 0.0 <= outs[factor][0].min() and outs[factor][0].max() <= 1.0
+    np.testing.assert_array_equal(*outs[1])  # no coarse grid, nothing to transfer
+    assert np.abs(outs[2][0] - outs[2][1]).max() > 1e-3
+
+
+def test_cyclegan_weight_average_is_what_the_model_file_holds(data, tmp_path):
+    cfg = tiny_cfg(n_steps=2, n_steps_decay=2, ema=0.5, select_best=False)
+    model, _, _ = _run(data, tmp_path / "m", cfg)
+    exported = load_checkpoint(tmp_path / "m" / "model.pt")["state_dicts"]
+    for direction, g in (("A2B", "G_AB"), ("B2A", "G_BA")):
+        average, trained = model.averages[g].weights, model.networks[g].state_dict()
+        assert model.averages[g].updates == 4
+        assert all(torch.equal(exported[direction][k], average[k]) for k in average)
+        assert any(not torch.equal(average[k], trained[k]) for k in average if trained[k].dtype.is_floating_point)

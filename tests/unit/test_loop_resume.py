@@ -48,8 +48,9 @@ def data(tmp_path_factory):
     return make_sr_dataset(tmp_path_factory.mktemp("sr"))
 
 
-def test_stop_and_resume_gives_bit_identical_weights(data, tmp_path):
-    cfg = tiny_cfg(pretrain_steps=4, gan_steps=4, checkpoint_every=2, fm_weight=0.5)
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_stop_and_resume_gives_bit_identical_weights(data, tmp_path, ema):
+    cfg = tiny_cfg(pretrain_steps=4, gan_steps=4, checkpoint_every=2, fm_weight=0.5, ema=ema)
     straight, res = _run(data, tmp_path / "straight", cfg)
     assert res.steps == 8 and res.resumed_from == 0
     # "killed" after step 5: the last checkpoint is step 4 (the end of pretraining), step 5 is lost
