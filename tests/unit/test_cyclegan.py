@@ -420,26 +420,29 @@ def test_tta_averages_the_flipped_and_transposed_translations():
     assert not np.allclose(plain, expected, atol=1e-3)
 
 
-def test_infer_no_tta_changes_a_cyclegan_output(data, tmp_path):
-    """`python -m pipeline infer --no-tta` reaches CycleGAN inference (it used to be ignored for translation)."""
+@pytest.mark.parametrize("key, overrides", [("tta", {}), ("detail_transfer", {"train_downsample": 2, "patch_size": 12})])
+def test_infer_inference_flags_change_a_cyclegan_output(data, tmp_path, key, overrides):
+    """`python -m pipeline infer --no-tta` / `--no-detail-transfer` reach CycleGAN inference (--no-tta used to be
+    ignored for translation)."""
     from pipeline.cli import main as cli
 
-    cfg = tiny_cfg(n_steps=1, n_steps_decay=1)
+    cfg = tiny_cfg(n_steps=1, n_steps_decay=1, **overrides)
     _run(data, tmp_path / "m", cfg)
     model = tmp_path / "m" / "model.pt"
-    assert load_checkpoint(model)["inference"]["tta"] is True
+    assert load_checkpoint(model)["inference"][key] is True
     scan = data / "sub-006" / "T1w.nii.gz"
     outs = {}
-    for flag in ("--tta", "--no-tta"):
-        out = tmp_path / f"{flag}.nii.gz"
+    for on in (True, False):
+        out = tmp_path / f"{on}.nii.gz"
+        flag = "--" + ("" if on else "no-") + key.replace("_", "-")
         assert cli(["infer", "--model", str(model), "--input", str(scan), "--output", str(out), flag]) == 0
-        outs[flag] = load_nifti(out)[0]
+        outs[on] = load_nifti(out)[0]
     blob = load_checkpoint(model)
     net = CycleGAN.load_generator(blob, "A2B", "cpu")
     src = load_nifti(scan)[0]
-    np.testing.assert_allclose(outs["--no-tta"], CycleGAN.apply(net, src, blob, tta=False), atol=1e-6)
-    np.testing.assert_allclose(outs["--tta"], CycleGAN.apply(net, src, blob, tta=True), atol=1e-6)
-    assert np.abs(outs["--tta"] - outs["--no-tta"]).max() > 1e-4
+    for on in (True, False):
+        np.testing.assert_allclose(outs[on], CycleGAN.apply(net, src, blob, **{key: on}), atol=1e-6)
+    assert np.abs(outs[True] - outs[False]).max() > 1e-4
 
 
 def test_ct_output_is_written_in_hounsfield_units(tmp_path):
