@@ -14,6 +14,8 @@ test subject's deleted slices inside the mask with the evaluation's own `gap_met
   deleted slice's own noise;
 - ``linear, noise-free neighbours``: linear interpolation of the noise-free input, fitted the same way: the error
   the anatomy alone leaves to a linear filler;
+- ``linear, neighbours smoothed``: linear interpolation of the noisy input smoothed in-plane (Gaussian, sigma
+  0.5 voxel): the simplest denoise-then-interpolate filler, which a model has to beat to have learnt anatomy;
 - with ``--run-dir``: the run's inpainting outputs (``results/infer/inpaint/<subject>_inpaint.nii.gz``).
 
 Prints a markdown table (mean PSNR over subjects per gap length, SSIM over all gaps) and writes it to ``--out``.
@@ -34,6 +36,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def smoothed(gapped: np.ndarray, unknown: np.ndarray, sigma: float = 0.5) -> np.ndarray:
+    """`gapped` (deleted voxels NaN) smoothed in-plane, its deleted voxels NaN again."""
+    from scipy import ndimage
+
+    out = ndimage.gaussian_filter(np.nan_to_num(gapped), (sigma, sigma, 0))
+    return np.where(unknown, np.nan, out).astype(np.float32)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                 "linear interpolation": interpolate(gapped, "linear", unknown),
                 "cubic interpolation": interpolate(gapped, "cubic", unknown),
                 "linear, noise-free neighbours": fitted(interpolate(clean_gapped, "linear", unknown), truth, mask),
+                "linear, neighbours smoothed in-plane (sigma 0.5 voxel)": interpolate(smoothed(gapped, unknown),
+                                                                                     "linear", unknown),
                 "noise-free slice, fitted (ceiling)": fitted(clean, truth, mask),
             }
             if args.run_dir is not None:
