@@ -341,6 +341,10 @@ def keep_background(output: np.ndarray, source: np.ndarray, radius: int = SUPPOR
     return np.where(support, output, 0).astype(output.dtype, copy=False)
 
 
+#: slices per pass of detail transfer in 2D (bounds its memory; slices are filtered independently)
+DETAIL_SLICES = 32
+
+
 def translate(
     volume: np.ndarray,
     generator: nn.Module,
@@ -380,8 +384,10 @@ def translate(
     out = sliding_window(x, net, roi, sw_batch_size, overlap, device, precision, tta, transpose=dims == 2,
                          multiple=size_multiple(generator), finish=lambda y: (y + 1.0) / 2.0)
     out = upsample(out, factor, size)
-    if detail:
-        out = detail_transfer(out, source.to(out.dtype), factor).clamp(0.0, 1.0)
+    if detail:  # 2D: a few slices at a time (the box filters' temporaries are volume-sized otherwise)
+        chunk = DETAIL_SLICES if dims == 2 else out.shape[0]
+        out = torch.cat([detail_transfer(o, s.to(o.dtype), factor)
+                         for o, s in zip(out.split(chunk), source.split(chunk), strict=True)]).clamp(0.0, 1.0)
     out = from_batch(out, dims, info["slice_axis"])
     if tuple(out.shape) != tuple(volume.shape):
         raise RuntimeError(f"output shape {tuple(out.shape)} != input shape {tuple(volume.shape)}")
