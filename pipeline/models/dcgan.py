@@ -146,6 +146,8 @@ class DCGAN(Family):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if "average" in state:
             self.average.load_state_dict(state["average"], self.device)
+        elif "ema" in state:  # a checkpoint written before the shared WeightAverage: the same average, by name
+            self.average.load_state_dict({"weights": state["ema"]}, self.device)
 
     def averaged_generator(self) -> Generator:
         """The generator that is exported and judged: the averaged weights (`ema`) with batch-norm statistics

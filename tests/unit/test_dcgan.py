@@ -205,6 +205,14 @@ def test_resume_is_exact(data, tmp_path):
     assert sample(g, 0, [0.5], seed=0).shape == (1, 32, 32)
 
 
+def test_a_checkpoint_of_the_earlier_average_format_resumes_its_average(data):
+    sampler, kwargs = DCGAN.prepare_data(tiny_cfg(), data, 0)
+    model = build_model("dcgan", tiny_cfg(), **kwargs)
+    old = {k: v + 1.0 if v.dtype.is_floating_point else v for k, v in model.networks["G"].state_dict().items()}
+    model.load_extra_state({"ema": old})  # extra state as written before pipeline.gan.ema
+    assert all(torch.equal(model.average.weights[k], v) for k, v in old.items())
+
+
 @pytest.mark.parametrize("loss", ["nonsaturating", "minimax", "lsgan", "hinge"])
 def test_one_step_with_each_loss(data, loss):
     cfg = tiny_cfg(gan_loss=loss, condition="projection" if loss == "hinge" else "concat")
