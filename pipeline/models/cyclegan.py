@@ -391,4 +391,3 @@ class CycleGAN(SelectsCheckpoints, Family):
         return translate(volume, generator, blob, device, roi_size=roi, sw_batch_size=s.get("sw_batch_size", 16),
                          overlap=s.get("overlap", 0.5), precision=s.get("precision", "auto"),
                          tta=bool(s.get("tta", False)), detail=bool(s.get("detail_transfer", False)))
-

@@ -363,10 +363,10 @@ def translate(
     `SlidingWindowInferer` with windows of the training crop size (`roi_size`, None: 64 per side;
     Gaussian-blended), so instance norm sees what it saw in training. With `train_downsample` the input is
     block-averaged first and the output interpolated back; with `detail` it then gets the source's detail that
-    the coarse grid lost, with the output's local contrast (`pipeline.nets.interp.detail_transfer`). With `tta` every window is translated in
-    each of its 8 flips/transposes (2D; 3D: its 8 flips) and the outputs, mapped back, are averaged (test-time
-    augmentation: the hallucinated texture of a GAN differs between flips, the anatomy does not, so the average
-    is closer to the target). Blank windows (constant input) and voxels far from any input signal
+    the coarse grid lost, with the output's local contrast (`pipeline.nets.interp.detail_transfer`). With `tta`
+    every window is translated in each of its 8 flips/transposes (2D; 3D: its 8 flips) and the outputs, mapped
+    back, are averaged (test-time augmentation: the hallucinated texture of a GAN differs between flips, the
+    anatomy does not, so the average is closer to the target). Blank windows (constant input) and voxels far from any input signal
     (`keep_background`) come out as background (0)."""
     device = torch.device(device)
     info = blob["translation"]
