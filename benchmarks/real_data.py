@@ -128,10 +128,11 @@ def score_demo_model(model: Path, row: dict, cfg: EvaluateConfig, out_dir: Path,
 
 
 def score_translation(model: Path, row: dict, cfg: EvaluateConfig, source: str, target: str,
-                      direction: str | None = "A2B", save: Path | None = None) -> dict[str, dict]:
+                      direction: str | None = "A2B", save: Path | None = None,
+                      settings: dict | None = None) -> dict[str, dict]:
     """The translation `direction` of a model file (CycleGAN: A2B; pix2pix: None; StarGAN: the target) on one
     subject, histogram matching (of the source and of the inverted source) and the untranslated source, inside
-    the mask; `infer_s`: the inference seconds;
+    the mask; `infer_s`: the inference seconds; `settings` override the model file's inference settings;
     with `save` the prediction is saved there (.npy)."""
     import torch
 
@@ -140,14 +141,14 @@ def score_translation(model: Path, row: dict, cfg: EvaluateConfig, source: str, 
     from pipeline.models import family_of
     from pipeline.models.contract import load_model_file
 
-    src, _ = load_nifti(row[source])
+    src, affine = load_nifti(row[source])
     truth, _ = load_nifti(row[target])
     mask = load_nifti(row["mask"])[0] > 0
     blob = load_model_file(model)
     family = family_of(blob)
     gen = family.load_generator(blob, direction, torch.device("cpu"))
     t0 = time.perf_counter()
-    pred, _ = infer_array(family, blob, gen, src, direction, False, "cpu")
+    pred, _ = infer_array(family, blob, gen, src, direction, False, "cpu", "the source", affine, **(settings or {}))
     infer_s = time.perf_counter() - t0
     if save is not None:  # the prediction, for looking at (np.load)
         import numpy as np
@@ -206,6 +207,8 @@ def main() -> int:
                     help="StarGAN's config (default: targets T2w and FLAIR, the corpus's contrasts)")
     ap.add_argument("--folds", nargs="*", type=int, default=None, help="0-based folds to run (default: all)")
     ap.add_argument("--tag", default="default")
+    ap.add_argument("--inference", default="{}", help="translation: inference settings overriding the model "
+                    "files' (JSON, e.g. '{\"planes\": false}'; a trained fold is scored again with them)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--demo-run", type=Path, default=None)
     ap.add_argument("--with-demo", action="store_true",
@@ -253,7 +256,7 @@ def main() -> int:
                     outputs = [(params.get("target", "T2w"), "A2B" if fam == "cyclegan" else None, fam)]
                 for tgt, direction, name in outputs:
                     scores = score_translation(out / "model.pt", rows[test], cfg, src, tgt, direction,
-                                               out / f"pred_{test}_{tgt}.npy")
+                                               out / f"pred_{test}_{tgt}.npy", json.loads(args.inference))
                     results.append({"fold": k, "test": test, "family": fam, "output": name, "train_s": seconds,
                                     "scores": scores})
                     print(json.dumps(results[-1]), flush=True)

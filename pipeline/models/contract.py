@@ -56,6 +56,8 @@ class Family(GANModel):
     #: a self-supervised family learns from each scan at inference, not from the cohort: its training job only
     #: writes the recipe as the model file (`write_recipe`), and `apply` also gets the scan's `affine`
     self_supervised: ClassVar[bool] = False
+    #: `apply` gets the scan's `affine` (its voxel sizes): self-supervised families, tri-planar translation
+    takes_affine: ClassVar[bool] = False
     #: training subjects (with the input or the truth) training needs; the workflow skips the family, and says why,
     #: when the split gives it fewer (unpaired sampling takes source and target from different subjects: 2)
     min_train_subjects: ClassVar[int] = 1

@@ -115,6 +115,7 @@ class Pix2PixConfig(Section):
     overlap: float = _AS_CYCLEGAN["overlap"]
     tta: bool = Field(True, description=(
         "Inference: average the translations of every window's 8 flips/transposes (3D: 8 flips; 8x the time)."))
+    planes: bool = _AS_CYCLEGAN["planes"]
 
     @model_validator(mode="after")
     def _rules(self) -> Pix2PixConfig:
@@ -144,7 +145,8 @@ class Pix2Pix(SelectsCheckpoints, Family):
     name: ClassVar[str] = "pix2pix"
     config_class: ClassVar[type] = Pix2PixConfig
     file_task: ClassVar[str] = "paired-translation"
-    inference_keys: ClassVar[tuple[str, ...]] = ("sw_batch_size", "overlap", "tta")
+    takes_affine: ClassVar[bool] = True  # planes: tri-planar only on cubic voxels
+    inference_keys: ClassVar[tuple[str, ...]] = ("sw_batch_size", "overlap", "tta", "planes")
     loss_names: ClassVar[tuple[str, ...]] = ("G_adv", "L1", "G", "D", "d_real", "d_fake")
 
     def __init__(

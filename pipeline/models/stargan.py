@@ -100,6 +100,7 @@ class StarGANConfig(Section):
     overlap: float = _AS_CYCLEGAN["overlap"]
     tta: bool = _AS_CYCLEGAN["tta"]
     detail_transfer: bool = _AS_CYCLEGAN["detail_transfer"]
+    planes: bool = _AS_CYCLEGAN["planes"]
 
     @model_validator(mode="after")
     def _rules(self) -> StarGANConfig:
@@ -236,7 +237,8 @@ class StarGAN(translation.SelectsCheckpoints, Family):
     name: ClassVar[str] = "stargan"
     config_class: ClassVar[type] = StarGANConfig
     file_task: ClassVar[str] = "multi-translation"
-    inference_keys: ClassVar[tuple[str, ...]] = ("sw_batch_size", "overlap", "tta", "detail_transfer")
+    takes_affine: ClassVar[bool] = True  # planes: tri-planar only on cubic voxels
+    inference_keys: ClassVar[tuple[str, ...]] = ("sw_batch_size", "overlap", "tta", "detail_transfer", "planes")
     min_train_subjects: ClassVar[int] = 2  # (the unpaired sampler: source and target from different subjects)
     loss_names: ClassVar[tuple[str, ...]] = ("G_adv", "G_cls", "rec", "G", "D_adv", "D_cls", "gp", "D")
 

@@ -115,7 +115,7 @@ def model_file_entries(model: Any, weights: dict[str, Any], steps: int, **transl
         "normalisation": copy.deepcopy(model.meta.get("normalisation", {})),
         "inference": {"roi_size": list(model.roi_size), "sw_batch_size": cfg.sw_batch_size,
                       "overlap": cfg.overlap, "tta": cfg.tta,
-                      "detail_transfer": bool(getattr(cfg, "detail_transfer", False))},
+                      "detail_transfer": bool(getattr(cfg, "detail_transfer", False)), "planes": cfg.planes},
         "training": {"steps": steps, "n_train_subjects": model.meta.get("n_train_subjects"), "config": to_dict(cfg)},
     }
 
@@ -345,6 +345,21 @@ def keep_background(output: np.ndarray, source: np.ndarray, radius: int = SUPPOR
 DETAIL_SLICES = 32
 
 
+def plane_axes(slice_axis: int, affine: np.ndarray | None, tolerance: float = 0.1) -> list[int]:
+    """The volume axes to slice across for `planes` (tri-planar inference): the model's `slice_axis` first, then
+    the other two when the scan's voxels are cubes (sizes within `tolerance`), since only then are the other
+    planes' pixels squares as in training; otherwise (or with no `affine` to tell) `slice_axis` alone, logged."""
+    if affine is not None:
+        sizes = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+        if sizes.max() <= (1.0 + tolerance) * sizes.min():
+            return [slice_axis] + [a for a in range(3) if a != slice_axis]
+        log.info("planes: voxels of %s mm are not cubes; translating across axis %d only",
+                 "x".join(f"{v:.3g}" for v in sizes), slice_axis)
+    else:
+        log.info("planes: no voxel sizes given; translating across axis %d only", slice_axis)
+    return [slice_axis]
+
+
 def translate(
     volume: np.ndarray,
     generator: nn.Module,
@@ -356,10 +371,12 @@ def translate(
     precision: str = "auto",
     tta: bool = False,
     detail: bool = False,
+    axes: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Translate a whole (x, y, z) volume (values in [0, 1]); the output (in [0, 1]) has the input's grid.
 
-    2D models run on the slices across the model's slice axis, 3D models on the volume; both through MONAI's
+    2D models run on the slices across the model's slice axis (or across each of `axes`, the translations
+    averaged: tri-planar inference, see `plane_axes`), 3D models on the volume; both through MONAI's
     `SlidingWindowInferer` with windows of the training crop size (`roi_size`, None: 64 per side;
     Gaussian-blended), so instance norm sees what it saw in training. With `train_downsample` the input is
     block-averaged first and the output interpolated back; with `detail` it then gets the source's detail that
@@ -371,24 +388,31 @@ def translate(
     device = torch.device(device)
     info = blob["translation"]
     dims, factor = info["spatial_dims"], int(info.get("train_downsample", 1))
-    source = as_batch(volume, dims, info["slice_axis"])  # (N, 1, *spatial)
-    size = source.shape[2:]
-    x = downsample(source, factor, dims)
-    roi = [int(r) for r in (roi_size or [64] * len(x.shape[2:]))]
+    roi = [int(r) for r in (roi_size or [64] * dims)]
 
     def net(v: torch.Tensor) -> torch.Tensor:
         y = generator(v * 2.0 - 1.0)  # [0, 1] <-> the generator's [-1, 1]
         blank = (v.flatten(1).amax(1) - v.flatten(1).amin(1) <= 1e-6).view(-1, *[1] * (y.dim() - 1))
         return torch.where(blank, -1.0, y)  # blank: instance norm would make it a uniform grey
 
-    out = sliding_window(x, net, roi, sw_batch_size, overlap, device, precision, tta, transpose=dims == 2,
-                         multiple=size_multiple(generator), finish=lambda y: (y + 1.0) / 2.0)
-    out = upsample(out, factor, size)
-    if detail:  # 2D: a few slices at a time (the box filters' temporaries are volume-sized otherwise)
-        chunk = DETAIL_SLICES if dims == 2 else out.shape[0]
-        out = torch.cat([detail_transfer(o, s.to(o.dtype), factor)
-                         for o, s in zip(out.split(chunk), source.split(chunk), strict=True)]).clamp(0.0, 1.0)
-    out = from_batch(out, dims, info["slice_axis"])
+    def across(axis: int | None) -> torch.Tensor:
+        source = as_batch(volume, dims, axis)  # (N, 1, *spatial)
+        size = source.shape[2:]
+        out = sliding_window(downsample(source, factor, dims), net, roi, sw_batch_size, overlap, device, precision,
+                             tta, transpose=dims == 2, multiple=size_multiple(generator),
+                             finish=lambda y: (y + 1.0) / 2.0)
+        out = upsample(out, factor, size)
+        if detail:  # 2D: a few slices at a time (the box filters' temporaries are volume-sized otherwise)
+            chunk = DETAIL_SLICES if dims == 2 else out.shape[0]
+            out = torch.cat([detail_transfer(o, s.to(o.dtype), factor)
+                             for o, s in zip(out.split(chunk), source.split(chunk), strict=True)]).clamp(0.0, 1.0)
+        return from_batch(out, dims, axis).float()
+
+    planes = [None] if dims == 3 else list(axes or [info["slice_axis"]])
+    out = across(planes[0])
+    for axis in planes[1:]:
+        out = out + across(axis)  # (inference-mode tensors: no in-place update)
+    out = out / len(planes)
     if tuple(out.shape) != tuple(volume.shape):
         raise RuntimeError(f"output shape {tuple(out.shape)} != input shape {tuple(volume.shape)}")
     return keep_background(out.numpy().astype(np.float32), volume)

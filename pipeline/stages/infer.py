@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detail-transfer", action=argparse.BooleanOptionalAction, default=None,
                         help="translation trained on a coarser grid: add the source's lost detail with the output's "
                         "local contrast (default: the model's setting)")
+    parser.add_argument("--planes", action=argparse.BooleanOptionalAction, default=None,
+                        help="2D translation of a scan with cubic voxels: translate across each of the three axes "
+                        "and average (default: the model's setting)")
     parser.add_argument("--resolution-mismatch", choices=("refuse", "resample", "ignore"), default="refuse",
                         help="when the scan's voxel size differs (>10%% on an axis) from the one the SR model was "
                         "trained on: refuse (default), resample (onto the model's grid and back) or ignore (warn)")
@@ -61,6 +64,7 @@ def main(args: argparse.Namespace) -> int:
     options = dict(direction=args.direction, normalise=args.normalise, device=args.device,
                    roi_size=args.roi_size, sw_batch_size=args.sw_batch_size, data_consistency=args.data_consistency,
                    overlap=args.overlap, tta=args.tta, detail_transfer=args.detail_transfer,
+                   planes=args.planes,
                    resolution_mismatch=args.resolution_mismatch)
     pairs = list(zip(args.input, args.output, strict=True))
     if len(pairs) == 1:  # one scan: its error is the command's error

@@ -22,7 +22,7 @@ from pipeline.gan.seeding import seed_everything
 from pipeline.io.nifti import load_nifti, save_nifti
 from pipeline.models import build_model
 from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
-from pipeline.models.translation import keep_background
+from pipeline.models.translation import keep_background, translate
 from pipeline.nets.resnet_generator import ResnetGenerator, TanhUNet, build_generator
 
 SPLITS = ("train", "train", "train", "train", "val", "test")
@@ -358,7 +358,7 @@ def test_inference_both_directions_in_input_geometry(data, tmp_path):
         assert 0.0 <= outs[direction].min() and outs[direction].max() <= 1.0
     assert not np.allclose(outs["A2B"], outs["B2A"])  # two different generators
     # the same as calling the generator by hand
-    direct = CycleGAN.apply(CycleGAN.load_generator(blob, "A2B", "cpu"), src, blob)
+    direct = CycleGAN.apply(CycleGAN.load_generator(blob, "A2B", "cpu"), src, blob, affine=affine)
     np.testing.assert_allclose(direct, outs["A2B"], atol=1e-6)
     with pytest.raises(ValueError, match="direction"):
         infer.main(_infer_args(model, scan, tmp_path / "x.nii.gz", "sideways"))
@@ -420,10 +420,11 @@ def test_tta_averages_the_flipped_and_transposed_translations():
     assert not np.allclose(plain, expected, atol=1e-3)
 
 
-@pytest.mark.parametrize("key, overrides", [("tta", {}), ("detail_transfer", {"train_downsample": 2, "patch_size": 12})])
+@pytest.mark.parametrize("key, overrides", [("tta", {}), ("detail_transfer", {"train_downsample": 2, "patch_size": 12}),
+                                            ("planes", {})])
 def test_infer_inference_flags_change_a_cyclegan_output(data, tmp_path, key, overrides):
-    """`python -m pipeline infer --no-tta` / `--no-detail-transfer` reach CycleGAN inference (--no-tta used to be
-    ignored for translation)."""
+    """`python -m pipeline infer --no-tta` / `--no-detail-transfer` / `--no-planes` reach CycleGAN inference
+    (--no-tta used to be ignored for translation)."""
     from pipeline.cli import main as cli
 
     cfg = tiny_cfg(n_steps=1, n_steps_decay=1, **overrides)
@@ -439,9 +440,9 @@ def test_infer_inference_flags_change_a_cyclegan_output(data, tmp_path, key, ove
         outs[on] = load_nifti(out)[0]
     blob = load_checkpoint(model)
     net = CycleGAN.load_generator(blob, "A2B", "cpu")
-    src = load_nifti(scan)[0]
+    src, affine = load_nifti(scan)
     for on in (True, False):
-        np.testing.assert_allclose(outs[on], CycleGAN.apply(net, src, blob, **{key: on}), atol=1e-6)
+        np.testing.assert_allclose(outs[on], CycleGAN.apply(net, src, blob, affine=affine, **{key: on}), atol=1e-6)
     assert np.abs(outs[True] - outs[False]).max() > 1e-4
 
 
@@ -529,6 +530,34 @@ def test_detail_transfer_is_an_inference_setting_of_downsampled_translation(monk
     assert np.abs(outs[2][0] - outs[2][1]).max() > 1e-3
     monkeypatch.setattr(translation, "DETAIL_SLICES", 4)  # slices filtered a few at a time: the same result
     np.testing.assert_array_equal(CycleGAN.apply(net, vol, blob), outs[2][0])
+
+
+def test_plane_axes_are_all_three_only_for_cubic_voxels():
+    from pipeline.models.translation import plane_axes
+
+    assert plane_axes(2, np.diag([1.0, 1.05, 0.98, 1.0])) == [2, 0, 1]
+    assert plane_axes(0, np.diag([-2.0, 2.0, 2.0, 1.0])) == [0, 1, 2]  # sizes, whatever the orientation
+    assert plane_axes(2, np.diag([0.5, 0.5, 5.0, 1.0])) == [2]  # 0.5 x 5 mm pixels across the other axes
+    assert plane_axes(1, None) == [1]
+
+
+def test_planes_average_the_translations_across_each_axis():
+    """Tri-planar inference is the mean of the translations across each axis (each as its own 2D pass), only
+    for cubic voxels; `planes` off, or a scan with thick slices, gives the model's own axis alone."""
+    rng = np.random.default_rng(1)
+    vol = np.zeros((16, 20, 12), np.float32)
+    vol[2:14, 3:17, 2:10] = rng.random((12, 14, 8))
+    net = ResnetGenerator(2, ngf=2, n_blocks=1).eval()
+    blob = {"translation": {"spatial_dims": 2, "slice_axis": 2},
+            "inference": {"roi_size": [8, 8], "sw_batch_size": 4, "overlap": 0.25, "planes": True}}
+    cube, thick = np.diag([1.0, 1.0, 1.0, 1.0]), np.diag([1.0, 1.0, 3.0, 1.0])
+    alone = {a: translate(vol, net, blob, roi_size=[8, 8], sw_batch_size=4, overlap=0.25, axes=[a]) for a in range(3)}
+    three = CycleGAN.apply(net, vol, blob, affine=cube)
+    np.testing.assert_allclose(three, np.mean([alone[a] for a in (2, 0, 1)], axis=0), atol=1e-6)
+    assert np.abs(alone[0] - alone[2]).max() > 1e-3  # the axes do give different translations
+    np.testing.assert_array_equal(CycleGAN.apply(net, vol, blob, affine=thick), alone[2])
+    np.testing.assert_array_equal(CycleGAN.apply(net, vol, blob, affine=cube, planes=False), alone[2])
+    np.testing.assert_array_equal(CycleGAN.apply(net, vol, blob), alone[2])  # no voxel sizes: the model's axis
 
 
 def test_cyclegan_weight_average_is_what_the_model_file_holds(data, tmp_path):

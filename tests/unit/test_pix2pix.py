@@ -230,8 +230,8 @@ def test_model_file_inference_and_contract(data, tmp_path):
     assert got.shape == src.shape and 0.0 <= got.min() and got.max() <= 1.0
     np.testing.assert_allclose(out_affine, affine)
     net = Pix2Pix.load_generator(blob, None, "cpu")
-    np.testing.assert_allclose(got, Pix2Pix.apply(net, src, blob), atol=1e-6)  # with TTA, from the model file
-    assert np.abs(Pix2Pix.apply(net, src, blob, tta=False) - got).max() > 1e-5
+    np.testing.assert_allclose(got, Pix2Pix.apply(net, src, blob, affine=affine), atol=1e-6)  # TTA, planes: the file
+    assert np.abs(Pix2Pix.apply(net, src, blob, affine=affine, tta=False) - got).max() > 1e-5
     with pytest.raises(ValueError, match="one generator"):
         Pix2Pix.load_generator(blob, "B2A", "cpu")
 

@@ -304,7 +304,7 @@ def test_model_file_cli_inference_of_every_target_and_contract(data, tmp_path):
         assert got[target].shape == src.shape and 0.0 <= got[target].min() and got[target].max() <= 1.0
         np.testing.assert_allclose(out_affine, affine)
         net = StarGAN.load_generator(blob, target, "cpu")
-        np.testing.assert_allclose(got[target], StarGAN.apply(net, src, blob), atol=1e-6)  # TTA from the file
+        np.testing.assert_allclose(got[target], StarGAN.apply(net, src, blob, affine=affine), atol=1e-6)  # as the file says
     assert np.abs(got["T2w"] - got["PDw"]).max() > 1e-4  # one model, two contrasts
     with pytest.raises(ValueError, match="maps T1w to T2w, PDw; --direction/--target 'FLAIR'"):
         StarGAN.load_generator(blob, "FLAIR", "cpu")
