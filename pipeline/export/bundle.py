@@ -115,17 +115,23 @@ class BundleNetwork(nn.Module):
         if x.dim() != 5 or x.shape[1] != 1:
             raise ValueError(f"expected whole volumes (B, 1, X, Y, Z), got shape {tuple(x.shape)}")
         plain = x.as_tensor() if hasattr(x, "as_tensor") else x
-        outs = [torch.from_numpy(self.volume(plain[b, 0].detach().cpu().numpy())) for b in range(x.shape[0])]
+        affines = [None] * x.shape[0]
+        if hasattr(x, "affine"):  # the voxel sizes (tri-planar translation needs cubes)
+            affine = x.affine.detach().cpu().numpy().astype(np.float64)
+            affines = list(affine) if affine.ndim == 3 else [affine] * x.shape[0]
+        outs = [torch.from_numpy(self.volume(plain[b, 0].detach().cpu().numpy(), affines[b]))
+                for b in range(x.shape[0])]
         out = torch.stack(outs)[:, None].to(x.device)
         return self._with_geometry(out, x) if hasattr(x, "affine") else out
 
-    def volume(self, data: np.ndarray) -> np.ndarray:
-        """One (x, y, z) volume through the model, in the units `infer` writes (see `pipeline.inference.run`)."""
+    def volume(self, data: np.ndarray, affine: np.ndarray | None = None) -> np.ndarray:
+        """One (x, y, z) volume (with its `affine`, when known) through the model, in the units `infer` writes
+        (see `pipeline.inference.run`)."""
         from pipeline.inference.run import infer_array
 
         device = next(self.generator.parameters()).device
         out, _ = infer_array(self.family, self.spec, self.generator, data, self.direction, self.normalise, device,
-                             "the bundle's input", **self.settings)
+                             "the bundle's input", affine, **self.settings)
         return out
 
     def _with_geometry(self, out: torch.Tensor, x: Any) -> torch.Tensor:
