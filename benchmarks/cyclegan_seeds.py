@@ -78,7 +78,8 @@ def score_test_subjects(run_dir: Path, model: Path) -> tuple[float, float]:
     scores = []
     for row in read_subjects(run_dir / "results" / "preprocess" / "subjects.tsv", splits={"test"}):
         sub = run_dir / "results" / "preprocess" / row["subject"]
-        out = CycleGAN.apply(net, load_nifti(sub / f"{source}.nii.gz")[0], blob)
+        src, affine = load_nifti(sub / f"{source}.nii.gz")
+        out = CycleGAN.apply(net, src, blob, affine=affine)  # as the workflow infers it (planes need the voxels)
         truth, mask = load_nifti(sub / f"{target}.nii.gz")[0], load_nifti(sub / "mask.nii.gz")[0] > 0
         scores.append(masked_metrics(out, truth, mask, cfg))
     return statistics.mean(s["psnr"] for s in scores), statistics.mean(s["ssim"] for s in scores)
