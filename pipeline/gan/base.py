@@ -20,7 +20,7 @@ the step; schedulers are stepped once per iteration by the loop, so their factor
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -195,6 +195,44 @@ class GANModel:
                 yield
         finally:
             set_requires_grad(nets, True)
+
+    def supervised_gan_step(self, content: torch.Tensor, fake: torch.Tensor, real: torch.Tensor,
+                            critic: Callable[[torch.Tensor], torch.Tensor], lambda_adv: float, gan_loss: str,
+                            losses: dict[str, torch.Tensor]) -> None:
+        """The optimizer steps of a generator ``G`` trained on a supervised loss, with an optional critic ``D``.
+
+        G's step minimises `content` (the weighted pixel losses of its output `fake`, graph attached) plus
+        `lambda_adv` times J_G of ``critic(fake)``, D frozen; then, when `lambda_adv` > 0, D's step minimises J_D of
+        ``critic(real)`` against ``critic(fake.detach())``, G frozen. ``G_adv``, ``G``, ``D``, ``d_real`` and
+        ``d_fake`` are added to `losses`. (pix2pix, inpainting and motion correction share it.)
+        """
+        from pipeline.gan.losses import d_loss, g_loss
+
+        amp = self.precision
+        opt_g = self.optimizers["G"]
+        opt_g.zero_grad(set_to_none=True)
+        with self.frozen("D"):
+            total = content
+            if lambda_adv > 0:
+                with amp.autocast():
+                    logits = critic(fake)
+                losses["G_adv"] = g_loss(logits, gan_loss)
+                total = total + lambda_adv * losses["G_adv"]
+            losses["G"] = total
+            amp.backward(total)
+            amp.step(opt_g)
+        if lambda_adv > 0:
+            opt_d = self.optimizers["D"]
+            opt_d.zero_grad(set_to_none=True)
+            with self.frozen("G"):
+                with amp.autocast():
+                    real_logits = critic(real)
+                    fake_logits = critic(fake.detach())
+                losses["D"] = 0.5 * d_loss(real_logits, fake_logits, gan_loss)
+                amp.backward(losses["D"])
+                amp.step(opt_d)
+            losses["d_real"] = real_logits.float().mean()
+            losses["d_fake"] = fake_logits.float().mean()
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -29,7 +29,6 @@ from pipeline.config import Betas, Invalid, PrecisionMode, Section, to_dict
 from pipeline.data.gap_sampler import MULTIPLE, GapSampler, in_channels, volume_windows, window_input
 from pipeline.gan.base import Precision
 from pipeline.gan.checkpoint import save_checkpoint
-from pipeline.gan.losses import d_loss, g_loss
 from pipeline.imaging.gaps import Z, unknown_mask
 from pipeline.models.contract import Family, Output, inference_settings, same_modality_io
 from pipeline.models.translation import adam_with_linear_decay, place
@@ -201,34 +200,9 @@ class Inpaint(Family):
         pred = pred.float()
         fake = torch.where(unknown > 0.5, pred, truth)
 
-        opt_g = self.optimizers["G"]
-        opt_g.zero_grad(set_to_none=True)
-        with self.frozen("D"):
-            n = unknown.sum().clamp_min(1.0)
-            losses["L1"] = ((pred - truth).abs() * unknown).sum() / n
-            total = cfg.lambda_l1 * losses["L1"]
-            if cfg.lambda_adv > 0:
-                with amp.autocast():
-                    logits = self.discriminate(x, fake)
-                losses["G_adv"] = g_loss(logits, cfg.gan_loss)
-                total = total + cfg.lambda_adv * losses["G_adv"]
-            losses["G"] = total
-            amp.backward(total)
-            amp.step(opt_g)
-
-        if cfg.lambda_adv > 0:
-            opt_d = self.optimizers["D"]
-            opt_d.zero_grad(set_to_none=True)
-            with self.frozen("G"):
-                with amp.autocast():
-                    real_logits = self.discriminate(x, truth)
-                    fake_logits = self.discriminate(x, fake.detach())
-                losses["D"] = 0.5 * d_loss(real_logits, fake_logits, cfg.gan_loss)
-                amp.backward(losses["D"])
-                amp.step(opt_d)
-            losses["d_real"] = real_logits.float().mean()
-            losses["d_fake"] = fake_logits.float().mean()
-        amp.update()
+        losses["L1"] = ((pred - truth).abs() * unknown).sum() / unknown.sum().clamp_min(1.0)
+        self.supervised_gan_step(cfg.lambda_l1 * losses["L1"], fake, truth,
+                                 lambda image: self.discriminate(x, image), cfg.lambda_adv, cfg.gan_loss, losses)
         self.fake = fake.detach()
         self._losses = {k: v.detach() for k, v in losses.items()}
 

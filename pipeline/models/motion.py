@@ -34,7 +34,7 @@ from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section, 
 from pipeline.data.motion_sampler import MotionPairs, pool_corruptions
 from pipeline.gan.base import Precision
 from pipeline.gan.checkpoint import save_checkpoint
-from pipeline.gan.losses import d_loss, g_loss, pixel_loss
+from pipeline.gan.losses import pixel_loss
 from pipeline.models.contract import Family, Output, inference_settings, same_modality_io
 from pipeline.models.translation import adam_with_linear_decay, crop_roi, place
 from pipeline.nets.discriminators import patch_discriminator
@@ -249,36 +249,13 @@ class MotionCorrection(Family):
         with amp.autocast():
             fake_b = self.networks["G"](real_a)
 
-        opt_g = self.optimizers["G"]
-        opt_g.zero_grad(set_to_none=True)
-        with self.frozen("D"):
-            fake32 = fake_b.float()
-            losses["L1"] = pixel_loss(fake32, real_b, "l1")
-            losses["MSE"] = pixel_loss(fake32, real_b, "mse")
-            losses["grad"] = gradient_distance(fake32, real_b, cfg.content_loss)
-            content = losses["MSE"] if cfg.content_loss == "mse" else losses["L1"]
-            total = cfg.lambda_content * content + cfg.lambda_grad * losses["grad"]
-            if cfg.lambda_adv > 0:
-                with amp.autocast():
-                    logits = self.networks["D"](fake_b)[-1]
-                losses["G_adv"] = g_loss(logits, cfg.gan_loss)
-                total = total + cfg.lambda_adv * losses["G_adv"]
-            losses["G"] = total
-            amp.backward(total)
-            amp.step(opt_g)
-
-        if cfg.lambda_adv > 0:
-            opt_d = self.optimizers["D"]
-            opt_d.zero_grad(set_to_none=True)
-            with self.frozen("G"):
-                with amp.autocast():
-                    real_logits = self.networks["D"](real_b)[-1]
-                    fake_logits = self.networks["D"](fake_b.detach())[-1]
-                losses["D"] = 0.5 * d_loss(real_logits, fake_logits, cfg.gan_loss)
-                amp.backward(losses["D"])
-                amp.step(opt_d)
-            losses["d_real"] = real_logits.float().mean()
-            losses["d_fake"] = fake_logits.float().mean()
+        fake32 = fake_b.float()
+        losses["L1"] = pixel_loss(fake32, real_b, "l1")
+        losses["MSE"] = pixel_loss(fake32, real_b, "mse")
+        losses["grad"] = gradient_distance(fake32, real_b, cfg.content_loss)
+        content = losses["MSE"] if cfg.content_loss == "mse" else losses["L1"]
+        self.supervised_gan_step(cfg.lambda_content * content + cfg.lambda_grad * losses["grad"], fake_b, real_b,
+                                 lambda image: self.networks["D"](image)[-1], cfg.lambda_adv, cfg.gan_loss, losses)
         self.fake = fake_b.detach()
         self._losses = {k: v.detach() for k, v in losses.items()}
 

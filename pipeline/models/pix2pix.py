@@ -34,7 +34,7 @@ from torch import nn
 
 from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section
 from pipeline.gan.base import Precision
-from pipeline.gan.losses import d_loss, g_loss, pixel_loss
+from pipeline.gan.losses import pixel_loss
 from pipeline.models.contract import Family, Output
 from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
 from pipeline.models.translation import (
@@ -212,34 +212,9 @@ class Pix2Pix(SelectsCheckpoints, Family):
         with amp.autocast():
             fake_b = self.networks["G"](real_a)
 
-        # generator step, discriminator frozen
-        opt_g = self.optimizers["G"]
-        opt_g.zero_grad(set_to_none=True)
-        with self.frozen("D"):
-            losses["L1"] = pixel_loss(fake_b, real_b, "l1")
-            total = cfg.lambda_l1 * losses["L1"]
-            if cfg.lambda_adv > 0:
-                with amp.autocast():
-                    logits = self.discriminate(real_a, fake_b)
-                losses["G_adv"] = g_loss(logits, cfg.gan_loss)
-                total = total + cfg.lambda_adv * losses["G_adv"]
-            losses["G"] = total
-            amp.backward(total)
-            amp.step(opt_g)
-
-        # discriminator step, generator frozen (skipped when the adversarial term is off)
-        if cfg.lambda_adv > 0:
-            opt_d = self.optimizers["D"]
-            opt_d.zero_grad(set_to_none=True)
-            with self.frozen("G"):
-                with amp.autocast():
-                    real_logits = self.discriminate(real_a, real_b)
-                    fake_logits = self.discriminate(real_a, fake_b.detach())
-                losses["D"] = 0.5 * d_loss(real_logits, fake_logits, cfg.gan_loss)
-                amp.backward(losses["D"])
-                amp.step(opt_d)
-            losses["d_real"] = real_logits.float().mean()
-            losses["d_fake"] = fake_logits.float().mean()
+        losses["L1"] = pixel_loss(fake_b, real_b, "l1")
+        self.supervised_gan_step(cfg.lambda_l1 * losses["L1"], fake_b, real_b,
+                                 lambda image: self.discriminate(real_a, image), cfg.lambda_adv, cfg.gan_loss, losses)
         self.fake = fake_b.detach()
         self._losses = {k: v.detach() for k, v in losses.items()}
 
