@@ -349,8 +349,10 @@ def plane_axes(slice_axis: int, affine: np.ndarray | None, tolerance: float = 0.
     """The volume axes to slice across for `planes` (tri-planar inference): the model's `slice_axis` first, then
     the other two when the scan's voxels are cubes (sizes within `tolerance`), since only then are the other
     planes' pixels squares as in training; otherwise (or with no `affine` to tell) `slice_axis` alone, logged."""
+    from pipeline.imaging.geometry import voxel_sizes
+
     if affine is not None:
-        sizes = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+        sizes = voxel_sizes(affine)
         if sizes.max() <= (1.0 + tolerance) * sizes.min():
             return [slice_axis] + [a for a in range(3) if a != slice_axis]
         log.info("planes: voxels of %s mm are not cubes; translating across axis %d only",
