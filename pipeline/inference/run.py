@@ -65,7 +65,7 @@ def infer_array(family: Any, blob: dict[str, Any], generator: Any, data: np.ndar
     elif raw:
         log.warning("%s: intensities span [%.3g, %.3g] but the model expects [0, 1] (use --normalise for raw scans)",
                     where, float(data.min()), float(data.max()))
-    if family.self_supervised or family.takes_affine:
+    if family.takes_affine:
         settings = {**settings, "affine": affine}
     out = family.apply(generator, data, blob, device, **settings)
     if dst == src and low is not None:  # the input's own units

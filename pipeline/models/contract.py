@@ -54,9 +54,10 @@ class Family(GANModel):
     #: the generators of a model file that `--direction` chooses between (empty: the file has one)
     directions: ClassVar[tuple[str, ...]] = ()
     #: a self-supervised family learns from each scan at inference, not from the cohort: its training job only
-    #: writes the recipe as the model file (`write_recipe`), and `apply` also gets the scan's `affine`
+    #: writes the recipe as the model file (`write_recipe`)
     self_supervised: ClassVar[bool] = False
-    #: `apply` gets the scan's `affine` (its voxel sizes): self-supervised families, tri-planar translation
+    #: `apply` also gets the scan's `affine` (None when unknown): self-supervised SR (its geometry), tri-planar
+    #: translation (its voxel sizes)
     takes_affine: ClassVar[bool] = False
     #: training subjects (with the input or the truth) training needs; the workflow skips the family, and says why,
     #: when the split gives it fewer (unpaired sampling takes source and target from different subjects: 2)

@@ -68,6 +68,7 @@ class SelfSR(Family):
     file_task: ClassVar[str] = "selfsr"
     inference_keys: ClassVar[tuple[str, ...]] = ("data_consistency", "tta")
     self_supervised: ClassVar[bool] = True
+    takes_affine: ClassVar[bool] = True  # the scan's geometry: axes, ratio, output grid
 
     @classmethod
     def outputs(cls, cfg: SelfSRConfig) -> list[Output]:
