@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import nn
+from torch.nn import functional as F
 
 from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section
 from pipeline.data.slice_bank import SliceBank, SliceSampler
@@ -75,6 +76,10 @@ class DCGANConfig(Section):
     condition: Literal["concat", "projection"] = Field("concat", description=(
         "How the discriminator sees the condition: concatenated to the image as constant maps, or a projection "
         "term on its last features."))
+    lambda_cls: float = Field(0.0, ge=0, description=(
+        "Weight of AC-GAN's auxiliary contrast classifier (a second head of the discriminator, trained on real "
+        "slices; the generator is pushed towards samples it classifies as their requested contrast). Needs "
+        "condition: projection. 0: off."))
     gan_loss: Literal["nonsaturating", "minimax", "lsgan", "hinge"] = Field("nonsaturating", description=(
         "Adversarial loss; nonsaturating is the classic (vanilla) GAN objective of the DCGAN paper."))
     batch_size: int = Field(32, ge=2, description="Real slices (and samples) per step.")
@@ -103,6 +108,9 @@ class DCGANConfig(Section):
     def _rules(self) -> DCGANConfig:
         if len(set(self.contrasts)) != len(self.contrasts):
             raise Invalid("contrasts", f"lists a contrast twice: {self.contrasts}")
+        if self.lambda_cls > 0 and self.condition != "projection":
+            raise Invalid("lambda_cls", "the auxiliary contrast classifier needs condition: projection (with concat "
+                          "the discriminator's features already see the contrast)")
         return self
 
 
@@ -118,7 +126,7 @@ class DCGAN(Family):
     name: ClassVar[str] = "dcgan"
     config_class: ClassVar[type] = DCGANConfig
     file_task: ClassVar[str] = "conditional-synthesis"
-    loss_names: ClassVar[tuple[str, ...]] = ("G", "D", "d_real", "d_fake")
+    loss_names: ClassVar[tuple[str, ...]] = ("G", "D", "d_real", "d_fake", "G_cls", "D_cls")
 
     def __init__(self, cfg: DCGANConfig, device: str | torch.device = "cpu", precision: Precision | None = None,
                  meta: dict[str, Any] | None = None) -> None:
@@ -127,7 +135,8 @@ class DCGAN(Family):
         self.cfg, self.meta = cfg, dict(meta or {})
         self.g_kwargs = generator_kwargs(cfg)
         nets = {"G": init_dcgan(Generator(**self.g_kwargs)),
-                "D": init_dcgan(Discriminator(len(cfg.contrasts), cfg.ndf, cfg.image_size, cfg.condition))}
+                "D": init_dcgan(Discriminator(len(cfg.contrasts), cfg.ndf, cfg.image_size, cfg.condition,
+                                                     classifier=cfg.lambda_cls > 0))}
         self.channels_last = self.precision.channels_last(2)
         fmt = {"memory_format": torch.channels_last} if self.channels_last else {}
         self.networks = {k: n.to(device, **fmt) for k, n in nets.items()}
@@ -188,9 +197,14 @@ class DCGAN(Family):
 
         opt_g = self.optimizers["G"]
         opt_g.zero_grad(set_to_none=True)
+        losses: dict[str, torch.Tensor] = {}
         with self.frozen("D"):
             with amp.autocast():
-                loss_g = g_loss(D(fake, r["contrast"], r["position"]), cfg.gan_loss)
+                logits, cls_fake = self._judge(D(fake, r["contrast"], r["position"]))
+                loss_g = g_loss(logits, cfg.gan_loss)
+                if cls_fake is not None:
+                    losses["G_cls"] = F.cross_entropy(cls_fake.float(), r["contrast"].long())
+                    loss_g = loss_g + cfg.lambda_cls * losses["G_cls"]
             amp.backward(loss_g)
             amp.step(opt_g)
         self.average.update(self.networks["G"])
@@ -199,14 +213,22 @@ class DCGAN(Family):
         opt_d.zero_grad(set_to_none=True)
         with self.frozen("G"):
             with amp.autocast():
-                real_logits = D(r["image"], r["contrast"], r["position"])
-                fake_logits = D(fake.detach(), r["contrast"], r["position"])
+                real_logits, cls_real = self._judge(D(r["image"], r["contrast"], r["position"]))
+                fake_logits, _ = self._judge(D(fake.detach(), r["contrast"], r["position"]))
             loss_d = d_loss(real_logits, fake_logits, cfg.gan_loss)
+            if cls_real is not None:
+                losses["D_cls"] = F.cross_entropy(cls_real.float(), r["contrast"].long())
+                loss_d = loss_d + cfg.lambda_cls * losses["D_cls"]
             amp.backward(loss_d)
             amp.step(opt_d)
         self.fake = fake.detach()
         self._losses = {"G": loss_g.detach(), "D": loss_d.detach(), "d_real": real_logits.float().mean().detach(),
-                        "d_fake": fake_logits.float().mean().detach()}
+                        "d_fake": fake_logits.float().mean().detach(), **{k: v.detach() for k, v in losses.items()}}
+
+    @staticmethod
+    def _judge(out: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The discriminator's (real/fake logits, contrast logits or None)."""
+        return out if isinstance(out, tuple) else (out, None)
 
     def visuals(self) -> dict[str, torch.Tensor]:
         items = {"real": self.real.get("image"), "fake": self.fake}

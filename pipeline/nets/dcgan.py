@@ -44,10 +44,15 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
     """DCGAN discriminator: strided conv + BN + LeakyReLU(0.2) from size x size to 4x4, then a 4x4 conv to one logit;
-    the condition as constant input maps (``concat``) or a projection term (``projection``)."""
+    the condition as constant input maps (``concat``) or a projection term (``projection``). With `classifier`
+    (projection only: its features see the image alone) a second 4x4 head gives contrast logits (AC-GAN's auxiliary
+    classifier, Odena et al. 2017), returned by `forward` beside the real/fake logit."""
 
-    def __init__(self, n_contrasts: int, ndf: int, size: int, condition: str = "concat") -> None:
+    def __init__(self, n_contrasts: int, ndf: int, size: int, condition: str = "concat", classifier: bool = False) -> None:
         super().__init__()
+        if classifier and condition != "projection":
+            raise ValueError("the auxiliary contrast classifier needs condition 'projection' (with 'concat' the "
+                             "discriminator's features already see the contrast)")
         self.n_contrasts, self.condition = n_contrasts, condition
         cdim = n_contrasts + 1
         n = _levels(size)
@@ -59,8 +64,10 @@ class Discriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Conv2d(widths[-1], 1, 4, 1, 0)
         self.embed = nn.Linear(cdim, widths[-1], bias=False) if condition == "projection" else None
+        self.classify = nn.Conv2d(widths[-1], n_contrasts, 4, 1, 0) if classifier else None
 
-    def forward(self, image: torch.Tensor, contrast: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, contrast: torch.Tensor,
+                position: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         code = condition_vector(contrast, position, self.n_contrasts).to(image.dtype)
         x = image
         if self.condition == "concat":
@@ -70,6 +77,8 @@ class Discriminator(nn.Module):
         logit = self.head(h).flatten(1).sum(1)
         if self.embed is not None:
             logit = logit + (self.embed(code) * h.sum(dim=(2, 3))).sum(1)
+        if self.classify is not None:
+            return logit, self.classify(h).flatten(1)
         return logit
 
 

@@ -221,9 +221,48 @@ def test_one_step_with_each_loss(data, loss):
     before = {k: [p.detach().clone() for p in n.parameters()] for k, n in model.networks.items()}
     model.set_input(sampler(0))
     model.optimize_step(0)
-    assert set(model.losses()) == set(DCGAN.loss_names) and all(np.isfinite(list(model.losses().values())))
+    assert set(model.losses()) == set(DCGAN.loss_names) - {"G_cls", "D_cls"}
+    assert all(np.isfinite(list(model.losses().values())))
     for k, net in model.networks.items():
         assert any(not torch.equal(a, b) for a, b in zip(before[k], net.parameters(), strict=True)), f"{k} did not learn"
+
+
+def test_auxiliary_classifier_trains_on_real_contrasts_and_pushes_the_generator(data):
+    cfg = tiny_cfg(condition="projection", lambda_cls=1.0)
+    sampler, kwargs = DCGAN.prepare_data(cfg, data, 0)
+    model = build_model("dcgan", cfg, **kwargs)
+    head = model.networks["D"].classify
+    assert head is not None and head.out_channels == len(CONTRASTS)
+    batch = sampler(0)
+    model.set_input(batch)
+    model.optimize_step(0)
+    losses = model.losses()
+    assert set(losses) == set(DCGAN.loss_names) and all(np.isfinite(list(losses.values())))
+    # an untrained 3-way classifier starts near chance: cross-entropy about log 3
+    assert abs(losses["D_cls"] - np.log(3)) < 0.5 and abs(losses["G_cls"] - np.log(3)) < 0.5
+    # the generator's loss includes the classification term: G = adversarial + lambda_cls * G_cls
+    assert losses["G"] > losses["G_cls"]
+    # the discriminator's classifier learns the real contrasts: its loss on a fixed batch falls over a few steps
+    d = model.networks["D"]
+    image = batch["image"].float() * 2 - 1
+
+    def cls_loss() -> float:
+        with torch.no_grad():
+            return float(torch.nn.functional.cross_entropy(
+                d(image, batch["contrast"], batch["position"].float())[1], batch["contrast"].long()))
+
+    first = cls_loss()
+    for step in range(1, 8):
+        model.set_input(batch)
+        model.optimize_step(step)
+    assert cls_loss() < first
+
+
+def test_auxiliary_classifier_needs_the_projection_condition():
+    with pytest.raises(ValueError, match="projection"):
+        tiny_cfg(condition="concat", lambda_cls=1.0)
+    with pytest.raises(ValueError, match="projection"):
+        Discriminator(3, 4, 32, "concat", classifier=True)
 
 
 def test_family_contract_has_no_per_subject_output():
