@@ -8,7 +8,8 @@ subject's `T1w` and `T1w_motion` and the simulation settings in `normalisation.j
 instance norm, features 16-256) sees an axial slice of the corrupted T1w (and `--context` corrupted slices on either
 side as channels) and predicts the residual to the clean slice; it trains on the training subjects with Adam and a
 one-cycle schedule, bf16 autocast, 8 slices a step, and is scored on the test subjects inside the mask (PSNR dB)
-against the corrupted input, as the evaluation scores the `motion` family.
+against the corrupted input, as the evaluation scores the `motion` family (and over the whole volume, background
+included).
 
 Training corruptions: each subject's preprocess corruption plus `--pool` more drawn from the simulator at the
 recorded severity scaled by 0.5-1.5 (as `motion.pool_size`). `--inplane` keeps only the in-plane components of every
@@ -141,7 +142,8 @@ def main() -> None:
 
     net.eval()
     gains = []
-    print("| test subject | corrupted PSNR | corrected PSNR | gain |\n|---|---|---|---|")
+    print("| test subject | corrupted PSNR | corrected PSNR | gain | whole volume: corrupted / corrected |\n"
+          "|---|---|---|---|---|")
     with torch.no_grad():
         for r in (r for r in rows if r["split"] == "test"):
             subject, s = r["subject"], sim(r["subject"])
@@ -157,8 +159,10 @@ def main() -> None:
                 return float(10 * np.log10(1.0 / np.mean((np.clip(image, 0, 1) - truth)[inside] ** 2)))
 
             before, after = psnr(bad), psnr(out)
+            everywhere = np.ones_like(mask)
             gains.append(after - before)
-            print(f"| {subject} | {before:.2f} | {after:.2f} | {after - before:+.2f} |", flush=True)
+            print(f"| {subject} | {before:.2f} | {after:.2f} | {after - before:+.2f} | "
+                  f"{psnr(bad, inside=everywhere):.2f} / {psnr(out, inside=everywhere):.2f} |", flush=True)
     print(f"mean gain {np.mean(gains):+.2f} dB over {len(gains)} test subjects")
 
 
