@@ -200,7 +200,7 @@ class DCGAN(Family):
         losses: dict[str, torch.Tensor] = {}
         with self.frozen("D"):
             with amp.autocast():
-                logits, cls_fake = self._judge(D(fake, r["contrast"], r["position"]))
+                logits, cls_fake = D(fake, r["contrast"], r["position"])
                 loss_g = g_loss(logits, cfg.gan_loss)
                 if cls_fake is not None:
                     losses["G_cls"] = F.cross_entropy(cls_fake.float(), r["contrast"].long())
@@ -213,8 +213,8 @@ class DCGAN(Family):
         opt_d.zero_grad(set_to_none=True)
         with self.frozen("G"):
             with amp.autocast():
-                real_logits, cls_real = self._judge(D(r["image"], r["contrast"], r["position"]))
-                fake_logits, _ = self._judge(D(fake.detach(), r["contrast"], r["position"]))
+                real_logits, cls_real = D(r["image"], r["contrast"], r["position"])
+                fake_logits, _ = D(fake.detach(), r["contrast"], r["position"])
             loss_d = d_loss(real_logits, fake_logits, cfg.gan_loss)
             if cls_real is not None:
                 losses["D_cls"] = F.cross_entropy(cls_real.float(), r["contrast"].long())
@@ -224,11 +224,6 @@ class DCGAN(Family):
         self.fake = fake.detach()
         self._losses = {"G": loss_g.detach(), "D": loss_d.detach(), "d_real": real_logits.float().mean().detach(),
                         "d_fake": fake_logits.float().mean().detach(), **{k: v.detach() for k, v in losses.items()}}
-
-    @staticmethod
-    def _judge(out: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The discriminator's (real/fake logits, contrast logits or None)."""
-        return out if isinstance(out, tuple) else (out, None)
 
     def visuals(self) -> dict[str, torch.Tensor]:
         items = {"real": self.real.get("image"), "fake": self.fake}

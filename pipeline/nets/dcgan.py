@@ -46,7 +46,7 @@ class Discriminator(nn.Module):
     """DCGAN discriminator: strided conv + BN + LeakyReLU(0.2) from size x size to 4x4, then a 4x4 conv to one logit;
     the condition as constant input maps (``concat``) or a projection term (``projection``). With `classifier`
     (projection only: its features see the image alone) a second 4x4 head gives contrast logits (AC-GAN's auxiliary
-    classifier, Odena et al. 2017), returned by `forward` beside the real/fake logit."""
+    classifier, Odena et al. 2017). `forward` returns (real/fake logits, contrast logits or None)."""
 
     def __init__(self, n_contrasts: int, ndf: int, size: int, condition: str = "concat", classifier: bool = False) -> None:
         super().__init__()
@@ -67,7 +67,7 @@ class Discriminator(nn.Module):
         self.classify = nn.Conv2d(widths[-1], n_contrasts, 4, 1, 0) if classifier else None
 
     def forward(self, image: torch.Tensor, contrast: torch.Tensor,
-                position: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         code = condition_vector(contrast, position, self.n_contrasts).to(image.dtype)
         x = image
         if self.condition == "concat":
@@ -77,9 +77,7 @@ class Discriminator(nn.Module):
         logit = self.head(h).flatten(1).sum(1)
         if self.embed is not None:
             logit = logit + (self.embed(code) * h.sum(dim=(2, 3))).sum(1)
-        if self.classify is not None:
-            return logit, self.classify(h).flatten(1)
-        return logit
+        return logit, self.classify(h).flatten(1) if self.classify is not None else None
 
 
 def init_dcgan(net: nn.Module) -> nn.Module:

@@ -179,9 +179,9 @@ def test_discriminator_sees_the_condition(condition):
     d = Discriminator(3, 4, 32, condition).eval()
     x = torch.rand(1, 1, 32, 32).repeat(2, 1, 1, 1)
     with torch.no_grad():
-        out = d(x, torch.tensor([0, 2]), torch.tensor([0.5, 0.5]))
-        pos = d(x, torch.tensor([1, 1]), torch.tensor([0.0, 1.0]))
-    assert out.shape == (2,)
+        out, classes = d(x, torch.tensor([0, 2]), torch.tensor([0.5, 0.5]))
+        pos, _ = d(x, torch.tensor([1, 1]), torch.tensor([0.0, 1.0]))
+    assert out.shape == (2,) and classes is None
     assert abs(float(out[0] - out[1])) > 1e-6 and abs(float(pos[0] - pos[1])) > 1e-6
 
 
