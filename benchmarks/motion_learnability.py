@@ -22,12 +22,10 @@ seen twice. Nothing here is used by the workflow.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 
@@ -36,6 +34,9 @@ def main() -> None:
     from monai.networks.nets import BasicUNet
 
     from pipeline.imaging.motion import Shot, apply_motion, draw_motion, motion_rng
+    from pipeline.imaging.similarity import masked_psnr
+    from pipeline.io.nifti import load_nifti
+    from pipeline.io.tables import read_subjects
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run-dir", type=Path, required=True)
@@ -53,10 +54,15 @@ def main() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     pre = args.run_dir / "results" / "preprocess"
-    rows = list(csv.DictReader((pre / "subjects.tsv").open(), delimiter="\t"))
+    rows = read_subjects(pre / "subjects.tsv", ["train", "test"])
 
     def load(subject: str, name: str) -> np.ndarray:
-        return np.asarray(nib.load(pre / subject / f"{name}.nii.gz").get_fdata(), dtype=np.float32)
+        return load_nifti(pre / subject / f"{name}.nii.gz")[0]
+
+    def load_t1w(subject: str) -> tuple[np.ndarray, tuple[float, ...]]:
+        """The clean T1w and its voxel size (mm)."""
+        image, affine = load_nifti(pre / subject / "T1w.nii.gz")
+        return image, tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
 
     def sim(subject: str) -> dict:
         return json.loads((pre / subject / "normalisation.json").read_text())["T1w"]["motion"]
@@ -77,14 +83,11 @@ def main() -> None:
                                                              tuple(d["rotation_deg"])) for d in shots]
         return apply_motion(clean, chosen, spacing, s["pe_axis"])
 
-    def spacing_of(subject: str) -> tuple[float, ...]:
-        return tuple(float(v) for v in nib.load(pre / subject / "T1w.nii.gz").header.get_zooms()[:3])
-
     t0 = time.perf_counter()
     train = []
     for r in (r for r in rows if r["split"] == "train"):
         subject, s = r["subject"], sim(r["subject"])
-        clean, spacing = load(subject, "T1w"), spacing_of(subject)
+        clean, spacing = load_t1w(subject)
         versions = [corrupt(clean, s["shots"], s, spacing) if args.inplane else load(subject, "T1w_motion")]
         for j in range(0 if args.fresh else args.pool):
             versions.append(corrupt(clean, draw(clean.shape, s, motion_rng(1000 + j, subject, "T1w")), s, spacing))
@@ -147,22 +150,19 @@ def main() -> None:
     with torch.no_grad():
         for r in (r for r in rows if r["split"] == "test"):
             subject, s = r["subject"], sim(r["subject"])
-            clean, mask = load(subject, "T1w"), load(subject, "mask") > 0
-            bad = corrupt(clean, s["shots"], s, spacing_of(subject)) if args.inplane else load(subject, "T1w_motion")
+            (clean, spacing), mask = load_t1w(subject), load(subject, "mask") > 0
+            bad = corrupt(clean, s["shots"], s, spacing) if args.inplane else load(subject, "T1w_motion")
             out = np.empty_like(bad)
             for z0 in range(0, bad.shape[2], 16):
                 zs = range(z0, min(z0 + 16, bad.shape[2]))
                 x = torch.from_numpy(np.stack([slab(bad, z) for z in zs])).contiguous(memory_format=torch.channels_last)
                 out[:, :, z0 : z0 + len(zs)] = forward(x).numpy()[:, 0, : bad.shape[0], : bad.shape[1]].transpose(1, 2, 0)
 
-            def psnr(image: np.ndarray, truth: np.ndarray = clean, inside: np.ndarray = mask) -> float:
-                return float(10 * np.log10(1.0 / np.mean((np.clip(image, 0, 1) - truth)[inside] ** 2)))
-
-            before, after = psnr(bad), psnr(out)
+            before, after = masked_psnr(bad, clean, mask), masked_psnr(out, clean, mask)
             everywhere = np.ones_like(mask)
             gains.append(after - before)
             print(f"| {subject} | {before:.2f} | {after:.2f} | {after - before:+.2f} | "
-                  f"{psnr(bad, inside=everywhere):.2f} / {psnr(out, inside=everywhere):.2f} |", flush=True)
+                  f"{masked_psnr(bad, clean, everywhere):.2f} / {masked_psnr(out, clean, everywhere):.2f} |", flush=True)
     print(f"mean gain {np.mean(gains):+.2f} dB over {len(gains)} test subjects")
 
 
