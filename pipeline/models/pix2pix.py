@@ -116,6 +116,7 @@ class Pix2PixConfig(Section):
     tta: bool = Field(False, description=(
         "Inference: average the translations of every window's 8 flips/transposes (3D: 8 flips; 8x the time). Off "
         "by default: with planes (three views) it adds +0.01 SSIM on the demo and the real folds at 8x the time."))
+    tta_views: Literal[2, 4, 8] = _AS_CYCLEGAN["tta_views"]
     planes: bool = _AS_CYCLEGAN["planes"]
 
     @model_validator(mode="after")
@@ -147,7 +148,7 @@ class Pix2Pix(SelectsCheckpoints, Family):
     config_class: ClassVar[type] = Pix2PixConfig
     file_task: ClassVar[str] = "paired-translation"
     takes_affine: ClassVar[bool] = True  # planes: tri-planar only on cubic voxels
-    inference_keys: ClassVar[tuple[str, ...]] = ("sw_batch_size", "overlap", "tta", "planes")
+    inference_keys: ClassVar[tuple[str, ...]] = ("sw_batch_size", "overlap", "tta", "tta_views", "planes")
     loss_names: ClassVar[tuple[str, ...]] = ("G_adv", "L1", "G", "D", "d_real", "d_fake")
 
     def __init__(

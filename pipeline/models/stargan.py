@@ -101,6 +101,7 @@ class StarGANConfig(Section):
     sw_batch_size: int = _AS_CYCLEGAN["sw_batch_size"]
     overlap: float = _AS_CYCLEGAN["overlap"]
     tta: bool = _AS_CYCLEGAN["tta"]
+    tta_views: Literal[2, 4, 8] = _AS_CYCLEGAN["tta_views"]
     detail_transfer: bool = _AS_CYCLEGAN["detail_transfer"]
     planes: bool = _AS_CYCLEGAN["planes"]
 
@@ -240,7 +241,8 @@ class StarGAN(translation.SelectsCheckpoints, Family):
     config_class: ClassVar[type] = StarGANConfig
     file_task: ClassVar[str] = "multi-translation"
     takes_affine: ClassVar[bool] = True  # planes: tri-planar only on cubic voxels
-    inference_keys: ClassVar[tuple[str, ...]] = ("sw_batch_size", "overlap", "tta", "detail_transfer", "planes")
+    inference_keys: ClassVar[tuple[str, ...]] = ("sw_batch_size", "overlap", "tta", "tta_views", "detail_transfer",
+                                                  "planes")
     min_train_subjects: ClassVar[int] = 2  # (the unpaired sampler: source and target from different subjects)
     loss_names: ClassVar[tuple[str, ...]] = ("G_adv", "G_cls", "rec", "G", "D_adv", "D_cls", "gp", "D")
 

@@ -114,7 +114,7 @@ def model_file_entries(model: Any, weights: dict[str, Any], steps: int, **transl
                         "slice_axis": cfg.slice_axis if cfg.spatial_dims == 2 else None},
         "normalisation": copy.deepcopy(model.meta.get("normalisation", {})),
         "inference": {"roi_size": list(model.roi_size), "sw_batch_size": cfg.sw_batch_size,
-                      "overlap": cfg.overlap, "tta": cfg.tta,
+                      "overlap": cfg.overlap, "tta": cfg.tta, "tta_views": cfg.tta_views,
                       "detail_transfer": bool(getattr(cfg, "detail_transfer", False)), "planes": cfg.planes},
         "training": {"steps": steps, "n_train_subjects": model.meta.get("n_train_subjects"), "config": to_dict(cfg)},
     }
@@ -374,6 +374,7 @@ def translate(
     tta: bool = False,
     detail: bool = False,
     axes: Sequence[int] | None = None,
+    tta_views: int | None = None,
 ) -> np.ndarray:
     """Translate a whole (x, y, z) volume (values in [0, 1]); the output (in [0, 1]) has the input's grid.
 
@@ -385,7 +386,8 @@ def translate(
     the coarse grid lost, with the output's local contrast (`pipeline.nets.interp.detail_transfer`). With `tta`
     every window is translated in each of its 8 flips/transposes (2D; 3D: its 8 flips) and the outputs, mapped
     back, are averaged (test-time augmentation: the hallucinated texture of a GAN differs between flips, the
-    anatomy does not, so the average is closer to the target). Blank windows (constant input) and voxels far from any input signal
+    anatomy does not, so the average is closer to the target); `tta_views` of them only (None: all; 2: the
+    identity and the 180-degree rotation, see `pipeline.nets.tta.views`). Blank windows (constant input) and voxels far from any input signal
     (`keep_background`) come out as background (0)."""
     device = torch.device(device)
     info = blob["translation"]
@@ -401,7 +403,7 @@ def translate(
         source = as_batch(volume, dims, axis)  # (N, 1, *spatial)
         size = source.shape[2:]
         out = sliding_window(downsample(source, factor, dims), net, roi, sw_batch_size, overlap, device, precision,
-                             tta, transpose=dims == 2, multiple=size_multiple(generator),
+                             tta, transpose=dims == 2, tta_views=tta_views, multiple=size_multiple(generator),
                              finish=lambda y: (y + 1.0) / 2.0)
         out = upsample(out, factor, size)
         if detail:  # 2D: a few slices at a time (the box filters' temporaries are volume-sized otherwise)

@@ -51,6 +51,7 @@ def sliding_window(
     precision: str = "auto",
     tta: bool = False,
     transpose: bool = False,
+    tta_views: int | None = None,
     multiple: int = 1,
     finish: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
@@ -59,7 +60,8 @@ def sliding_window(
     Windows are `roi_size` voxels per side, no larger than the image rounded up to `multiple` (the network's
     size factor; the image is zero-padded to it). `net` runs on `device` under the autocast of `precision`;
     with `tta` each window is also run on its flips (and, with `transpose`, transposes: 2D windows whose two
-    axes are alike) and the outputs, mapped back, averaged; `finish` is applied to that average.
+    axes are alike), or on the first `tta_views` of them (`pipeline.nets.tta.views`; None: all), and the
+    outputs, mapped back, averaged; `finish` is applied to that average.
     """
     from monai.inferers import SlidingWindowInferer
 
@@ -68,14 +70,14 @@ def sliding_window(
                                    mode="gaussian", padding_mode="constant", cval=0.0, sw_device=device,
                                    device=torch.device("cpu"))
     amp = Precision(device, precision)
-    tta_views = views(x.dim() - 2, transpose) if tta else [((), False)]
+    ensemble = views(x.dim() - 2, transpose, tta_views) if tta else [((), False)]
 
     def run(v: torch.Tensor) -> torch.Tensor:
         with amp.autocast():
             return net(v).float()
 
     def predict(t: torch.Tensor) -> torch.Tensor:
-        y = average(run, t, tta_views)
+        y = average(run, t, ensemble)
         return finish(y) if finish is not None else y
 
     with torch.inference_mode():

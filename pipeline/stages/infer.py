@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=float, default=None, help="window overlap in [0, 1) (default: the model's)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="self-ensemble over flips/transposes (default: the model's setting)")
+    parser.add_argument("--tta-views", type=int, choices=(2, 4, 8), default=None,
+                        help="translation: how many views --tta averages (8 every flip/transpose, 4 the rotations, "
+                        "2 the identity and the 180-degree rotation; default: the model's setting)")
     parser.add_argument("--data-consistency", action=argparse.BooleanOptionalAction, default=None,
                         help="super-resolution: correct the output to degrade exactly to the input, by the "
                         "model's recorded degradation (default: the model's setting, else on)")
@@ -63,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"{len(args.input)} --input but {len(args.output)} --output: give them in pairs")
     options = dict(direction=args.direction, normalise=args.normalise, device=args.device,
                    roi_size=args.roi_size, sw_batch_size=args.sw_batch_size, data_consistency=args.data_consistency,
-                   overlap=args.overlap, tta=args.tta, detail_transfer=args.detail_transfer,
+                   overlap=args.overlap, tta=args.tta, tta_views=args.tta_views, detail_transfer=args.detail_transfer,
                    planes=args.planes,
                    resolution_mismatch=args.resolution_mismatch)
     pairs = list(zip(args.input, args.output, strict=True))

@@ -418,6 +418,11 @@ def test_tta_averages_the_flipped_and_transposed_translations():
     np.testing.assert_allclose(CycleGAN.apply(net, vol, blob, precision="fp32"), expected, atol=1e-5)  # tta from the file
     plain = CycleGAN.apply(net, vol, blob, tta=False, precision="fp32")
     assert not np.allclose(plain, expected, atol=1e-3)
+    # tta_views 2 (the workflow's default; a file without the key averages all 8): the identity and the 180-degree turn
+    with torch.no_grad():
+        two = (net(slices) + net(slices.flip([2, 3])).flip([2, 3])) / 2
+    np.testing.assert_allclose(CycleGAN.apply(net, vol, blob, tta_views=2, precision="fp32"),
+                               np.moveaxis(((two + 1) / 2)[:, 0].numpy(), 0, 2), atol=1e-5)
 
 
 @pytest.mark.parametrize("key, overrides", [("tta", {}), ("detail_transfer", {"train_downsample": 2, "patch_size": 12}),
@@ -444,6 +449,24 @@ def test_infer_inference_flags_change_a_cyclegan_output(data, tmp_path, key, ove
     for on in (True, False):
         np.testing.assert_allclose(outs[on], CycleGAN.apply(net, src, blob, affine=affine, **{key: on}), atol=1e-6)
     assert np.abs(outs[True] - outs[False]).max() > 1e-4
+
+
+def test_infer_tta_views_reaches_the_translation(data, tmp_path):
+    """The model file records `tta_views` (default 2) and `infer --tta-views 8` overrides it."""
+    from pipeline.cli import main as cli
+
+    _run(data, tmp_path / "m", tiny_cfg(n_steps=1, n_steps_decay=1))
+    model = tmp_path / "m" / "model.pt"
+    blob = load_checkpoint(model)
+    assert blob["inference"]["tta"] is True and blob["inference"]["tta_views"] == 2
+    scan = data / "sub-006" / "T1w.nii.gz"
+    out = tmp_path / "v8.nii.gz"
+    assert cli(["infer", "--model", str(model), "--input", str(scan), "--output", str(out), "--tta-views", "8"]) == 0
+    net = CycleGAN.load_generator(blob, "A2B", "cpu")
+    src, affine = load_nifti(scan)
+    eight, two = (CycleGAN.apply(net, src, blob, affine=affine, tta_views=n) for n in (8, 2))
+    np.testing.assert_allclose(load_nifti(out)[0], eight, atol=1e-6)
+    assert np.abs(eight - two).max() > 1e-4
 
 
 def test_ct_output_is_written_in_hounsfield_units(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pipeline.nets.tta import average, views
@@ -10,7 +11,7 @@ from pipeline.nets.tta import average, views
 def test_views_are_the_symmetries_identity_first():
     square = views(2, transpose=True)
     assert square[0] == ((), False) and len(square) == 8 and len(set(square)) == 8
-    assert views(2, transpose=False) == [((), False), ((2,), False), ((3,), False), ((2, 3), False)]
+    assert views(2, transpose=False) == [((), False), ((2, 3), False), ((2,), False), ((3,), False)]
     cube = views(3, transpose=False)
     assert len(cube) == 8 and {f for f, _ in cube} == {(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)}
 
@@ -26,3 +27,22 @@ def test_average_maps_every_output_back():
     # without transposes the ramp stays along the rows, symmetrised by the flips
     assert torch.allclose(average(lambda v: v + ramp, x, views(2, False)), x + 2.5)
     assert torch.allclose(average(lambda v: v + ramp, x, [((), False)]), x + ramp)
+
+
+def _apply(x: torch.Tensor, view) -> torch.Tensor:
+    flips, transpose = view
+    v = x.transpose(2, 3) if transpose else x
+    return v.flip(flips) if flips else v
+
+
+def test_view_counts_take_the_rotations_first():
+    x = torch.arange(12.0).view(1, 1, 3, 4)  # no symmetry: every view differs
+    assert views(2, True, 2) == [((), False), ((2, 3), False)]
+    assert torch.equal(_apply(x, views(2, True, 2)[1]), torch.rot90(x, 2, (2, 3)))
+    rotations = {tuple(_apply(x, v).flatten().tolist()) for v in views(2, True, 4)}
+    assert rotations == {tuple(torch.rot90(x, k, (2, 3)).flatten().tolist()) for k in range(4)}
+    assert set(views(2, True, 8)) == set(views(2, True)) and views(2, True, 1) == [((), False)]
+    cube = views(3, False, 4)  # the 180-degree rotations about each axis: an even number of flips
+    assert cube[0] == ((), False) and all(len(f) == 2 for f, _ in cube[1:])
+    with pytest.raises(ValueError, match="must be >= 1"):
+        views(2, True, 0)
