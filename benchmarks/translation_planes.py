@@ -4,7 +4,7 @@
 
 Scores the model on the test subjects inside the mask (`real_data.score_translation`: the workflow's inference and
 metrics), once per variant of the inference settings `planes` (the model's slice axis alone, or all three axes
-averaged, for scans with cubic voxels) and `tta` (8 flips/transposes of each window, or none), and the
+averaged, for scans with cubic voxels) and `tta` (`tta_views` flips/transposes of each window, or none), and the
 evaluation's strongest baseline (histogram matching of the inverted source). Prints mean PSNR / SSIM and the mean
 inference seconds per subject; StarGAN: one block per target. Run it from the run's folder (subjects.tsv's paths
 are relative to it).
@@ -28,7 +28,10 @@ from pipeline.config import EvaluateConfig  # noqa: E402
 from pipeline.gan.checkpoint import load_checkpoint  # noqa: E402
 from pipeline.io.tables import read_subjects  # noqa: E402
 
-VARIANTS = {"one plane, TTA": {"planes": False, "tta": True}, "three planes, TTA": {"planes": True, "tta": True},
+VARIANTS = {"one plane, TTA 8 views": {"planes": False, "tta": True, "tta_views": 8},
+            "three planes, TTA 8 views": {"planes": True, "tta": True, "tta_views": 8},
+            "three planes, TTA 4 views": {"planes": True, "tta": True, "tta_views": 4},
+            "three planes, TTA 2 views": {"planes": True, "tta": True, "tta_views": 2},
             "one plane, no TTA": {"planes": False, "tta": False}, "three planes, no TTA": {"planes": True, "tta": False}}
 
 
@@ -51,9 +54,9 @@ def main() -> int:
                       for r in cases]
             psnr, ssim = (np.mean([s["model"][k] for s in scores]) for k in ("psnr", "ssim"))
             secs = np.mean([s["infer_s"] for s in scores])
-            print(f"  {name:22s} {psnr:.2f} / {ssim:.3f}  {secs:.1f} s", flush=True)
+            print(f"  {name:26s} {psnr:.2f} / {ssim:.3f}  {secs:.1f} s", flush=True)
         base = [s["histogram_match_inverted"] for s in scores]
-        print(f"  {'inverted hist. match':22s} {np.mean([b['psnr'] for b in base]):.2f} / "
+        print(f"  {'inverted hist. match':26s} {np.mean([b['psnr'] for b in base]):.2f} / "
               f"{np.mean([b['ssim'] for b in base]):.3f}")
     return 0
 

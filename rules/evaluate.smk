@@ -38,9 +38,10 @@ if config["models"]:
             "logs/evaluate_models.log",
         benchmark:
             "results/benchmarks/evaluate_models.tsv"
+        threads: all_cores
         shell:
             "python -m pipeline evaluate --subjects {input.subjects:q} --infer results/infer"
             " --outputs {params.outputs:q} --skipped {params.skipped:q} --degradation {params.degradation:q}"
             " --histories results/models --metrics $(dirname {output.summary:q}) --figures {output.figures:q}"
             " --viewer {output.viewer:q}"
-            " --params {params.cfg:q} > {log:q} 2>&1"
+            " --params {params.cfg:q} --workers {threads} > {log:q} 2>&1"

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,14 @@ def evaluate_task(
     viewer: dict[str, dict[str, Any]] | None = None,
     study: ReaderStudy | None = None,
     viewer_dir: Path | None = None,
+    writer: Any = None,
+    workers: int = 1,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, dict[str, str]]]:
     """Score a task's outputs and baselines on the selected subjects; returns (rows, summary, figure paths).
 
-    The slice viewer's sprite sheets go to `<viewer_dir>/<subject>/slices/<task>/`, their entries into `viewer`
-    ({subject: {output: entry}}); `study` collects the reader study's pairs.
+    The slice viewer's sprite sheets go to `<viewer_dir>/<subject>/slices/<task>/` (through `writer`, a
+    `slices.PngWriter`; None: written at once), their entries into `viewer` ({subject: {output: entry}});
+    `study` collects the reader study's pairs. `workers` threads score the subjects.
     """
     from pipeline.evaluation import figures, slices
 
@@ -68,18 +72,28 @@ def evaluate_task(
                         table, r["subject"], task.source, task.target, task.name)
     if not selected:
         raise ValueError(f"{table}: no subject of split(s) {list(cfg.splits)} has {task.source} and {task.target}")
-    records: list[dict[str, Any]] = []
-    by_length: list[dict[str, Any]] = []  # inpainting: the same per run length of the deleted slices
-    for row in selected:
+    def score_subject(row: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """One subject's records and (inpainting) its records per run length of the deleted slices."""
         case = load_case(row, task, table)
         log.info("%s %s: scoring %d baseline(s) and %d model(s)", task.name, case.subject, len(task.baselines), len(task.models))
+        rec: list[dict[str, Any]] = []
+        lengths: list[dict[str, Any]] = []
         for method in task.baselines:
-            values = _score(task, case, make_baseline(task, case, method), cfg, method, by_length)
-            records.append({"subject": case.subject, "split": case.split, "method": method, "kind": "baseline", **values})
+            values = _score(task, case, make_baseline(task, case, method), cfg, method, lengths)
+            rec.append({"subject": case.subject, "split": case.split, "method": method, "kind": "baseline", **values})
         for out in task.outputs:
             pred = load_prediction(infer_dir, out.name, case, out.desc)
-            values = _score(task, case, pred, cfg, out.name, by_length)
-            records.append({"subject": case.subject, "split": case.split, "method": out.name, "kind": "model", **values})
+            values = _score(task, case, pred, cfg, out.name, lengths)
+            rec.append({"subject": case.subject, "split": case.split, "method": out.name, "kind": "model", **values})
+        return rec, lengths
+
+    records: list[dict[str, Any]] = []
+    by_length: list[dict[str, Any]] = []
+    # subjects on `workers` threads (the filters and array arithmetic release the GIL); results in subject order
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for rec, lengths in pool.map(score_subject, selected):
+            records += rec
+            by_length += lengths
 
     summary = summarise_task(task, records, cfg)
     if task.kind == "inpainting":
@@ -105,7 +119,7 @@ def evaluate_task(
             (viewer_dir or figures_dir) / case.subject / "slices" / task.name, source=case.source, baseline=base, truth=case.truth,
             outputs=preds, mask=case.mask, affine=case.affine, data_range=cfg.data_range, error_max=error_max,
             labels={"input": labels[0], "baseline": labels[1], "truth": labels[2], **{m: m for m in preds}},
-            centre=figures.centre_of_mask(case.mask)))
+            centre=figures.centre_of_mask(case.mask), writer=writer))
         for out in task.outputs:
             model = out.name
             pred = preds[model]
@@ -307,11 +321,12 @@ def evaluate(
     metrics_dir: Path = Path("results/metrics"),
     figures_dir: Path = Path("results/figures"),
     viewer_dir: Path = Path("results/viewer"),
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Evaluate `outputs` on the subjects of `subjects_tsv`; writes `<metrics_dir>/<output>.csv` (header only
     for the `skipped` outputs and those no subject can be scored on), `<metrics_dir>/summary.json` and the
-    figures, and returns the summary."""
-    from pipeline.evaluation import figures
+    figures, and returns the summary. `workers` threads score subjects and encode the slice viewer's PNGs."""
+    from pipeline.evaluation import figures, slices
 
     check_outputs(outputs, skipped)
     rows = read_subjects(subjects_tsv)
@@ -336,41 +351,42 @@ def evaluate(
     viewer: dict[str, dict[str, Any]] = {}  # the slice viewer's sprite sheets: {subject: {output: entry}}
     viewer_dir.mkdir(parents=True, exist_ok=True)  # a declared output too
     study = ReaderStudy(viewer_dir / "reader", cfg.seed)
-    for task in tasks:
-        for s in task.skipped:
-            log.warning("%s (%s): not evaluated: %s", s.output.name, task.description, s.reason)
-            csv_path = metrics_dir / f"{s.output.name}.csv"
-            write_csv(csv_path, [])
-            entry = {**dataclasses.asdict(s.output), "reason": s.reason, "task_name": task.name,
-                     "description": task.description}
-            if s.reason == NO_GROUND_TRUTH and task.kind == "sr":
-                entry["figures"] = unscored_figures(s.output, rows, infer_dir, figures_dir, cfg)
-            summary["skipped"].append(entry)
-            log.info("wrote %s (header only)", csv_path)
-        if not task.outputs:
-            continue
-        records, task_summary, subject_figs = evaluate_task(task, rows, subjects_tsv, infer_dir, figures_dir, cfg,
-                                                            viewer, study, viewer_dir)
-        summary["tasks"][task.name] = task_summary
-        for model in task.models:
-            csv_path = metrics_dir / f"{model}.csv"
-            keep = set(task.baselines) | {model}
-            write_csv(csv_path, [r for r in records if r["method"] in keep])
-            summary["models"][model] = {"task": task.name, "csv": csv_path.as_posix()}
-            log.info("wrote %s", csv_path)
-        for sub, figs in subject_figs.items():
-            summary["figures"]["subjects"].setdefault(sub, {}).update(figs)
-        summary["figures"]["group"][task.name] = figures.strip_plots(
-            figures_dir / "group", task.name, records, task_summary, METRICS, METRIC_LABELS, dpi=cfg.figure_dpi
-        )
-        if "gap_length_figure" in task_summary:  # inpainting: PSNR per gap length, after the strip plots
-            summary["figures"]["group"][task.name]["gap_length"] = task_summary["gap_length_figure"]
-    summary["figures"]["training"] = training_figures(outputs, histories, figures_dir, cfg)
-    if viewer:
-        summary["figures"]["viewer"] = viewer
-    reader = study.finish()
-    if reader:
-        summary["figures"]["reader"] = reader
+    with slices.PngWriter(workers) as writer:  # every sprite sheet is on disk before summary.json names it
+        for task in tasks:
+            for s in task.skipped:
+                log.warning("%s (%s): not evaluated: %s", s.output.name, task.description, s.reason)
+                csv_path = metrics_dir / f"{s.output.name}.csv"
+                write_csv(csv_path, [])
+                entry = {**dataclasses.asdict(s.output), "reason": s.reason, "task_name": task.name,
+                         "description": task.description}
+                if s.reason == NO_GROUND_TRUTH and task.kind == "sr":
+                    entry["figures"] = unscored_figures(s.output, rows, infer_dir, figures_dir, cfg)
+                summary["skipped"].append(entry)
+                log.info("wrote %s (header only)", csv_path)
+            if not task.outputs:
+                continue
+            records, task_summary, subject_figs = evaluate_task(task, rows, subjects_tsv, infer_dir, figures_dir, cfg,
+                                                                viewer, study, viewer_dir, writer, workers)
+            summary["tasks"][task.name] = task_summary
+            for model in task.models:
+                csv_path = metrics_dir / f"{model}.csv"
+                keep = set(task.baselines) | {model}
+                write_csv(csv_path, [r for r in records if r["method"] in keep])
+                summary["models"][model] = {"task": task.name, "csv": csv_path.as_posix()}
+                log.info("wrote %s", csv_path)
+            for sub, figs in subject_figs.items():
+                summary["figures"]["subjects"].setdefault(sub, {}).update(figs)
+            summary["figures"]["group"][task.name] = figures.strip_plots(
+                figures_dir / "group", task.name, records, task_summary, METRICS, METRIC_LABELS, dpi=cfg.figure_dpi
+            )
+            if "gap_length_figure" in task_summary:  # inpainting: PSNR per gap length, after the strip plots
+                summary["figures"]["group"][task.name]["gap_length"] = task_summary["gap_length_figure"]
+        summary["figures"]["training"] = training_figures(outputs, histories, figures_dir, cfg)
+        if viewer:
+            summary["figures"]["viewer"] = viewer
+        reader = study.finish()
+        if reader:
+            summary["figures"]["reader"] = reader
     out = metrics_dir / "summary.json"
     write_text(out, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     log.info("wrote %s", out)

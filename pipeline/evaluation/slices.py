@@ -76,6 +76,45 @@ def write_png(path: Path, image: np.ndarray, palette: list[int] | None = None) -
         img.save(tmp, format="PNG", compress_level=6)
 
 
+class PngWriter:
+    """`write_png` on `workers` background threads (zlib and PIL's encoder release the GIL, so the encoding
+    overlaps the caller's work, e.g. matplotlib's); 0 or 1 worker: in the calling thread. `close` (or leaving the
+    `with` block) waits for every write and raises the first error. At most `MAX_PENDING` images wait in memory."""
+
+    MAX_PENDING = 32
+
+    def __init__(self, workers: int = 1) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(int(workers), thread_name_prefix="png") if workers > 1 else None
+        self._pending: list[Any] = []
+
+    def write(self, path: Path, image: np.ndarray, palette: list[int] | None = None) -> None:
+        if self._pool is None:
+            write_png(path, image, palette)
+            return
+        if len(self._pending) >= self.MAX_PENDING:
+            self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(write_png, path, image, palette))
+
+    def close(self) -> None:
+        try:
+            while self._pending:
+                self._pending.pop(0).result()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> PngWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._pool is not None:  # already failing: that error is the one to report
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def plane_geometry(shape: Sequence[int], affine: np.ndarray) -> dict[str, dict[str, Any]]:
     """Per plane: slices, tile size, grid columns, pixel aspect (height / width of a voxel as shown) and the
     world coordinate (mm) of slice 0 and its step along the slider's axis."""
@@ -92,14 +131,19 @@ def plane_geometry(shape: Sequence[int], affine: np.ndarray) -> dict[str, dict[s
     return out
 
 
-def write_volume(folder: Path, name: str, vol: np.ndarray, vmax: float, palette: list[int] | None = None) -> dict[str, str]:
-    """Three sprite sheets `<folder>/<name>_<plane>.png` of one volume; returns {plane: path}."""
+def write_volume(folder: Path, name: str, vol: np.ndarray, vmax: float, palette: list[int] | None = None,
+                 writer: PngWriter | None = None) -> dict[str, str]:
+    """Three sprite sheets `<folder>/<name>_<plane>.png` of one volume (through `writer`, else at once); returns
+    {plane: path}."""
     values = to_uint8(vol, vmax)
     paths: dict[str, str] = {}
     for plane in PLANES:
         sheet, _ = sprite_sheet(plane_stack(values, plane))
         path = folder / f"{name}_{plane}.png"
-        write_png(path, sheet, palette)
+        if writer is not None:
+            writer.write(path, sheet, palette)
+        else:
+            write_png(path, sheet, palette)
         paths[plane] = path.as_posix()
     return paths
 
@@ -117,18 +161,21 @@ def write_subject_slices(
     data_range: float,
     error_max: float,
     centre: Sequence[int],
+    writer: PngWriter | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Sprite sheets of one subject and task under `folder` (shared panels there, each output's in
-    `<folder>/<output>/`); returns {output: viewer entry} as summary.json's `figures.viewer.<subject>` holds it.
+    `<folder>/<output>/`; written through `writer`, else at once); returns {output: viewer entry} as
+    summary.json's `figures.viewer.<subject>` holds it.
 
     `labels` names the panels: "input", "baseline", "truth" and each output's name.
     """
     palette = _inferno_palette()
     shared = {
-        "input": write_volume(folder, "input", source, data_range),
-        "baseline": write_volume(folder, "baseline", baseline, data_range),
-        "truth": write_volume(folder, "truth", truth, data_range),
-        "error_baseline": write_volume(folder, "error-baseline", np.abs(baseline - truth), error_max, palette),
+        "input": write_volume(folder, "input", source, data_range, writer=writer),
+        "baseline": write_volume(folder, "baseline", baseline, data_range, writer=writer),
+        "truth": write_volume(folder, "truth", truth, data_range, writer=writer),
+        "error_baseline": write_volume(folder, "error-baseline", np.abs(baseline - truth), error_max, palette,
+                                       writer),
     }
     geometry = plane_geometry(truth.shape, affine)
     start = {plane: int(centre[PLANE_AXES[plane][0]]) for plane in PLANES}
@@ -138,10 +185,10 @@ def write_subject_slices(
         panels = [
             ("input", labels["input"], shared["input"]),
             ("baseline", labels["baseline"], shared["baseline"]),
-            ("output", labels[name], write_volume(own, "output", pred, data_range)),
+            ("output", labels[name], write_volume(own, "output", pred, data_range, writer=writer)),
             ("truth", labels["truth"], shared["truth"]),
             ("error_baseline", f"|{labels['baseline']} − truth|", shared["error_baseline"]),
-            ("error_output", f"|{labels[name]} − truth|", write_volume(own, "error", np.abs(pred - truth), error_max, palette)),
+            ("error_output", f"|{labels[name]} − truth|", write_volume(own, "error", np.abs(pred - truth), error_max, palette, writer)),
         ]
         entries[name] = {
             "planes": geometry,

@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--viewer", type=Path, default=Path("results/viewer"),
                         help="output folder of the report's slice viewer and reader study images (and the study's key)")
     parser.add_argument("--params", default=None, help="the `evaluate` config section (inline JSON or YAML file)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="threads; more than 1 encode the slice viewer's images alongside the rest")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -53,5 +55,6 @@ def main(args: argparse.Namespace) -> int:
         metrics_dir=args.metrics,
         figures_dir=args.figures,
         viewer_dir=args.viewer,
+        workers=args.workers,
     )
     return 0

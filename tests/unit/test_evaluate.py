@@ -441,6 +441,22 @@ def test_one_output_skipped_the_others_unchanged(evaluated_cohort, tmp_path, cap
     assert f"cyclegan (translation T1w → T2w): not evaluated: {NO_T2W}" in caplog.text
 
 
+def test_workers_change_nothing_but_the_time(evaluated_cohort, tmp_path):
+    """`--workers 2` (subjects scored and sprite sheets encoded on two threads) writes the same CSVs, summary and
+    slice viewer images as the one-thread run, byte for byte."""
+    from pipeline import cli
+
+    make_cohort(tmp_path)
+    with working_dir(tmp_path):
+        assert cli.main([*evaluate_args(), "--workers", "2"]) == 0
+    for rel in ("results/metrics/srgan.csv", "results/metrics/cyclegan.csv", "results/metrics/summary.json"):
+        assert (tmp_path / rel).read_bytes() == (evaluated_cohort / rel).read_bytes(), rel
+    sprites = sorted(p.relative_to(tmp_path) for p in (tmp_path / "results/viewer").rglob("*.png"))
+    assert len(sprites) > 20 and sprites == sorted(p.relative_to(evaluated_cohort)
+                                                   for p in (evaluated_cohort / "results/viewer").rglob("*.png"))
+    assert all((tmp_path / p).read_bytes() == (evaluated_cohort / p).read_bytes() for p in sprites)
+
+
 def test_every_output_skipped_still_succeeds(tmp_path):
     from pipeline import cli
 
@@ -506,3 +522,16 @@ def cli_parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     stage.add_arguments(parser)
     return parser.parse_args(argv[1:])  # drop the stage name
+
+
+def test_png_writer_raises_the_first_failed_write(tmp_path):
+    from pipeline.evaluation.slices import PngWriter
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    image = np.zeros((4, 4), np.uint8)
+    with pytest.raises(OSError):
+        with PngWriter(2) as writer:
+            writer.write(tmp_path / "ok.png", image)
+            writer.write(blocker / "bad.png", image)  # its folder cannot be made
+    assert (tmp_path / "ok.png").stat().st_size > 0
