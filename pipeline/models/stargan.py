@@ -241,8 +241,7 @@ class StarGAN(translation.SelectsCheckpoints, Family):
     config_class: ClassVar[type] = StarGANConfig
     file_task: ClassVar[str] = "multi-translation"
     takes_affine: ClassVar[bool] = True  # planes: tri-planar only on cubic voxels
-    inference_keys: ClassVar[tuple[str, ...]] = ("sw_batch_size", "overlap", "tta", "tta_views", "detail_transfer",
-                                                  "planes")
+    inference_keys: ClassVar[tuple[str, ...]] = CycleGAN.inference_keys
     min_train_subjects: ClassVar[int] = 2  # (the unpaired sampler: source and target from different subjects)
     loss_names: ClassVar[tuple[str, ...]] = ("G_adv", "G_cls", "rec", "G", "D_adv", "D_cls", "gp", "D")
 

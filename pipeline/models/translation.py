@@ -384,11 +384,9 @@ def translate(
     Gaussian-blended), so instance norm sees what it saw in training. With `train_downsample` the input is
     block-averaged first and the output interpolated back; with `detail` it then gets the source's detail that
     the coarse grid lost, with the output's local contrast (`pipeline.nets.interp.detail_transfer`). With `tta`
-    every window is translated in each of its 8 flips/transposes (2D; 3D: its 8 flips) and the outputs, mapped
-    back, are averaged (test-time augmentation: the hallucinated texture of a GAN differs between flips, the
-    anatomy does not, so the average is closer to the target); `tta_views` of them only (None: all; 2: the
-    identity and the 180-degree rotation, see `pipeline.nets.tta.views`). Blank windows (constant input) and voxels far from any input signal
-    (`keep_background`) come out as background (0)."""
+    every window is translated in `tta_views` of its flips/transposes (None: all 8; `pipeline.nets.tta.views`),
+    the outputs mapped back and averaged (the texture a GAN invents differs between views, the anatomy does not).
+    Blank windows (constant input) and voxels far from any input signal (`keep_background`) come out as 0."""
     device = torch.device(device)
     info = blob["translation"]
     dims, factor = info["spatial_dims"], int(info.get("train_downsample", 1))
