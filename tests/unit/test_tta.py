@@ -29,17 +29,18 @@ def test_average_maps_every_output_back():
     assert torch.allclose(average(lambda v: v + ramp, x, [((), False)]), x + ramp)
 
 
-def _apply(x: torch.Tensor, view) -> torch.Tensor:
-    flips, transpose = view
-    v = x.transpose(2, 3) if transpose else x
-    return v.flip(flips) if flips else v
+def _inputs(x: torch.Tensor, view_list) -> list[torch.Tensor]:
+    """The views of `x` as `average` hands them to the network."""
+    seen: list[torch.Tensor] = []
+    average(lambda v: seen.append(v) or v, x, view_list)
+    return seen
 
 
 def test_view_counts_take_the_rotations_first():
     x = torch.arange(12.0).view(1, 1, 3, 4)  # no symmetry: every view differs
     assert views(2, True, 2) == [((), False), ((2, 3), False)]
-    assert torch.equal(_apply(x, views(2, True, 2)[1]), torch.rot90(x, 2, (2, 3)))
-    rotations = {tuple(_apply(x, v).flatten().tolist()) for v in views(2, True, 4)}
+    assert torch.equal(_inputs(x, views(2, True, 2))[1], torch.rot90(x, 2, (2, 3)))
+    rotations = {tuple(v.flatten().tolist()) for v in _inputs(x, views(2, True, 4))}
     assert rotations == {tuple(torch.rot90(x, k, (2, 3)).flatten().tolist()) for k in range(4)}
     assert set(views(2, True, 8)) == set(views(2, True)) and views(2, True, 1) == [((), False)]
     cube = views(3, False, 4)  # the 180-degree rotations about each axis: an even number of flips
