@@ -136,14 +136,12 @@ def write_volume(folder: Path, name: str, vol: np.ndarray, vmax: float, palette:
     """Three sprite sheets `<folder>/<name>_<plane>.png` of one volume (through `writer`, else at once); returns
     {plane: path}."""
     values = to_uint8(vol, vmax)
+    writer = writer if writer is not None else PngWriter()  # one worker: written here and now
     paths: dict[str, str] = {}
     for plane in PLANES:
         sheet, _ = sprite_sheet(plane_stack(values, plane))
         path = folder / f"{name}_{plane}.png"
-        if writer is not None:
-            writer.write(path, sheet, palette)
-        else:
-            write_png(path, sheet, palette)
+        writer.write(path, sheet, palette)
         paths[plane] = path.as_posix()
     return paths
 
