@@ -8,7 +8,8 @@ default: the demo's 84 x 100 axial slices at 2 mm become 64 x 64 at 3.1 mm). The
 every subject whatever its field of view. Values are the preprocess stage's [0, 1], mapped to [-1, 1].
 
 Networks (the DCGAN guidelines): the generator maps ``[z, one-hot contrast, 2 position - 1]`` (a 1x1 map) through
-transposed convolutions + batch norm + ReLU to a tanh image; the discriminator is strided convolutions + batch norm
+transposed convolutions + batch norm + ReLU to a tanh image (``generator_norm: conditional``: each batch norm's
+scale and shift a function of the condition); the discriminator is strided convolutions + batch norm
 (none on the first layer) + LeakyReLU(0.2), with the condition either concatenated to the image as constant
 maps (``concat``, the conditional GAN's way) or entering a projection term (``projection``, Miyato & Koyama 2018).
 The adversarial loss is `pipeline.gan.losses` (default the classic non-saturating objective - the seeds' vanilla
@@ -73,6 +74,9 @@ class DCGANConfig(Section):
     nz: int = Field(64, ge=1, description="Dimension of the noise vector z.")
     ngf: int = Field(32, ge=1, description="Filters of the generator's last layer (doubling towards its input).")
     ndf: int = Field(32, ge=1, description="Filters of the discriminator's first layer (doubling with depth).")
+    generator_norm: Literal["batch", "conditional"] = Field("batch", description=(
+        "The generator's normalisation: batch norm (the DCGAN paper; the condition enters with the noise only), or "
+        "conditional batch norm (scale and shift of every batch norm from the condition, Miyato & Koyama 2018)."))
     condition: Literal["concat", "projection"] = Field("concat", description=(
         "How the discriminator sees the condition: concatenated to the image as constant maps, or a projection "
         "term on its last features."))
@@ -116,7 +120,8 @@ class DCGANConfig(Section):
 
 def generator_kwargs(cfg: DCGANConfig) -> dict[str, Any]:
     """`Generator` arguments (stored in the model file)."""
-    return {"nz": cfg.nz, "n_contrasts": len(cfg.contrasts), "ngf": cfg.ngf, "size": cfg.image_size}
+    return {"nz": cfg.nz, "n_contrasts": len(cfg.contrasts), "ngf": cfg.ngf, "size": cfg.image_size,
+            "conditional_norm": cfg.generator_norm == "conditional"}
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -241,7 +246,7 @@ class DCGAN(Family):
                               "image_size": cfg.image_size, "position": "0-1 along the foreground mask's extent",
                               "min_area": cfg.min_area, "pixel_mm": self.meta.get("pixel_mm"),
                               "steps": self.total_steps, "gan_loss": cfg.gan_loss, "condition": cfg.condition,
-                              "ema": cfg.ema},
+                              "generator_norm": cfg.generator_norm, "ema": cfg.ema},
                 "normalisation": self.meta.get("normalisation", {})}
 
     def export(self, out_dir: Path) -> list[Path]:

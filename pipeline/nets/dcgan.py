@@ -21,25 +21,52 @@ def _levels(size: int) -> int:
     return int(round(math.log2(size))) - 2
 
 
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose scale and shift are functions of the condition code (conditional batch norm, as in the
+    projection-discriminator cGAN of Miyato & Koyama 2018): ``(1 + gamma(c)) * BN(x) + beta(c)``, gamma and beta
+    linear in the code and zero here (`init_dcgan` draws them N(0, 0.02), as it draws plain batch norm's scale
+    N(1, 0.02))."""
+
+    def __init__(self, channels: int, cdim: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.affine = nn.Linear(cdim, 2 * channels)
+        nn.init.zeros_(self.affine.weight)
+        nn.init.zeros_(self.affine.bias)
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.affine(code).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
+        return self.norm(x) * (1.0 + gamma) + beta
+
+
 class Generator(nn.Module):
     """DCGAN generator: [z, condition] (a 1x1 map) -> 4x4 -> ... -> size x size, transposed conv + BN + ReLU,
-    tanh output in [-1, 1]."""
+    tanh output in [-1, 1]. With `conditional_norm` every batch norm takes its scale and shift from the condition
+    (`ConditionalBatchNorm2d`), so the condition acts at every resolution and not only through the input."""
 
-    def __init__(self, nz: int, n_contrasts: int, ngf: int, size: int) -> None:
+    def __init__(self, nz: int, n_contrasts: int, ngf: int, size: int, conditional_norm: bool = False) -> None:
         super().__init__()
-        self.nz, self.n_contrasts = nz, n_contrasts
+        self.nz, self.n_contrasts, self.conditional_norm = nz, n_contrasts, conditional_norm
+        cdim = n_contrasts + 1
         n = _levels(size)
         widths = [ngf * 2 ** (n - 1 - i) for i in range(n)]  # 4x4 ... size/2
-        layers: list[nn.Module] = [nn.ConvTranspose2d(nz + n_contrasts + 1, widths[0], 4, 1, 0, bias=False),
-                                   nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+
+        def norm(c: int) -> nn.Module:
+            return ConditionalBatchNorm2d(c, cdim) if conditional_norm else nn.BatchNorm2d(c)
+
+        layers: list[nn.Module] = [nn.ConvTranspose2d(nz + cdim, widths[0], 4, 1, 0, bias=False), norm(widths[0]),
+                                   nn.ReLU(True)]
         for a, b in zip(widths[:-1], widths[1:], strict=True):
-            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), norm(b), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(widths[-1], 1, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, contrast: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        code = torch.cat([z, condition_vector(contrast, position, self.n_contrasts).to(z.dtype)], dim=1)
-        return self.net(code[:, :, None, None])
+        cond = condition_vector(contrast, position, self.n_contrasts).to(z.dtype)
+        x = torch.cat([z, cond], dim=1)[:, :, None, None]
+        for layer in self.net:
+            x = layer(x, cond) if isinstance(layer, ConditionalBatchNorm2d) else layer(x)
+        return x
 
 
 class Discriminator(nn.Module):
@@ -87,7 +114,7 @@ def init_dcgan(net: nn.Module) -> nn.Module:
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
     return net

@@ -143,6 +143,41 @@ def test_generator_condition_is_wired_and_shapes():
     assert not np.array_equal(a, sample(g, 1, [0.2, 0.8], seed=5))
 
 
+def test_conditional_batchnorm_scales_and_shifts_by_the_condition():
+    from pipeline.nets.dcgan import (
+        ConditionalBatchNorm2d,
+        condition_vector,
+        init_dcgan,
+        recalibrate_batchnorm,
+    )
+
+    torch.manual_seed(0)
+    norm = ConditionalBatchNorm2d(2, cdim=4)
+    with torch.no_grad():
+        norm.affine.weight.normal_()
+        norm.affine.bias.normal_()
+    x, code = torch.randn(3, 2, 5, 5), condition_vector(torch.tensor([0, 1, 2]), torch.tensor([0.0, 0.5, 1.0]), 3)
+    gamma, beta = norm.affine(code)[:, :, None, None].chunk(2, dim=1)
+    plain = torch.nn.functional.batch_norm(x, None, None, training=True)
+    assert torch.allclose(norm(x, code), plain * (1 + gamma) + beta, atol=1e-5)
+    # the generator with it: its batch norms are conditional, the condition changes the output, the model file's
+    # kwargs rebuild it, and the averaged weights' statistics are re-estimated as for plain batch norm
+    g = init_dcgan(Generator(nz=8, n_contrasts=3, ngf=4, size=32, conditional_norm=True))
+    norms = [m for m in g.modules() if isinstance(m, ConditionalBatchNorm2d)]
+    assert len(norms) == 3 and not any(isinstance(m, torch.nn.BatchNorm2d) and m.affine for m in g.modules())
+    recalibrate_batchnorm(g, batches=2, batch_size=6)
+    assert int(norms[0].norm.num_batches_tracked) == 2
+    z = torch.randn(1, 8).repeat(3, 1)
+    with torch.no_grad():
+        out = g(z, torch.tensor([0, 1, 2]), torch.full((3,), 0.5))
+    assert (out[0] - out[1]).abs().max() > 1e-4 and (out[1] - out[2]).abs().max() > 1e-4
+    cfg = tiny_cfg(generator_norm="conditional")
+    model = DCGAN(cfg)
+    rebuilt = DCGAN.build_generator(model.model_file()["generator"]["kwargs"])
+    rebuilt.load_state_dict(model.model_file()["state_dict"])
+    assert rebuilt.conditional_norm and not DCGAN(tiny_cfg()).networks["G"].conditional_norm
+
+
 def test_batchnorm_recalibration_is_deterministic_and_sets_the_statistics():
     from pipeline.nets.dcgan import recalibrate_batchnorm
 
