@@ -24,15 +24,12 @@ def _levels(size: int) -> int:
 class ConditionalBatchNorm2d(nn.Module):
     """Batch norm whose scale and shift are functions of the condition code (conditional batch norm, as in the
     projection-discriminator cGAN of Miyato & Koyama 2018): ``(1 + gamma(c)) * BN(x) + beta(c)``, gamma and beta
-    linear in the code and zero here (`init_dcgan` draws them N(0, 0.02), as it draws plain batch norm's scale
-    N(1, 0.02))."""
+    linear in the code (`init_dcgan` draws their weights N(0, 0.02), as it draws plain batch norm's scale N(1, 0.02))."""
 
     def __init__(self, channels: int, cdim: int) -> None:
         super().__init__()
         self.norm = nn.BatchNorm2d(channels, affine=False)
         self.affine = nn.Linear(cdim, 2 * channels)
-        nn.init.zeros_(self.affine.weight)
-        nn.init.zeros_(self.affine.bias)
 
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.affine(code).to(x.dtype)[:, :, None, None].chunk(2, dim=1)

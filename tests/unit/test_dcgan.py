@@ -172,9 +172,9 @@ def test_conditional_batchnorm_scales_and_shifts_by_the_condition():
         out = g(z, torch.tensor([0, 1, 2]), torch.full((3,), 0.5))
     assert (out[0] - out[1]).abs().max() > 1e-4 and (out[1] - out[2]).abs().max() > 1e-4
     cfg = tiny_cfg(generator_norm="conditional")
-    model = DCGAN(cfg)
-    rebuilt = DCGAN.build_generator(model.model_file()["generator"]["kwargs"])
-    rebuilt.load_state_dict(model.model_file()["state_dict"])
+    blob = DCGAN(cfg).model_file()
+    rebuilt = DCGAN.build_generator(blob["generator"]["kwargs"])
+    rebuilt.load_state_dict(blob["state_dict"])
     assert rebuilt.conditional_norm and not DCGAN(tiny_cfg()).networks["G"].conditional_norm
 
 
