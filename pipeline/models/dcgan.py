@@ -39,6 +39,7 @@ from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section
 from pipeline.data.slice_bank import SliceBank, SliceSampler
 from pipeline.gan.base import Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
+from pipeline.gan.diffaugment import diff_augment
 from pipeline.gan.ema import WeightAverage
 from pipeline.gan.losses import d_loss, g_loss
 from pipeline.models.contract import Family, Output
@@ -84,6 +85,9 @@ class DCGANConfig(Section):
         "Weight of AC-GAN's auxiliary contrast classifier (a second head of the discriminator, trained on real "
         "slices; the generator is pushed towards samples it classifies as their requested contrast). Needs "
         "condition: projection. 0: off."))
+    augment: list[Literal["translation", "cutout"]] = Field([], json_schema_extra={"uniqueItems": True}, description=(
+        "DiffAugment (Zhao et al. 2020): random transforms applied to real and generated slices alike every time the "
+        "discriminator sees them, so that with few training slices it cannot memorise them ([]: off)."))
     gan_loss: Literal["nonsaturating", "minimax", "lsgan", "hinge"] = Field("nonsaturating", description=(
         "Adversarial loss; nonsaturating is the classic (vanilla) GAN objective of the DCGAN paper."))
     batch_size: int = Field(32, ge=2, description="Real slices (and samples) per step.")
@@ -205,7 +209,7 @@ class DCGAN(Family):
         losses: dict[str, torch.Tensor] = {}
         with self.frozen("D"):
             with amp.autocast():
-                logits, cls_fake = D(fake, r["contrast"], r["position"])
+                logits, cls_fake = D(diff_augment(fake, cfg.augment), r["contrast"], r["position"])
                 loss_g = g_loss(logits, cfg.gan_loss)
                 if cls_fake is not None:
                     losses["G_cls"] = F.cross_entropy(cls_fake.float(), r["contrast"].long())
@@ -218,8 +222,8 @@ class DCGAN(Family):
         opt_d.zero_grad(set_to_none=True)
         with self.frozen("G"):
             with amp.autocast():
-                real_logits, cls_real = D(r["image"], r["contrast"], r["position"])
-                fake_logits, _ = D(fake.detach(), r["contrast"], r["position"])
+                real_logits, cls_real = D(diff_augment(r["image"], cfg.augment), r["contrast"], r["position"])
+                fake_logits, _ = D(diff_augment(fake.detach(), cfg.augment), r["contrast"], r["position"])
             loss_d = d_loss(real_logits, fake_logits, cfg.gan_loss)
             if cls_real is not None:
                 losses["D_cls"] = F.cross_entropy(cls_real.float(), r["contrast"].long())

@@ -262,6 +262,24 @@ def test_one_step_with_each_loss(data, loss):
         assert any(not torch.equal(a, b) for a, b in zip(before[k], net.parameters(), strict=True)), f"{k} did not learn"
 
 
+@pytest.mark.parametrize("augment", [[], ["cutout"]])
+def test_discriminator_sees_augmented_slices_only_when_asked(data, augment):
+    cfg = tiny_cfg(augment=augment)
+    sampler, kwargs = DCGAN.prepare_data(cfg, data, 0)
+    model = build_model("dcgan", cfg, **kwargs)
+    seen = []
+    model.networks["D"].register_forward_hook(lambda m, args, out: seen.append(args[0].detach().clone()))
+    torch.manual_seed(0)
+    model.set_input(sampler(0))
+    model.optimize_step(0)
+    fake_for_g, real, fake_for_d = seen  # the generator's step, then the discriminator's on real and fake
+    assert torch.equal(fake_for_d, fake_for_g) == (not augment)  # a fresh draw of the transform in each step
+    assert torch.equal(real, model.real["image"]) == (not augment)
+    # the toy slices' foreground is a constant above 0: a cut-out square is background (-1) inside it
+    centre = (real[:, :, 12:20, 12:20] == -1).any()
+    assert bool(centre) == bool(augment)
+
+
 def test_auxiliary_classifier_trains_on_real_contrasts_and_pushes_the_generator(data):
     cfg = tiny_cfg(condition="projection", lambda_cls=1.0)
     sampler, kwargs = DCGAN.prepare_data(cfg, data, 0)
