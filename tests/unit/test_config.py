@@ -236,8 +236,9 @@ def _value_probes(annotation: Any, metadata: list[Any], extra: dict[str, Any], d
         yield default, True
         yield default + 1, False
     if extra.get("uniqueItems"):
-        yield default, True
-        yield [*default, default[0]], False
+        some = list(default) or [next(iter(_choices(typing.get_args(annotation)[0])))]  # an empty default: one choice
+        yield some, True
+        yield [*some, some[0]], False
     if "propertyNames" in extra:
         yield {"T1w": ["t1"]}, True
         yield {"T1 w": ["t1"]}, False
