@@ -19,8 +19,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("translation", "cutout")
-
 
 def translate(x: torch.Tensor, ratio: float = 0.125, background: float = -1.0) -> torch.Tensor:
     """Shift each image by a random whole number of pixels, up to `ratio` of its size / 2 along each axis; what
@@ -50,13 +48,15 @@ def cutout(x: torch.Tensor, ratio: float = 0.5, background: float = -1.0) -> tor
     return torch.where(inside.unsqueeze(1), torch.full_like(x, background), x)
 
 
+#: the transforms by name (a config's `augment` list names them)
+TRANSFORMS = {"translation": translate, "cutout": cutout}
+POLICIES = tuple(TRANSFORMS)
+
+
 def diff_augment(x: torch.Tensor, policy: Sequence[str], background: float = -1.0) -> torch.Tensor:
     """Apply the listed transforms (of `POLICIES`, in order) to a batch (N, C, H, W); an empty policy returns `x`."""
     for name in policy:
-        if name == "translation":
-            x = translate(x, background=background)
-        elif name == "cutout":
-            x = cutout(x, background=background)
-        else:
+        if name not in TRANSFORMS:
             raise ValueError(f"unknown DiffAugment transform {name!r}; choose from {', '.join(POLICIES)}")
+        x = TRANSFORMS[name](x, background=background)
     return x

@@ -39,7 +39,7 @@ from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section
 from pipeline.data.slice_bank import SliceBank, SliceSampler
 from pipeline.gan.base import Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
-from pipeline.gan.diffaugment import diff_augment
+from pipeline.gan.diffaugment import POLICIES, diff_augment
 from pipeline.gan.ema import WeightAverage
 from pipeline.gan.losses import d_loss, g_loss
 from pipeline.models.contract import Family, Output
@@ -86,7 +86,8 @@ class DCGANConfig(Section):
         "Weight of AC-GAN's auxiliary contrast classifier (a second head of the discriminator, trained on real "
         "slices; the generator is pushed towards samples it classifies as their requested contrast). Needs "
         "condition: projection. 0: off."))
-    augment: list[Literal["translation", "cutout"]] = Field([], json_schema_extra={"uniqueItems": True}, description=(
+    augment: list[Literal[POLICIES]] = Field(  # type: ignore[valid-type]
+        [], json_schema_extra={"uniqueItems": True}, description=(
         "DiffAugment (Zhao et al. 2020): random transforms applied to real and generated slices alike every time the "
         "discriminator sees them, so that with few training slices it cannot memorise them ([]: off)."))
     gan_loss: Literal["nonsaturating", "minimax", "lsgan", "hinge"] = Field("nonsaturating", description=(
