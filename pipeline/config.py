@@ -74,6 +74,21 @@ def _odd(value: int) -> int:
     return value
 
 
+def Distinct(item: Any, noun: str) -> Any:
+    """A list that names each item at most once (`Distinct(str, "contrast")`): checked here and flagged
+    `uniqueItems` in the schema, so that our validation and Snakemake's agree."""
+
+    def check(items: list[Any]) -> list[Any]:
+        repeated = next((x for i, x in enumerate(items) if x in items[:i]), None)
+        if repeated is not None:
+            raise ValueError(f"lists the {noun} {repeated!r} twice")
+        return items
+
+    return Annotated[list[item], AfterValidator(check), Field(json_schema_extra={"uniqueItems": True})]
+
+
+#: modality names (columns of subjects.tsv), each once
+Modalities = Distinct(str, "modality")
 #: an int choice: `Annotated[Literal[2, 4], INT_CHOICE]`
 INT_CHOICE = BeforeValidator(_not_bool)
 #: an odd integer, checked here and in the schema
@@ -207,7 +222,7 @@ class SRConfig(Section):
 
     where: ClassVar[str] = "preprocess.sr"
 
-    modalities: list[str] = Field(default_factory=lambda: ["T1w"], description=(
+    modalities: Modalities = Field(default_factory=lambda: ["T1w"], description=(
         "Modalities for which a low-resolution image is made (when the subject has them)."))
     method: Literal["kspace", "bicubic", "area", "thick_slice"] = Field("kspace", description=(
         "kspace: keep the central 1/scale of k-space (an MR scanner's smaller matrix); bicubic: anti-aliased "
@@ -231,7 +246,7 @@ class MotionConfig(Section):
 
     where: ClassVar[str] = "preprocess.motion"
 
-    modalities: list[str] = Field(default_factory=lambda: ["T1w"], description=(
+    modalities: Modalities = Field(default_factory=lambda: ["T1w"], description=(
         "Modalities for which a motion-corrupted image is made (when the subject has them); [] makes none."))
     fraction: float = Field(0.3, ge=0, le=1, description=(
         "Severity: the share of the shots acquired in another pose (less their lines in the k-space centre, "
@@ -259,7 +274,7 @@ class GapsConfig(Section):
 
     where: ClassVar[str] = "preprocess.gaps"
 
-    modalities: list[str] = Field(default_factory=lambda: ["T1w"], description=(
+    modalities: Modalities = Field(default_factory=lambda: ["T1w"], description=(
         "Modalities for which an image with missing slices is made (when the subject has them); [] makes none."))
     run_lengths: list[Annotated[int, Field(ge=1, le=16)]] = Field(default_factory=lambda: [1, 2, 3], min_length=1,
                                                                   description=(
@@ -281,7 +296,7 @@ class ThickConfig(Section):
 
     where: ClassVar[str] = "preprocess.thick"
 
-    modalities: list[str] = Field(default_factory=lambda: ["T1w"], description=(
+    modalities: Modalities = Field(default_factory=lambda: ["T1w"], description=(
         "Modalities for which a thick-slice image is made (when the subject has them); [] makes none."))
     factor: int = Field(4, ge=2, le=8, description=(
         "Slice spacing in voxels of the subject's grid (4 on a 1 mm grid: 4 mm slices); z is padded to a multiple."))
@@ -303,7 +318,7 @@ class PreprocessConfig(Section):
         "follow onto the same grid; finer scans are anti-aliased first); null (the default) keeps the reference "
         "scan's own grid, so super-resolution works at the scans' resolution (real 1 mm T1w, leave-one-out: "
         "about +1 dB over zero-filling at 1 mm, +0.4 dB at 2 mm)."))
-    reference_modalities: list[str] = Field(
+    reference_modalities: Modalities = Field(
         default_factory=lambda: ["T1w", "T2w", "PDw", "FLAIR", "CT"], min_length=1, description=(
             "Priority list: the first of these modalities a subject has defines its grid and its foreground mask; "
             "the others are resampled onto it so that they overlay voxel for voxel."))
@@ -335,7 +350,7 @@ class EvaluateConfig(Section):
 
     where: ClassVar[str] = "evaluate"
 
-    splits: list[Literal["train", "val", "test"]] = Field(
+    splits: Distinct(Literal["train", "val", "test"], "split") = Field(
         default_factory=lambda: ["test"], min_length=1, description=(
             "Subjects of these splits are scored; each needs an output of every evaluated model."))
     data_range: float = Field(1.0, gt=0, description=(
@@ -349,16 +364,17 @@ class EvaluateConfig(Section):
         "2 * int(3.5 * sigma + 0.5) + 1 (11 for sigma 1.5)."))
     ssim_sigma: float = Field(1.5, gt=0, description=(
         "Standard deviation of the Gaussian SSIM window in voxels."))
-    sr_baselines: list[Literal["bicubic", "trilinear", "zerofill"]] = Field(
+    sr_baselines: Distinct(Literal["bicubic", "trilinear", "zerofill"], "baseline") = Field(
         default_factory=lambda: ["bicubic", "trilinear", "zerofill"], description=(
             "Super-resolution baselines (interpolations of the LR input); zerofill (zero-filled k-space) is used "
             "only when preprocess.sr.method is kspace. The strongest (highest mean PSNR) is the one a model is "
             "judged against."))
-    translation_baselines: list[Literal["identity", "histogram_match", "histogram_match_inverted"]] = Field(
+    translation_baselines: Distinct(Literal["identity", "histogram_match", "histogram_match_inverted"],
+                                    "baseline") = Field(
         default_factory=lambda: ["identity", "histogram_match", "histogram_match_inverted"], description=(
             "Translation baselines - the source image, the source histogram-matched to the target, and the "
             "inverted source histogram-matched to it (a decreasing intensity map: T1w -> T2w is mostly one)."))
-    inpainting_baselines: list[Literal["linear", "cubic"]] = Field(
+    inpainting_baselines: Distinct(Literal["linear", "cubic"], "baseline") = Field(
         default_factory=lambda: ["linear", "cubic"], min_length=1, description=(
             "Inpainting baselines: linear and cubic-spline interpolation along z across each gap from the measured "
             "slices. Inpainting metrics are computed inside the deleted voxels (and the mask) only."))

@@ -18,12 +18,12 @@ import argparse
 import functools
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, create_model
+from pydantic import BaseModel, Field, create_model
 
-from pipeline.config import Section, WorkflowBase, parse
+from pipeline.config import Distinct, Section, WorkflowBase, parse
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO / "config" / "config.schema.yaml"
@@ -37,12 +37,6 @@ HEADER = f"""\
 TITLE = "medgan-pipeline configuration"
 
 
-def _unique(items: list[str]) -> list[str]:
-    if len(set(items)) != len(items):
-        raise ValueError(f"lists a family twice: {items}")
-    return items
-
-
 @functools.cache
 def workflow_model() -> type[Section]:
     """The model of the whole `config.yaml`: base sections, `models`, and one section per registered family."""
@@ -50,9 +44,8 @@ def workflow_model() -> type[Section]:
 
     names = tuple(FAMILIES)
     base = WorkflowBase.model_fields["models"]
-    models: Any = (Annotated[list[Literal[names]], AfterValidator(_unique)],  # type: ignore[valid-type]
-                   Field(default_factory=base.default_factory, description=base.description,
-                         json_schema_extra={"uniqueItems": True}))
+    models: Any = (Distinct(Literal[names], "family"),  # type: ignore[valid-type]
+                   Field(default_factory=base.default_factory, description=base.description))
     sections = {name: (FAMILIES[name].config_class, Field(default_factory=FAMILIES[name].config_class))
                 for name in names}
     return create_model("WorkflowConfig", __base__=WorkflowBase, __doc__=WorkflowBase.__doc__,

@@ -35,7 +35,7 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section
+from pipeline.config import INT_CHOICE, Betas, Distinct, Invalid, PrecisionMode, Section
 from pipeline.data.slice_bank import SliceBank, SliceSampler
 from pipeline.gan.base import Precision, adam
 from pipeline.gan.checkpoint import save_checkpoint
@@ -63,7 +63,7 @@ class DCGANConfig(Section):
 
     where: ClassVar[str] = "dcgan"
 
-    contrasts: list[str] = Field(["T1w", "T2w", "PDw"], min_length=1, json_schema_extra={"uniqueItems": True}, description=(
+    contrasts: Distinct(str, "contrast") = Field(["T1w", "T2w", "PDw"], min_length=1, description=(
         "The contrasts the generator is conditioned on (columns of results/preprocess/subjects.tsv); each needs "
         "training subjects."))
     slice_axis: Annotated[Literal[0, 1, 2], INT_CHOICE] = Field(2, description=(
@@ -86,8 +86,7 @@ class DCGANConfig(Section):
         "Weight of AC-GAN's auxiliary contrast classifier (a second head of the discriminator, trained on real "
         "slices; the generator is pushed towards samples it classifies as their requested contrast). Needs "
         "condition: projection. 0: off."))
-    augment: list[Literal[POLICIES]] = Field(  # type: ignore[valid-type]
-        [], json_schema_extra={"uniqueItems": True}, description=(
+    augment: Distinct(Literal[POLICIES], "transform") = Field([], description=(  # type: ignore[valid-type]
         "DiffAugment (Zhao et al. 2020): random transforms applied to real and generated slices alike every time the "
         "discriminator sees them, so that with few training slices it cannot memorise them ([]: off)."))
     gan_loss: Literal["nonsaturating", "minimax", "lsgan", "hinge"] = Field("nonsaturating", description=(
@@ -108,7 +107,7 @@ class DCGANConfig(Section):
         "fp32); fp32, bf16 or fp16 force one."))
     deterministic: bool = Field(True, description="Deterministic kernels where PyTorch has them.")
     # -- the evaluation at the end of training (pipeline.models.synthesis_eval)
-    eval_splits: list[Literal["val", "test"]] = Field(["val", "test"], min_length=1, description=(
+    eval_splits: Distinct(Literal["val", "test"], "split") = Field(["val", "test"], min_length=1, description=(
         "Held-out subjects whose real slices the samples are compared with (split into two halves by subject "
         "for the real-vs-real distance); at least 2 subjects with each contrast."))
     classifier_steps: int = Field(1000, ge=1, description=(
@@ -117,10 +116,6 @@ class DCGANConfig(Section):
 
     @model_validator(mode="after")
     def _rules(self) -> DCGANConfig:
-        if len(set(self.contrasts)) != len(self.contrasts):
-            raise Invalid("contrasts", f"lists a contrast twice: {self.contrasts}")
-        if len(set(self.augment)) != len(self.augment):
-            raise Invalid("augment", f"lists a transform twice: {self.augment}")
         if self.lambda_cls > 0 and self.condition != "projection":
             raise Invalid("lambda_cls", "the auxiliary contrast classifier needs condition: projection (with concat "
                           "the discriminator's features already see the contrast)")

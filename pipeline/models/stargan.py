@@ -33,7 +33,7 @@ from torch import nn
 
 import pipeline.models.cyclegan as cyclegan
 import pipeline.models.translation as translation
-from pipeline.config import INT_CHOICE, Betas, Invalid, PrecisionMode, Section
+from pipeline.config import INT_CHOICE, Betas, Distinct, Invalid, PrecisionMode, Section
 from pipeline.gan.base import Precision
 from pipeline.gan.image_pool import ImagePool
 from pipeline.gan.losses import d_loss, g_loss
@@ -55,7 +55,7 @@ class StarGANConfig(Section):
     where: ClassVar[str] = "stargan"
 
     source: str = Field("T1w", description="Input modality (a column of results/preprocess/subjects.tsv).")
-    targets: list[str] = Field(default_factory=lambda: ["T2w", "PDw"], min_length=1, description=(
+    targets: Distinct(str, "contrast") = Field(default_factory=lambda: ["T2w", "PDw"], min_length=1, description=(
         "Output modalities (not the source, each once); each is exported and evaluated as output stargan_<target>."))
     spatial_dims: Annotated[Literal[2, 3], INT_CHOICE] = _AS_CYCLEGAN["spatial_dims"]
     slice_axis: Annotated[Literal[0, 1, 2], INT_CHOICE] = _AS_CYCLEGAN["slice_axis"]
@@ -110,8 +110,6 @@ class StarGANConfig(Section):
         translation.check_translation_config(self)  # (steps; the source is not the first target)
         if self.source in self.targets:
             raise Invalid(None, f"the source {self.source!r} is also one of the targets")
-        if len(set(self.targets)) != len(self.targets):
-            raise Invalid(None, f"targets {self.targets} name a contrast twice")
         return self
 
     @property

@@ -116,7 +116,7 @@ def test_missing_contrast_is_a_clear_error(data, tmp_path):
 
 
 def test_config_rules():
-    with pytest.raises(ValueError, match="contrast twice"):
+    with pytest.raises(ValueError, match="contrast .T1w. twice"):
         tiny_cfg(contrasts=["T1w", "T1w"])
     with pytest.raises(ValueError, match="eval_splits"):
         tiny_cfg(eval_splits=["train"])

@@ -205,7 +205,7 @@ def test_one_step_and_whole_volume_inference_in_2d_and_3d(dims):
 def test_config_rules():
     with pytest.raises(ValueError, match="also one of the targets"):
         StarGANConfig(targets=["T2w", "T1w"])
-    with pytest.raises(ValueError, match="twice"):
+    with pytest.raises(ValueError, match="stargan.targets: lists the contrast 'T2w' twice"):
         StarGANConfig(targets=["T2w", "T2w"])
     with pytest.raises(ValueError):
         StarGANConfig(targets=[])
