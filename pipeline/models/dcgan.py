@@ -110,6 +110,9 @@ class DCGANConfig(Section):
     eval_splits: Distinct(Literal["val", "test"], "split") = Field(["val", "test"], min_length=1, description=(
         "Held-out subjects whose real slices the samples are compared with (split into two halves by subject "
         "for the real-vs-real distance); at least 2 subjects with each contrast."))
+    fd_halvings: int = Field(50, ge=1, description=(
+        "Random splits of the held-out subjects into two halves the Frechet distances are averaged over (one split "
+        "alone is luck: on the demo the real-vs-real distance of one ranged 30-fold)."))
     classifier_steps: int = Field(1000, ge=1, description=(
         "Steps of the contrast classifier / feature extractor trained on the real training slices."))
     grid_positions: int = Field(8, ge=2, le=16, description="Columns (slice positions) of the sample grid.")

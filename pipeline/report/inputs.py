@@ -284,8 +284,9 @@ def workflow_config_text(config: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------ synthesis
 #: the per-condition numbers of a synthesis.json the report shows (anything else in it is ignored)
-SYNTHESIS_NUMBERS = ("classified_rate", "real_classified_rate", "fd_synthetic", "fd_real", "fd_ratio",
-                     "position_mae", "real_position_mae", "n_samples", "n_real_a", "n_real_b")
+SYNTHESIS_NUMBERS = ("classified_rate", "real_classified_rate", "fd_synthetic", "fd_real", "fd_real_min",
+                     "fd_real_max", "fd_ratio", "fd_ratio_below_criterion", "position_mae", "real_position_mae",
+                     "n_samples", "n_subjects", "n_halvings")
 _FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$")
 
 

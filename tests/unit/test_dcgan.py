@@ -16,7 +16,7 @@ from pipeline.gan.seeding import seed_everything
 from pipeline.io.nifti import save_nifti
 from pipeline.models import FAMILIES, build_model
 from pipeline.models.dcgan import DCGAN, DCGANConfig
-from pipeline.models.synthesis_eval import classified_rate, frechet_distance, halves
+from pipeline.models.synthesis_eval import classified_rate, frechet_distance, halvings, split_distances
 from pipeline.nets.dcgan import Discriminator, Generator, sample
 
 CONTRASTS = ("T1w", "T2w", "PDw")
@@ -356,16 +356,36 @@ def test_classified_rate():
         classified_rate(np.zeros((0, 3)), 0)
 
 
-def test_halves_split_held_out_slices_by_subject(data):
+def test_halvings_split_held_out_slices_by_subject(data):
     bank = SliceBank.read(data, list(CONTRASTS), ["val", "test"], 2, 32)
-    a, b = halves(bank, "T2w")
     owner = bank.owner["T2w"]
-    assert len(a) + len(b) == bank.count("T2w") and not set(a) & set(b)
-    assert set(owner[a]).isdisjoint(owner[b]) and len(set(owner[a])) == 2 and len(set(owner[b])) == 2
+    splits = halvings(bank, "T2w", 20, seed=3)
+    assert len(splits) == 20
+    for a, b in splits:
+        assert len(a) + len(b) == bank.count("T2w") and not set(a) & set(b)
+        assert set(owner[a]).isdisjoint(owner[b]) and len(set(owner[a])) == 2 and len(set(owner[b])) == 2
+    assert len({tuple(sorted(set(owner[a]))) for a, _ in splits}) > 1, "every halving put the same subjects together"
+    again = halvings(bank, "T2w", 20, seed=3)
+    assert all(np.array_equal(a, a2) for (a, _), (a2, _) in zip(splits, again, strict=True)), "not seeded"
     one = SliceBank.read(data, ["T1w"], ["val"], 2, 32)
     one.subjects["T1w"] = one.subjects["T1w"][:1]
     with pytest.raises(ValueError, match="at least 2"):
-        halves(one, "T1w")
+        halvings(one, "T1w", 5, seed=0)
+
+
+def test_split_distances_compare_samples_and_real_slices_on_the_same_split():
+    """Samples equal to the real slices they stand for score exactly the real-vs-real distance on every split;
+    samples shifted in feature space score more."""
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(60, 4))
+    owner = np.repeat(np.arange(6), 10)
+    splits = [(np.flatnonzero(np.isin(owner, s)), np.flatnonzero(~np.isin(owner, s))) for s in ([0, 1, 2], [0, 3, 5])]
+    d_syn, d_real = split_distances(real.copy(), real, splits)
+    assert np.array_equal(d_syn, d_real) and len(d_real) == 2 and d_real[0] != d_real[1]
+    d_shifted, _ = split_distances(real + 1.0, real, splits)
+    # a shift changes only the mean term |mu_B + 1 - mu_A|^2 = |mu_B - mu_A|^2 + 2 sum(mu_B - mu_A) + 4
+    expected = [d + 2.0 * (real[b].mean(0) - real[a].mean(0)).sum() + 4.0 for d, (a, b) in zip(d_real, splits, strict=True)]
+    np.testing.assert_allclose(d_shifted, expected, rtol=1e-6)
 
 
 def test_validate_writes_synthesis_json_and_grids(data, tmp_path):
@@ -377,7 +397,8 @@ def test_validate_writes_synthesis_json_and_grids(data, tmp_path):
     for c, v in written["contrasts"].items():
         assert v["real_classified_rate"] == 1.0, f"the judge does not tell {c} on real held-out slices"
         assert 0.0 <= v["classified_rate"] <= 1.0 and v["fd_real"] >= 0 and v["fd_synthetic"] >= 0
-        assert v["n_samples"] == v["n_real_b"] == 2 * (Z_LAST - Z_FIRST + 1)
+        assert v["n_samples"] == 4 * (Z_LAST - Z_FIRST + 1) and v["n_subjects"] == 4 and v["n_halvings"] == 50
+        assert v["fd_real_min"] <= v["fd_real"] <= v["fd_real_max"] and 0.0 <= v["fd_ratio_below_criterion"] <= 1.0
         assert v["passes"] == (v["classified_rate"] >= 0.95 and v["fd_ratio"] is not None and v["fd_ratio"] < 3)
     assert written["passes"] == all(v["passes"] for v in written["contrasts"].values())
     figures = [written["figures"]["grid"], *written["figures"]["per_contrast"].values()]
