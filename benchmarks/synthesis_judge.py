@@ -46,12 +46,13 @@ def main() -> None:
     for ci, c in enumerate(contrasts):
         splits = halvings(held, c, cfg.fd_halvings, args.seed)
         f_real, l_real, _ = run_classifier(judge, held.images[c])
+        d_real = split_distances(f_real, f_real, splits)
         cells = [f"{100 * classified_rate(l_real, ci):.0f}%, 1x"]
         for s in args.sigmas:
             blurred = np.stack([ndimage.gaussian_filter(im, s) for im in held.images[c]]).astype(np.float32)
             f, lg, _ = run_classifier(judge, blurred)
-            d_blur, d_real = split_distances(f, f_real, splits)
-            cells.append(f"{100 * classified_rate(lg, ci):.0f}%, {d_blur.mean() / d_real.mean():.1f}x")
+            cells.append(f"{100 * classified_rate(lg, ci):.0f}%, "
+                         f"{split_distances(f, f_real, splits).mean() / d_real.mean():.1f}x")
         print(f"| {c} | " + " | ".join(cells) + " |")
 
 

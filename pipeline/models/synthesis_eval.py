@@ -12,7 +12,7 @@ generator or the classifier), at that slice's position:
   drawn at B's slices, and between A and B's real slices: the same reference, sample size and positions. Both are
   averaged over the halvings and ``fd_ratio`` is their quotient, the samples' excess over the subject-to-subject
   variation of real slices. One halving is not enough: on the demo's 11 held-out subjects the real-vs-real distance
-  of one halving ranged 0.047-1.33 (T1w, 50 halvings), so a ratio to one of them says more about which subjects
+  of one halving ranged 0.050-1.39 (T1w, 50 halvings), so a ratio to one of them says more about which subjects
   fell together than about the samples; ``fd_ratio_median`` and ``fd_ratio_below_criterion`` give the median of
   the single halvings' ratios and the share of them below the criterion;
 * ``position_mae``: the classifier's slice-position error on the samples against the requested positions, beside
@@ -144,12 +144,11 @@ def halvings(bank: Any, contrast: str, n: int, seed: int) -> list[tuple[np.ndarr
     return out
 
 
-def split_distances(synthetic: np.ndarray, real: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Features of one sample per real slice (`synthetic`, row for row with `real`) against the real ones: per
-    split (A, B), FD(samples at B, real A) and FD(real B, real A)."""
-    return (np.array([frechet_distance(synthetic[b], real[a]) for a, b in splits]),
-            np.array([frechet_distance(real[b], real[a]) for a, b in splits]))
+def split_distances(features: np.ndarray, real: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]
+                    ) -> np.ndarray:
+    """Per split (A, B), FD(features at B, real A): `features` row for row with `real` (one sample per real
+    slice, or the real slices themselves for the real-vs-real distance)."""
+    return np.array([frechet_distance(features[b], real[a]) for a, b in splits])
 
 
 def evaluate_synthesis(generator: nn.Module, cfg: Any, data_dir: str | Path, out_dir: str | Path,
@@ -163,14 +162,12 @@ def evaluate_synthesis(generator: nn.Module, cfg: Any, data_dir: str | Path, out
     held = SliceBank.read(data_dir, contrasts, list(cfg.eval_splits), cfg.slice_axis, cfg.image_size, cfg.min_area)
     net = train_classifier(train, cfg.classifier_steps, seed)
     per: dict[str, Any] = {}
-    samples: dict[str, np.ndarray] = {}
     for ci, c in enumerate(contrasts):
         splits = halvings(held, c, cfg.fd_halvings, seed)
         f_real, l_real, p_real = run_classifier(net, held.images[c])
         synth = sample(generator, ci, held.positions[c], seed=seed + 1000 + ci)
-        samples[c] = synth
         f_syn, l_syn, p_syn = run_classifier(net, synth)
-        d_syn, d_real = split_distances(f_syn, f_real, splits)
+        d_syn, d_real = split_distances(f_syn, f_real, splits), split_distances(f_real, f_real, splits)
         fd_syn, fd_real = float(d_syn.mean()), float(d_real.mean())
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios = d_syn / d_real
