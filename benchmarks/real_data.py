@@ -1,7 +1,7 @@
-"""Super-resolution and translation on real brain MRI, leave-one-out (issue 14).
+"""Super-resolution, translation and inpainting on real brain MRI, leave-one-out (issues 14, 16, 17).
 
     python benchmarks/real_data.py --work /tmp/realbench [--corpus ../shared/corpus/real_brain_ms]
-        [--families srgan cyclegan pix2pix stargan] [--spacing 2] [--params-srgan JSON] [--demo-run DIR] [--threads 2]
+        [--families srgan cyclegan pix2pix stargan inpaint] [--spacing 2] [--params-srgan JSON] [--demo-run DIR] [--threads 2]
 
 The corpus (three co-registered real MS patients, T1w/T2w/FLAIR at 1 mm) is ingested and preprocessed once by the
 workflow's own stages (`--spacing 2`: the default config's 2 mm grid; `--spacing native`: each subject's own 1 mm
@@ -9,7 +9,10 @@ grid). Each fold trains on two subjects and tests on the third (`python -m pipel
 unless `--params-*` says otherwise), applies the trained generator to the held-out subject through the shared
 inference code and scores it with the workflow's metrics (inside the mask, on [0, 1]) against the task's baselines.
 With `--demo-run DIR` (a finished `snakemake` run of the demo, its `results/` under DIR) the demo-trained SR
-model is scored on every corpus subject too, as a user would apply it with `python -m pipeline infer`.
+model is scored on every corpus subject too, as a user would apply it with `python -m pipeline infer` (and the
+demo-trained inpainting model, with `inpaint` among the families). Inpainting fills the preprocess stage's
+`T1w_gaps` (the workflow's gap simulator) and is scored inside the deleted slices against linear and cubic
+interpolation.
 The table goes to `<work>/real_data.md` (and stdout); nothing here is used by the workflow.
 """
 
@@ -25,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
 
 from pipeline.config import EvaluateConfig  # noqa: E402
 from pipeline.evaluation.metrics import masked_metrics  # noqa: E402
@@ -151,13 +156,39 @@ def score_translation(model: Path, row: dict, cfg: EvaluateConfig, source: str, 
     pred, _ = infer_array(family, blob, gen, src, direction, False, "cpu", "the source", affine, **(settings or {}))
     infer_s = time.perf_counter() - t0
     if save is not None:  # the prediction, for looking at (np.load)
-        import numpy as np
-
         np.save(save, np.asarray(pred, dtype=np.float32))
     return {"histogram_match": masked_metrics(histogram_match(src, truth, mask=mask), truth, mask, cfg),
             "histogram_match_inverted": masked_metrics(histogram_match_inverted(src, truth, mask), truth, mask, cfg),
             "source": masked_metrics(src, truth, mask, cfg),
             "model": masked_metrics(pred, truth, mask, cfg), "infer_s": infer_s}
+
+
+def score_inpaint(model: Path, row: dict, cfg: EvaluateConfig, modality: str = "T1w") -> dict[str, dict]:
+    """The inpainting model (as `infer` runs it, with its self-check, and without), linear and cubic interpolation
+    across the gaps of one subject's preprocess `<modality>_gaps`: metrics inside the deleted slices and the mask,
+    for all gaps and per run length; ``chosen``: the filler the self-check picked."""
+    import torch
+
+    from pipeline.evaluation.inpainting import gap_metrics, length_regions
+    from pipeline.imaging.gaps import interpolate, unknown_mask
+    from pipeline.inference.run import infer_array
+    from pipeline.models import family_of
+    from pipeline.models.contract import load_model_file
+
+    truth = load_nifti(row[modality])[0]
+    gapped = load_nifti(row[f"{modality}_gaps"])[0]
+    mask = load_nifti(row["mask"])[0] > 0
+    unknown = unknown_mask(gapped)
+    blob = load_model_file(model)
+    family = family_of(blob)
+    gen = family.load_generator(blob, None, torch.device("cpu"))
+    fills = {m: interpolate(gapped, m, unknown) for m in ("linear", "cubic")}
+    fills["model"] = infer_array(family, blob, gen, gapped, self_check=False)[0]
+    fills["model, self-check"] = infer_array(family, blob, gen, gapped, self_check=True)[0]
+    chosen = next(m for m in ("model", "linear", "cubic") if np.array_equal(fills[m], fills["model, self-check"]))
+    regions = {f"{k}-slice": r for k, r in length_regions(unknown, mask).items()} | {"all": unknown & mask}
+    return {**{name: {length: gap_metrics(image, truth, region, cfg) for length, region in regions.items()}
+               for name, image in fills.items()}, "chosen": chosen}
 
 
 def score_paired(data: Path, out: Path, cyclegan: Path, row: dict, cfg: EvaluateConfig, seconds: float,
@@ -194,7 +225,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    ap.add_argument("--families", nargs="+", default=["srgan"], choices=["srgan", "cyclegan", "pix2pix", "stargan", "paired"],
+    ap.add_argument("--families", nargs="+", default=["srgan"], choices=["srgan", "cyclegan", "pix2pix", "stargan", "inpaint", "paired"],
                     help="paired: the generator of the fold's CycleGAN (train that first, same --tag), trained with "
                          "L1 on the registered T1w/T2w pairs for --paired-seconds on its grid: the bound an unpaired "
                          "model of this architecture is measured against")
@@ -203,6 +234,7 @@ def main() -> int:
     ap.add_argument("--params-srgan", default="{}")
     ap.add_argument("--params-cyclegan", default="{}")
     ap.add_argument("--params-pix2pix", default="{}")
+    ap.add_argument("--params-inpaint", default="{}")
     ap.add_argument("--params-stargan", default='{"targets": ["T2w", "FLAIR"]}',
                     help="StarGAN's config (default: targets T2w and FLAIR, the corpus's contrasts)")
     ap.add_argument("--folds", nargs="*", type=int, default=None, help="0-based folds to run (default: all)")
@@ -243,7 +275,10 @@ def main() -> int:
                 continue
             params = json.loads(getattr(args, f"params_{fam}"))
             seconds = train(fam, data, out, params, args.threads)
-            if fam == "srgan":
+            if fam == "inpaint":
+                results.append({"fold": k, "test": test, "family": fam, "output": fam, "train_s": seconds,
+                                "scores": score_inpaint(out / "model.pt", rows[test], cfg)})
+            elif fam == "srgan":
                 for name in ("srresnet", "model"):
                     scores = score_sr(out / f"{name}.pt", rows[test], cfg)
                     results.append({"fold": k, "test": test, "family": fam, "output": name, "train_s": seconds,
@@ -263,8 +298,13 @@ def main() -> int:
                 continue
             print(json.dumps(results[-1]), flush=True)
     if args.demo_run is not None and not args.with_demo:
+        inpaint = args.demo_run / "results" / "models" / "inpaint" / "model.pt"
+        for s in subjects if inpaint.is_file() and "inpaint" in args.families else []:  # the demo's filler
+            results.append({"fold": "demo", "test": s, "family": "inpaint", "output": "inpaint", "train_s": None,
+                            "scores": score_inpaint(inpaint, rows[s], cfg)})
+            print(json.dumps(results[-1]), flush=True)
         # the demo-trained SR models on every corpus subject, through `infer` as a user would run it
-        for name in ("srresnet", "model"):
+        for name in ("srresnet", "model") if "srgan" in args.families else ():
             model = args.demo_run / "results" / "models" / "srgan" / f"{name}.pt"
             for s in subjects:
                 results.append({"fold": "demo", "test": s, "family": "srgan", "output": name, "train_s": None,
@@ -287,9 +327,21 @@ def main() -> int:
                          f"{s['infer_s']:.1f} |")
         lines += ["", "| fold | test | output | PSNR model | PSNR zerofill | PSNR bicubic | gain (dB) | SSIM model | "
                   "SSIM base |", "|---|---|---|---|---|---|---|---|---|"]
+    gaps = [r for r in results if r["family"] == "inpaint"]
+    if gaps:  # the inpainting table: PSNR inside the deleted slices per run length, model / linear / cubic
+        lengths = list(gaps[0]["scores"]["model"])
+        fillers = ("model", "model, self-check", "linear", "cubic")
+        lines += ["", "PSNR (dB) inside the deleted slices: " + " / ".join(fillers), "",
+                  "| fold | test | " + " | ".join(lengths) + " | SSIM, all gaps | self-check chose |",
+                  "|---" * (len(lengths) + 4) + "|"]
+        for r in gaps:
+            s = r["scores"]
+            lines.append(f"| {r['fold']} | {r['test']} | " + " | ".join(
+                " / ".join(f"{s[m][g]['psnr']:.2f}" if g in s[m] else "-" for m in fillers) for g in lengths)
+                + " | " + " / ".join(f"{s[m]['all']['ssim']:.3f}" for m in fillers) + f" | {s['chosen']} |")
     for r in results:
         s = r["scores"]
-        if "histogram_match" in s:
+        if "histogram_match" in s or r["family"] == "inpaint":
             continue
         base = "zerofill" if "zerofill" in s else "histogram_match"
         lines.append(f"| {r['fold']} | {r['test']} | {r['output']} | {s['model']['psnr']:.2f} | {s[base]['psnr']:.2f} | "

@@ -1,28 +1,34 @@
-"""The inpainting family's inputs and training sampler (`pipeline.models.inpaint`): windows of slices around a
-slice to fill, with runs of slices deleted on the fly; ``GapSampler(step)`` is a pure function of (seed, step)."""
+"""The inpainting family's inputs, training sampler and filling (`pipeline.models.inpaint`): windows of slices around
+a slice to fill, with runs of slices deleted on the fly (``GapSampler(step)`` is a pure function of (seed, step));
+the generator's fill of a volume's slices, and the self-check that compares it with interpolation on the volume's
+own measured slices."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 import torch
 
 from pipeline.gan.seeding import step_seed
-from pipeline.imaging.gaps import Z, linear_fill, valid_range
+from pipeline.imaging.gaps import FILLERS, Z, draw_runs, interpolate, simulate_gaps, subject_seed, valid_range
+
+log = logging.getLogger(__name__)
 
 #: the inpainting U-Net halves the image 3 times: slices are zero-padded to a multiple of this
 MULTIPLE = 8
 
 
 # ------------------------------------------------------------------------------------------ inputs
-def window_input(window: np.ndarray, unknown: np.ndarray) -> np.ndarray:
+def window_input(window: np.ndarray, unknown: np.ndarray, base: str = "linear") -> np.ndarray:
     """The generator's input channels for the centre slice of a window (x, y, W): the W slices with their
-    unmeasured voxels set to 0, their W "measured" masks, and the centre slice's linear interpolation across the gap
-    (along the window's slices). Returns (2 W + 1, x, y) float32."""
+    unmeasured voxels set to 0, their W "measured" masks, and the centre slice's `base` interpolation (linear or
+    cubic, `pipeline.imaging.gaps.FILLERS`) across the gap along the window's slices. Returns (2 W + 1, x, y)
+    float32."""
     known = ~unknown
     slices = np.where(known, window, 0.0).astype(np.float32)
-    interp = linear_fill(slices, unknown)[:, :, window.shape[Z] // 2]
+    interp = FILLERS[base](slices, unknown)[:, :, window.shape[Z] // 2]
     return np.concatenate([np.moveaxis(slices, Z, 0), np.moveaxis(known.astype(np.float32), Z, 0),
                            interp[None]], axis=0)
 
@@ -61,6 +67,25 @@ def volume_windows(volume: np.ndarray, unknown: np.ndarray, z: int, context: int
     return np.nan_to_num(win, nan=0.0), unk
 
 
+def choose_base(volumes: Any, run_lengths: Any, seed: int) -> tuple[str, dict[str, float]]:
+    """The interpolation the generator's residual starts from: linear or cubic, whichever fills the training
+    volumes' own deleted slices better (runs of `run_lengths` deleted by the gap simulator, inside the mask).
+    On noisy slices linear wins (it averages the neighbours' noise; the demo: +0.9 dB), on clean ones cubic
+    (it follows the anatomy; the real corpus at 2 mm: +2.6 dB for 1-slice gaps). Returns it and each one's PSNR (dB)."""
+    errors = {m: [0.0, 0] for m in FILLERS}
+    for k, vol in enumerate(volumes):
+        image = np.asarray(vol.image, dtype=np.float32)
+        gaps = simulate_gaps(image, seed + k, run_lengths=run_lengths, mask=vol.mask)
+        region = np.isnan(gaps.volume) & (vol.mask > 0 if vol.mask is not None else True)
+        for m, acc in errors.items():
+            acc[0] += float(np.sum((interpolate(gaps.volume, m) - image)[region] ** 2))
+            acc[1] += int(region.sum())
+    psnr = {m: float(10 * np.log10(n / max(se, 1e-12))) for m, (se, n) in errors.items() if n}
+    if not psnr:
+        return "linear", {}
+    return max(psnr, key=psnr.__getitem__), psnr
+
+
 # ------------------------------------------------------------------------------------------ sampler
 class GapSampler:
     """Training crops with slices deleted on the fly: ``sampler(step)`` is a pure function of (seed, step).
@@ -71,8 +96,8 @@ class GapSampler:
     slice. Volumes are cached on disk and read crop by crop.
     """
 
-    def __init__(self, volumes: Any, cfg: Any, seed: int, cache: Any) -> None:
-        self.cfg, self.seed, self.cache = cfg, seed, cache
+    def __init__(self, volumes: Any, cfg: Any, seed: int, cache: Any, base: str = "linear") -> None:
+        self.cfg, self.seed, self.cache, self.base = cfg, seed, cache, base
         self.subjects: list[str] = []
         self.images: list[Any] = []
         self.ranges: list[tuple[int, int]] = []
@@ -128,7 +153,7 @@ class GapSampler:
             win, unk = win[::-1], unk[::-1]
         if getattr(cfg, "augment", False):
             win = augment(win, rng)
-        return window_input(win, unk), win[None, :, :, c].copy(), unk[None, :, :, c].copy()
+        return window_input(win, unk, self.base), win[None, :, :, c].copy(), unk[None, :, :, c].copy()
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
         rng = step_seed(self.seed, step)
@@ -144,3 +169,53 @@ class GapSampler:
 
     def close(self) -> None:
         self.cache.close()
+
+
+# ------------------------------------------------------------------------------------------ filling
+def fill_slices(generator: Any, volume: np.ndarray, unknown: np.ndarray, zs: list[int], context: int, base: str,
+                batch: int, tta: bool, device: Any) -> np.ndarray:
+    """The generator's fill (len(zs), x, y) of the slices `zs` of `volume` (`unknown`: its unmeasured voxels), in
+    batches of `batch` windows; with `tta` averaged with the fill of the left-right flipped window."""
+    dev = torch.device(device)
+    nx, ny = volume.shape[:2]
+    px, py = (-(-n // MULTIPLE) * MULTIPLE for n in (nx, ny))
+    flips = [(), (2,)] if tta else [()]  # the left-right flip training augments with
+    out = []
+    for i in range(0, len(zs), max(1, batch)):
+        x = np.stack([window_input(*volume_windows(volume, unknown, z, context), base) for z in zs[i:i + batch]])
+        xt = torch.from_numpy(np.pad(x, [(0, 0), (0, 0), (0, px - nx), (0, py - ny)])).to(dev)
+        with torch.no_grad():
+            pred = sum(torch.flip(generator(torch.flip(xt, f) if f else xt), f) if f else generator(xt)
+                       for f in flips) / len(flips)
+        out.append(pred[:, 0, :nx, :ny].float().cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def self_check(fill: Any, volume: np.ndarray, unknown: np.ndarray, run_lengths: Any, n_runs: int = 6) -> dict[str, Any]:
+    """Score the model (``fill(volume, unknown, zs)``), linear and cubic interpolation on runs of this volume's own
+    measured slices hidden as if missing (`run_lengths` as trained, not next to a real gap, at least 2 measured slices
+    apart, the same slices every time), over their nonzero voxels. Returns ``{"psnr_db": {...},
+    "slices": n, "chosen": "model" | "linear" | "cubic"}``; with no room for a run the model is chosen unchecked."""
+    n = volume.shape[Z]
+    lo, hi = valid_range(np.nan_to_num(volume) > 0, n)
+    rng = np.random.default_rng(subject_seed(0, "self-check"))
+    runs = [(a, k) for a, k in draw_runs(rng, n, 4 * n_runs, list(run_lengths), 2, lo, hi)
+            if not unknown[:, :, max(0, a - 1):a + k + 1].any()][:n_runs]
+    hidden = [z for a, k in runs for z in range(a, a + k)]
+    if not hidden:
+        log.warning("self-check: no room to hide measured slices beside the gaps; filling with the model")
+        return {"psnr_db": {}, "slices": 0, "chosen": "model"}
+    probe, probe_unknown = volume.copy(), unknown.copy()
+    probe[:, :, hidden], probe_unknown[:, :, hidden] = np.nan, True
+    truth = volume[:, :, hidden]
+    region = truth != 0
+    fills = {"model": np.moveaxis(fill(probe, probe_unknown, hidden), 0, -1),
+             **{m: interpolate(probe, m, probe_unknown)[:, :, hidden] for m in FILLERS}}
+    psnr = {m: float(10 * np.log10(1.0 / max(float(np.mean((np.clip(f, 0, 1) - truth)[region] ** 2)), 1e-12)))
+            for m, f in fills.items()}
+    chosen = max(psnr, key=psnr.__getitem__)
+    (log.info if chosen == "model" else log.warning)(
+        "self-check on %d hidden measured slices: %s; filling with %s", len(hidden),
+        ", ".join(f"{m} {v:.2f} dB" for m, v in psnr.items()),
+        "the model" if chosen == "model" else f"{chosen} interpolation (the model lost on this scan)")
+    return {"psnr_db": psnr, "slices": len(hidden), "chosen": chosen}

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--planes", action=argparse.BooleanOptionalAction, default=None,
                         help="2D translation of a scan with cubic voxels: translate across each of the three axes "
                         "and average (default: the model's setting)")
+    parser.add_argument("--self-check", action=argparse.BooleanOptionalAction, default=None,
+                        help="inpainting: fill with the model, linear or cubic interpolation, whichever best fills "
+                             "hidden measured slices of the scan (default: the model file's)")
     parser.add_argument("--resolution-mismatch", choices=("refuse", "resample", "ignore"), default="refuse",
                         help="when the scan's voxel size differs (>10%% on an axis) from the one the SR model was "
                         "trained on: refuse (default), resample (onto the model's grid and back) or ignore (warn)")
@@ -67,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
     options = dict(direction=args.direction, normalise=args.normalise, device=args.device,
                    roi_size=args.roi_size, sw_batch_size=args.sw_batch_size, data_consistency=args.data_consistency,
                    overlap=args.overlap, tta=args.tta, tta_views=args.tta_views, detail_transfer=args.detail_transfer,
-                   planes=args.planes,
+                   planes=args.planes, self_check=args.self_check,
                    resolution_mismatch=args.resolution_mismatch)
     pairs = list(zip(args.input, args.output, strict=True))
     if len(pairs) == 1:  # one scan: its error is the command's error

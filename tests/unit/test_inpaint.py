@@ -325,3 +325,87 @@ def test_series_with_a_missing_slice_is_filled_and_flagged(tmp_path, monkeypatch
 
     shown = ingest_summary(result.manifest)["sidecars"][row.subject][row.modality]  # the subject page's table
     assert "derived, not measured" in shown["derived_slices"]
+
+
+# ------------------------------------------------------------------------------------------ base interpolation
+def test_base_interpolation_is_the_one_that_fills_the_training_volumes_better():
+    from types import SimpleNamespace
+
+    from pipeline.data.gap_sampler import choose_base
+
+    z = np.linspace(0, 3 * np.pi, 40)
+    smooth = np.broadcast_to(0.5 + 0.4 * np.sin(z), (12, 10, 40)).astype(np.float32)  # curved along z: cubic's
+    mask = np.ones(smooth.shape, dtype=bool)
+    noisy = smooth + 0.2 * np.random.default_rng(0).standard_normal(smooth.shape).astype(np.float32)
+
+    def vols(image):
+        return [SimpleNamespace(subject=f"sub-{k}", image=image, mask=mask) for k in range(2)]
+
+    base, psnr = choose_base(vols(smooth), [1, 2, 3], seed=1)
+    assert base == "cubic" and psnr["cubic"] > psnr["linear"] + 3
+    base, psnr = choose_base(vols(noisy), [1, 2, 3], seed=1)  # noise dominates: linear averages it, cubic amplifies
+    assert base == "linear" and psnr["linear"] > psnr["cubic"]
+
+
+@pytest.mark.parametrize("base", ["linear", "cubic"])
+def test_the_residual_starts_from_the_recorded_base(data, tmp_path, base):
+    """The model file records the base; with a zero residual `apply` fills each deleted slice with exactly that
+    interpolation of its window (the input's last channel), and the two bases differ (a 1-slice gap: a window of
+    5 slices has the 4 measured ones a cubic needs)."""
+    from pipeline.data.gap_sampler import volume_windows, window_input
+
+    cfg = tiny_cfg(n_steps=1, n_steps_decay=0, base=base, select_best=False)
+    _run(data, tmp_path / "m", cfg)
+    blob = load_checkpoint(tmp_path / "m" / "model.pt")
+    assert blob["inpainting"]["base"] == base
+    net = Inpaint.load_generator(blob, None, "cpu")
+    with torch.no_grad():
+        for p in net.unet.parameters():
+            p.zero_()
+    gapped = load_nifti(data / "sub-004" / "T1w_gaps.nii.gz")[0]
+    unknown = np.isnan(gapped)
+    filled = Inpaint.apply(net, gapped, blob, self_check=False)
+    z = next(s for s, n in gaps.runs_of(gaps.deleted_slices(gapped)) if n == 1)  # 4 measured neighbours: cubic
+    for b in ("linear", "cubic"):
+        channel = window_input(*volume_windows(gapped, unknown, z, cfg.context), b)[-1]
+        assert np.allclose(filled[:, :, z], channel, atol=1e-6) == (b == base)
+
+
+def test_self_check_scores_hidden_measured_slices_and_falls_back_to_the_better_interpolation(data, tmp_path, caplog):
+    from pipeline.data.gap_sampler import self_check
+
+    image, mask = _phantom(7, (24, 20, 40))
+    gapped = gaps.simulate_gaps(image, 3, n_runs=3, run_lengths=[1, 3], min_separation=3, mask=mask).volume
+    unknown = np.isnan(gapped)
+    seen = {}
+
+    def oracle(probe, probe_unknown, zs):  # fills hidden slices with what was measured there
+        seen["zs"], seen["unknown"] = list(zs), probe_unknown
+        assert np.isnan(probe[:, :, zs]).all()
+        return np.moveaxis(gapped[:, :, zs], -1, 0)
+
+    check = self_check(oracle, gapped, unknown, run_lengths=[1, 3], n_runs=3)
+    assert check["chosen"] == "model" and check["slices"] == len(seen["zs"]) >= 3
+    assert set(check["psnr_db"]) == {"model", "linear", "cubic"} and check["psnr_db"]["model"] > 100
+    deleted = gaps.deleted_slices(gapped)
+    assert all(min(abs(z - d) for d in deleted) > 1 for z in seen["zs"])  # not next to a real gap
+    assert np.array_equal(seen["unknown"], unknown | np.isin(np.arange(40), seen["zs"])[None, None, :])
+    assert self_check(oracle, gapped, unknown, [1, 3], 3)["psnr_db"] == check["psnr_db"]  # the same slices again
+
+    cfg = tiny_cfg(n_steps=1, n_steps_decay=0, select_best=False)
+    _run(data, tmp_path / "m", cfg)
+    blob = load_checkpoint(tmp_path / "m" / "model.pt")
+    assert blob["inference"]["self_check"] is True
+    net = Inpaint.load_generator(blob, None, "cpu")
+    with torch.no_grad():
+        for p in net.unet.parameters():
+            p.fill_(0.0)
+        list(net.unet.parameters())[-1].fill_(0.7)  # a residual of +0.7 everywhere: a bad model
+    with caplog.at_level("WARNING"):
+        filled = Inpaint.apply(net, gapped, blob)
+    assert "the model lost on this scan" in caplog.text
+    chosen = "linear" if "filling with linear" in caplog.text else "cubic"
+    np.testing.assert_array_equal(filled, gaps.interpolate(gapped, chosen, unknown))
+    raw = Inpaint.apply(net, gapped, blob, self_check=False)
+    assert np.abs(raw - filled)[unknown].min() > 0.1  # without the check the bad model fills
+    assert np.array_equal(raw[~unknown], gapped[~unknown]) and np.array_equal(filled[~unknown], gapped[~unknown])

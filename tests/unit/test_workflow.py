@@ -8,6 +8,7 @@ import json
 import pytest
 
 from pipeline import workflow as wf
+from pipeline.models import FAMILIES
 from pipeline.workflow_config import load_workflow_config
 
 DEFAULTS = load_workflow_config({}).model_dump()
@@ -40,6 +41,25 @@ def test_inference_keys_go_to_infer_not_to_training():
     cyclegan = next(o for o in wf.outputs(DEFAULTS) if o.name == "cyclegan")
     args = wf.infer_arguments(DEFAULTS, cyclegan).split()
     assert args[-2:] == ["--direction", "A2B"] and "--roi-size" not in args  # CycleGAN's windows are its crops
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_inference_key_is_an_infer_option(name):
+    """A family's inference-only keys become `infer` options: each must be one the stage parses (a key without
+    its option fails every infer job of a config that sets it)."""
+    import argparse
+
+    from pipeline.stages import infer
+
+    fam = FAMILIES[name]
+    section = {k: fam.config_class.model_fields[k].default for k in fam.inference_keys}
+    parser = argparse.ArgumentParser()
+    infer.add_arguments(parser)
+    for output in fam.outputs(fam.config_class()):
+        args = wf.infer_arguments({name: section}, output).split()
+        parsed = parser.parse_args(["--model", "m.pt", "--input", "a.nii.gz", "--output", "b.nii.gz", *args])
+        for key, value in section.items():
+            assert getattr(parsed, key) == value, f"{name}.{key}"
 
 
 def test_plan_skips_what_cannot_be_scored_and_says_why():
