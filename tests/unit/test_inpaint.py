@@ -401,6 +401,7 @@ def test_self_check_scores_hidden_measured_slices_and_falls_back_to_the_better_i
         for p in net.unet.parameters():
             p.fill_(0.0)
         list(net.unet.parameters())[-1].fill_(0.7)  # a residual of +0.7 everywhere: a bad model
+        net.gate.fill_(1.0)
     with caplog.at_level("WARNING"):
         filled = Inpaint.apply(net, gapped, blob)
     assert "the model lost on this scan" in caplog.text
@@ -409,3 +410,16 @@ def test_self_check_scores_hidden_measured_slices_and_falls_back_to_the_better_i
     raw = Inpaint.apply(net, gapped, blob, self_check=False)
     assert np.abs(raw - filled)[unknown].min() > 0.1  # without the check the bad model fills
     assert np.array_equal(raw[~unknown], gapped[~unknown]) and np.array_equal(filled[~unknown], gapped[~unknown])
+
+
+def test_a_new_generator_starts_at_its_base_and_older_model_files_load():
+    from pipeline.models.inpaint import InpaintGenerator, generator_kwargs
+
+    kwargs = generator_kwargs(tiny_cfg())
+    assert kwargs["gated"] is True
+    net = InpaintGenerator(**kwargs)
+    x = torch.rand(2, 2 * (2 * 2 + 1) + 1, 16, 16)
+    assert torch.equal(net(x), x[:, -1:])  # the gate starts at 0: the output is the interpolation channel
+    old = InpaintGenerator(**{k: v for k, v in kwargs.items() if k != "gated"})  # a model file before the gate
+    assert old.gate is None and "gate" not in old.state_dict()
+    assert not torch.equal(old(x), x[:, -1:])
