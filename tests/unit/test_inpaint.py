@@ -135,6 +135,28 @@ def test_resume_is_exact(data, tmp_path):
             assert torch.equal(v, resumed.networks[name].state_dict()[k]), f"{name}.{k} differs"
 
 
+@pytest.mark.parametrize("kind", ["l1", "mse"])
+def test_pixel_loss_is_the_chosen_error_over_the_deleted_voxels_only(data, tmp_path, kind):
+    """The pixel loss is the mean absolute (l1) or squared (mse) error of the generator's fill over the deleted
+    voxels of the centre slice; measured voxels do not enter it, and the generator's loss is lambda_l1 x it."""
+    cfg = tiny_cfg(pixel_loss=kind, lambda_adv=0.0, lambda_l1=3.0, box_prob=1.0)  # boxes: measured voxels too
+    sampler, kwargs = Inpaint.prepare_data(cfg, data, 0, cache_dir=tmp_path / "cache")
+    batch = sampler(0)
+    sampler.close()
+    model = build_model("inpaint", cfg, **kwargs)
+    model.set_input(batch)
+    with torch.no_grad():
+        err = model.networks["G"](batch["x"]) - batch["truth"]
+    deleted = batch["unknown"] > 0.5
+    assert deleted.any() and (~deleted).any()
+    expected = (err.abs() if kind == "l1" else err**2)[deleted].mean().item()
+    model.optimize_step(0)
+    got = model.losses()
+    assert set(got) == {kind.upper(), "G"}
+    assert got[kind.upper()] == pytest.approx(expected, rel=1e-5)
+    assert got["G"] == pytest.approx(3.0 * expected, rel=1e-5)
+
+
 def test_checkpoint_selection_exports_the_best_validation_step_and_survives_resume(data, tmp_path, caplog):
     """The exported weights are those of the checkpoint with the best validation PSNR inside the deleted slices (the
     score is reproduced from the file), a resumed run selects the same, and select_best off exports the last."""
