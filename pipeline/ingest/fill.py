@@ -49,6 +49,9 @@ def fill_missing(full: np.ndarray, missing: Sequence[int], model_path: str = "")
 
     blob = load_model_file(model_path)
     family = family_of(blob)
+    if family.file_task != "inpainting":
+        raise ValueError(f"ingest.fill_model {model_path}: a {family.name} model file, not an inpainting one "
+                         "(results/models/inpaint/model.pt)")
     (modality, norm), _ = family.io_modalities(blob, None)
     unknown = unknown_mask(full)
     measured = full[:, :, [z for z in range(full.shape[2]) if z not in set(missing)]]
@@ -60,9 +63,13 @@ def fill_missing(full: np.ndarray, missing: Sequence[int], model_path: str = "")
         low, high = float(params["low"]), float(params["high"])
     scaled = np.where(unknown, np.nan, (full - low) / max(high - low, 1e-6)).astype(np.float32)
     generator = family.load_generator(blob, None, "cpu")
-    out = family.apply(generator, scaled, blob, "cpu")
+    outcome: dict = {}
+    out = family.apply(generator, scaled, blob, "cpu", outcome=outcome)
     filled = np.where(unknown, low + out * (high - low), full).astype(np.float32)
-    return filled, f"the {family.name} model"
+    if outcome.get("filler", "model") == "model":
+        return filled, f"the {family.name} model"
+    # the model's self-check found an interpolation better on this series' own slices: say what really filled it
+    return filled, f"{outcome['filler']} interpolation (the {family.name} model lost to it on this series' slices)"
 
 
 def describe(missing: Sequence[int], n_slices: int, method: str) -> str:

@@ -354,12 +354,13 @@ class Inpaint(Family):
 
     @classmethod
     def apply(cls, generator: nn.Module, volume: np.ndarray, blob: dict[str, Any],
-              device: str | torch.device = "cpu", **settings: Any) -> np.ndarray:
+              device: str | torch.device = "cpu", outcome: dict[str, Any] | None = None, **settings: Any) -> np.ndarray:
         """Fill the unmeasured (NaN) voxels of a normalised (x, y, z) volume; every measured voxel is returned
         unchanged. Slices along z with an unmeasured voxel are filled one by one from their window (in batches of
         ``sw_batch_size``; with ``tta`` averaged with the fill of the left-right flipped window). With
         ``self_check`` the filler (model, linear or cubic) is the one that best fills hidden measured slices of
-        this volume (`pipeline.data.gap_sampler.self_check`)."""
+        this volume (`pipeline.data.gap_sampler.self_check`); `outcome`, when given, receives which filled it
+        (``filler``: model, linear or cubic) and the self-check's scores (``self_check``), for provenance."""
         s = inference_settings(blob, **settings)
         volume = np.asarray(volume, dtype=np.float32)
         if volume.ndim != 3:
@@ -373,9 +374,12 @@ class Inpaint(Family):
         fill = functools.partial(fill_slices, generator, context=int(info["context"]),
                                  base=info.get("base", "linear"),  # (model files before the option: linear)
                                  batch=int(s.get("sw_batch_size") or 16), tta=bool(s.get("tta")), device=device)
-        method = "model"
+        method, check = "model", None
         if s.get("self_check"):
-            method = self_check(fill, volume, unknown, info.get("run_lengths") or [1])["chosen"]
+            check = self_check(fill, volume, unknown, info.get("run_lengths") or [1])
+            method = check["chosen"]
+        if outcome is not None:
+            outcome.update(filler=method, self_check=check)
         if method != "model":
             return interpolate(volume, method, unknown)
         out = volume.copy()

@@ -350,6 +350,38 @@ def test_series_with_a_missing_slice_is_filled_and_flagged(tmp_path, monkeypatch
 
 
 # ------------------------------------------------------------------------------------------ base interpolation
+def test_a_missing_slice_filled_by_a_model_that_lost_its_self_check_is_recorded_as_interpolated(data, tmp_path,
+                                                                                                monkeypatch):
+    """With ingest.fill_model, the manifest and the sidecar name what really filled the slice: the model, or the
+    interpolation its self-check chose instead; a model file of another family is refused, naming the file."""
+    from pipeline.gan.checkpoint import save_checkpoint
+    from pipeline.ingest.fill import fill_missing
+    from pipeline.ingest.run import ingest
+    from tests.unit.ingest_helpers import affine_for, write_series
+
+    blob, _ = _bad_model(data, tmp_path / "m")
+    monkeypatch.chdir(tmp_path)
+    image, _ = _phantom(7, (24, 20, 40))
+    files = write_series(tmp_path / "in" / "s", (1000 * image).astype(np.int16), affine_for("axial"),
+                         series_description="t1_mprage")
+    files[20].unlink()
+    result = ingest(tmp_path / "in", tmp_path / "out",
+                    IngestConfig(fill_missing_slices=True, fill_model=str(tmp_path / "m" / "bad.pt")))
+    [row] = [r for r in result.rows if r.status == "ingested"]
+    assert "interpolation (the inpaint model lost to it on this series' slices)" in row.reason
+    assert "derived, not measured" in row.reason
+    sidecar = json.loads((tmp_path / row.output.replace(".nii.gz", ".json")).read_text())
+    assert "interpolation (the inpaint model lost" in sidecar["derived_slices"]
+    full = np.where(np.arange(40) == 20, np.nan, 1000 * image).astype(np.float32)
+    blob["inference"]["self_check"] = False
+    save_checkpoint(blob, tmp_path / "m" / "unchecked.pt")
+    assert fill_missing(full, [20], str(tmp_path / "m" / "unchecked.pt"))[1] == "the inpaint model"
+    blob["family"] = "pix2pix"
+    save_checkpoint(blob, tmp_path / "m" / "other.pt")
+    with pytest.raises(ValueError, match=r"other\.pt: a pix2pix model file, not an inpainting one"):
+        fill_missing(full, [20], str(tmp_path / "m" / "other.pt"))
+
+
 def test_base_interpolation_is_the_one_that_fills_the_training_volumes_better():
     from types import SimpleNamespace
 
@@ -393,6 +425,23 @@ def test_the_residual_starts_from_the_recorded_base(data, tmp_path, base):
         assert np.allclose(filled[:, :, z], channel, atol=1e-6) == (b == base)
 
 
+def _bad_model(data, out):
+    """A model file (and its generator) whose residual is +0.7 everywhere: worse than any interpolation."""
+    from pipeline.gan.checkpoint import save_checkpoint
+
+    _run(data, out, tiny_cfg(n_steps=1, n_steps_decay=0, select_best=False))
+    blob = load_checkpoint(out / "model.pt")
+    net = Inpaint.load_generator(blob, None, "cpu")
+    with torch.no_grad():
+        for p in net.unet.parameters():
+            p.fill_(0.0)
+        list(net.unet.parameters())[-1].fill_(0.7)
+        net.gate.fill_(1.0)
+    blob["state_dict"] = {k: v.clone() for k, v in net.state_dict().items()}
+    save_checkpoint(blob, out / "bad.pt")
+    return blob, net
+
+
 def test_self_check_scores_hidden_measured_slices_and_falls_back_to_the_better_interpolation(data, tmp_path, caplog):
     from pipeline.data.gap_sampler import self_check
 
@@ -414,20 +463,14 @@ def test_self_check_scores_hidden_measured_slices_and_falls_back_to_the_better_i
     assert np.array_equal(seen["unknown"], unknown | np.isin(np.arange(40), seen["zs"])[None, None, :])
     assert self_check(oracle, gapped, unknown, [1, 3], 3)["psnr_db"] == check["psnr_db"]  # the same slices again
 
-    cfg = tiny_cfg(n_steps=1, n_steps_decay=0, select_best=False)
-    _run(data, tmp_path / "m", cfg)
-    blob = load_checkpoint(tmp_path / "m" / "model.pt")
+    blob, net = _bad_model(data, tmp_path / "m")
     assert blob["inference"]["self_check"] is True
-    net = Inpaint.load_generator(blob, None, "cpu")
-    with torch.no_grad():
-        for p in net.unet.parameters():
-            p.fill_(0.0)
-        list(net.unet.parameters())[-1].fill_(0.7)  # a residual of +0.7 everywhere: a bad model
-        net.gate.fill_(1.0)
+    outcome = {}
     with caplog.at_level("WARNING"):
-        filled = Inpaint.apply(net, gapped, blob)
+        filled = Inpaint.apply(net, gapped, blob, outcome=outcome)
     assert "the model lost on this scan" in caplog.text
     chosen = "linear" if "filling with linear" in caplog.text else "cubic"
+    assert outcome["filler"] == chosen == outcome["self_check"]["chosen"]  # what really filled it, for provenance
     np.testing.assert_array_equal(filled, gaps.interpolate(gapped, chosen, unknown))
     raw = Inpaint.apply(net, gapped, blob, self_check=False)
     assert np.abs(raw - filled)[unknown].min() > 0.1  # without the check the bad model fills
