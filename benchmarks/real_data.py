@@ -312,8 +312,7 @@ def main() -> int:
                 print(json.dumps(results[-1]), flush=True)
     with (work / f"real_data_{args.tag}_{args.spacing}.json").open("w") as fh:
         json.dump(results, fh, indent=1)
-    lines = ["| fold | test | output | PSNR model | PSNR zerofill | PSNR bicubic | gain (dB) | SSIM model | SSIM base |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    tables: list[list[str]] = []
     translation = [r for r in results if "histogram_match" in r["scores"]]
     if translation:  # the translation table: model, histogram matching and the source, train and inference seconds
         lines = ["| fold | test | output | PSNR / SSIM model | histogram match | histogram match, inverted source | source | "
@@ -325,28 +324,33 @@ def main() -> int:
                          f"{cell(**s['histogram_match'])} | {cell(**s['histogram_match_inverted'])} | "
                          f"{cell(**s['source'])} | {r['train_s']:.0f} | "
                          f"{s['infer_s']:.1f} |")
-        lines += ["", "| fold | test | output | PSNR model | PSNR zerofill | PSNR bicubic | gain (dB) | SSIM model | "
-                  "SSIM base |", "|---|---|---|---|---|---|---|---|---|"]
+        tables.append(lines)
+    sr = [r for r in results if r not in translation and r["family"] != "inpaint"]
+    if sr:  # super-resolution: the model against zero-filling / bicubic
+        lines = ["| fold | test | output | PSNR model | PSNR zerofill | PSNR bicubic | gain (dB) | SSIM model | "
+                 "SSIM base |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in sr:
+            s = r["scores"]
+            base = "zerofill" if "zerofill" in s else "histogram_match"
+            lines.append(f"| {r['fold']} | {r['test']} | {r['output']} | {s['model']['psnr']:.2f} | "
+                         f"{s[base]['psnr']:.2f} | {s.get('bicubic', s[base])['psnr']:.2f} | "
+                         f"{s['model']['psnr'] - s[base]['psnr']:+.2f} | {s['model']['ssim']:.3f} | "
+                         f"{s[base]['ssim']:.3f} |")
+        tables.append(lines)
     gaps = [r for r in results if r["family"] == "inpaint"]
     if gaps:  # the inpainting table: PSNR inside the deleted slices per run length, model / linear / cubic
         lengths = list(gaps[0]["scores"]["model"])
         fillers = ("model", "model, self-check", "linear", "cubic")
-        lines += ["", "PSNR (dB) inside the deleted slices: " + " / ".join(fillers), "",
-                  "| fold | test | " + " | ".join(lengths) + " | SSIM, all gaps | self-check chose |",
-                  "|---" * (len(lengths) + 4) + "|"]
+        lines = ["PSNR (dB) inside the deleted slices: " + " / ".join(fillers), "",
+                 "| fold | test | " + " | ".join(lengths) + " | SSIM, all gaps | self-check chose |",
+                 "|---" * (len(lengths) + 4) + "|"]
         for r in gaps:
             s = r["scores"]
             lines.append(f"| {r['fold']} | {r['test']} | " + " | ".join(
                 " / ".join(f"{s[m][g]['psnr']:.2f}" if g in s[m] else "-" for m in fillers) for g in lengths)
                 + " | " + " / ".join(f"{s[m]['all']['ssim']:.3f}" for m in fillers) + f" | {s['chosen']} |")
-    for r in results:
-        s = r["scores"]
-        if "histogram_match" in s or r["family"] == "inpaint":
-            continue
-        base = "zerofill" if "zerofill" in s else "histogram_match"
-        lines.append(f"| {r['fold']} | {r['test']} | {r['output']} | {s['model']['psnr']:.2f} | {s[base]['psnr']:.2f} | "
-                     f"{s.get('bicubic', s[base])['psnr']:.2f} | {s['model']['psnr'] - s[base]['psnr']:+.2f} | "
-                     f"{s['model']['ssim']:.3f} | {s[base]['ssim']:.3f} |")
+        tables.append(lines)
+    lines = [line for i, t in enumerate(tables) for line in ([""] if i else []) + t]
     table = "\n".join(lines)
     (work / f"real_data_{args.tag}_{args.spacing}.md").write_text(table + "\n")
     print(table)
