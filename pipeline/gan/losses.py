@@ -72,13 +72,17 @@ def feature_matching_loss(real_features: Sequence[torch.Tensor], fake_features: 
     return sum(F.l1_loss(f.float(), r.detach().float()) for r, f in pairs) / len(pairs)
 
 
-def pixel_loss(output: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
-    """Pixel-wise content loss: ``l1`` (mean absolute error) or ``mse``."""
-    if kind == "l1":
-        return F.l1_loss(output.float(), target.float())
-    if kind == "mse":
-        return F.mse_loss(output.float(), target.float())
-    raise ValueError(f"unknown pixel loss {kind!r}; choose one of l1, mse")
+def pixel_loss(output: torch.Tensor, target: torch.Tensor, kind: str = "l1",
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Pixel-wise content loss: ``l1`` (mean absolute error) or ``mse``; with a 0/1 `mask` the mean over its voxels
+    only (0 when it is empty)."""
+    if kind not in ("l1", "mse"):
+        raise ValueError(f"unknown pixel loss {kind!r}; choose one of l1, mse")
+    if mask is None:
+        return (F.l1_loss if kind == "l1" else F.mse_loss)(output.float(), target.float())
+    diff = output.float() - target.float()
+    err = diff.abs() if kind == "l1" else diff**2
+    return (err * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 def set_requires_grad(nets: nn.Module | Iterable[nn.Module], flag: bool) -> None:

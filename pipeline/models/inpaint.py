@@ -32,6 +32,7 @@ from pipeline.config import Betas, Invalid, PrecisionMode, Section, to_dict
 from pipeline.data.gap_sampler import MULTIPLE, GapSampler, choose_base, fill_slices, in_channels, self_check
 from pipeline.gan.base import Precision
 from pipeline.gan.checkpoint import save_checkpoint
+from pipeline.gan.losses import pixel_loss
 from pipeline.imaging.gaps import Z, interpolate, unknown_mask
 from pipeline.models.contract import Family, Output, inference_settings, same_modality_io
 from pipeline.models.translation import adam_with_linear_decay, place
@@ -83,8 +84,8 @@ class InpaintConfig(Section):
         "Adversarial loss of the conditional discriminator (pipeline.gan.losses)."))
     lambda_adv: float = Field(0.0, ge=0, description=(
         "Weight of the adversarial term of the conditional PatchGAN (0, the default: the pixel loss only, the "
-        "discriminator is not trained). On the demo's noisy slices even 0.05 makes the generator add noise-like texture: 0.5 dB "
-        "below linear interpolation inside the gaps, against +0.3 dB at 0 (2500 steps)."))
+        "discriminator is not trained). On the demo's noisy slices even 0.05 makes the generator add noise-like "
+        "texture: 0.5 dB below linear interpolation inside the gaps, against +0.3 dB at 0 (2500 steps)."))
     lambda_l1: float = Field(100.0, ge=0, description="Weight of the pixel loss over the deleted voxels.")
     pixel_loss: Literal["l1", "mse"] = Field("mse", description=(
         "The pixel loss over the deleted voxels: mse (mean squared error, whose minimiser is the conditional mean "
@@ -230,8 +231,7 @@ class Inpaint(Family):
         pred = pred.float()
         fake = torch.where(unknown > 0.5, pred, truth)
 
-        err = (pred - truth).abs() if cfg.pixel_loss == "l1" else (pred - truth) ** 2
-        pixel = losses[cfg.pixel_loss.upper()] = (err * unknown).sum() / unknown.sum().clamp_min(1.0)
+        pixel = losses[cfg.pixel_loss.upper()] = pixel_loss(pred, truth, cfg.pixel_loss, mask=unknown)
         self.supervised_gan_step(cfg.lambda_l1 * pixel, fake, truth,
                                  lambda image: self.discriminate(x, image), cfg.lambda_adv, cfg.gan_loss, losses)
         self.fake = fake.detach()
@@ -358,7 +358,7 @@ class Inpaint(Family):
         """Fill the unmeasured (NaN) voxels of a normalised (x, y, z) volume; every measured voxel is returned
         unchanged. Slices along z with an unmeasured voxel are filled one by one from their window (in batches of
         ``sw_batch_size``; with ``tta`` averaged with the fill of the left-right flipped window). With
-        ``self_check`` the filler (model, linear or cubic) is the one that best fills hidden measured slices of
+        ``self_check`` the better interpolation fills instead when the model is worse on hidden measured slices of
         this volume (`pipeline.data.gap_sampler.self_check`); `outcome`, when given, receives which filled it
         (``filler``: model, linear or cubic) and the self-check's scores (``self_check``), for provenance."""
         s = inference_settings(blob, **settings)

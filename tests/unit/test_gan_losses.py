@@ -86,6 +86,12 @@ def test_pixel_and_feature_matching_losses():
     a, b = torch.tensor([0.0, 1.0, 3.0]), torch.tensor([1.0, 1.0, 1.0])
     assert pixel_loss(a, b, "l1").item() == pytest.approx(1.0)
     assert pixel_loss(a, b, "mse").item() == pytest.approx(5 / 3)
+    mask = torch.tensor([0.0, 1.0, 1.0])  # the mean over the masked voxels only
+    assert pixel_loss(a, b, "l1", mask=mask).item() == pytest.approx(1.0)
+    assert pixel_loss(a, b, "mse", mask=mask).item() == pytest.approx(2.0)
+    assert pixel_loss(a, b, "mse", mask=torch.zeros(3)).item() == 0.0
+    with pytest.raises(ValueError, match="unknown pixel loss"):
+        pixel_loss(a, b, "l3", mask=mask)
     real = [torch.ones(2, 3), torch.zeros(2, 2), torch.tensor([9.0])]
     fake = [torch.zeros(2, 3, requires_grad=True), torch.ones(2, 2), torch.tensor([-9.0])]
     fm = feature_matching_loss(real, fake)
