@@ -212,13 +212,13 @@ def score_paired(data: Path, out: Path, cyclegan: Path, row: dict, cfg: Evaluate
     return score_translation(out / "model.pt", row, cfg, "T1w", "T2w", "A2B", out / f"pred_{row['subject']}_T2w.npy"), seconds
 
 
-def train(family: str, data: Path, out: Path, params: dict, threads: int) -> float:
+def train(family: str, data: Path, out: Path, params: dict, threads: int, seed: int = 42) -> float:
     if (out / "model.pt").is_file():
         summary = json.loads((out / "train_summary.json").read_text()) if (out / "train_summary.json").is_file() else {}
         return float(summary.get("train_seconds", float("nan")))
     out.mkdir(parents=True, exist_ok=True)
     return run([sys.executable, "-m", "pipeline", "train", family, "--data", str(data), "--out", str(out),
-                "--params", json.dumps(params), "--threads", str(threads)], out / "train.log")
+                "--params", json.dumps(params), "--threads", str(threads), "--seed", str(seed)], out / "train.log")
 
 
 def main() -> int:
@@ -242,6 +242,7 @@ def main() -> int:
     ap.add_argument("--inference", default="{}", help="translation: inference settings overriding the model "
                     "files' (JSON, e.g. '{\"planes\": false}'; a trained fold is scored again with them)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=42, help="training seed (the workflow's default: 42)")
     ap.add_argument("--demo-run", type=Path, default=None)
     ap.add_argument("--with-demo", action="store_true",
                     help="train each fold on its two real subjects plus the demo run's train/val subjects")
@@ -274,7 +275,7 @@ def main() -> int:
                 print(json.dumps(results[-1]), flush=True)
                 continue
             params = json.loads(getattr(args, f"params_{fam}"))
-            seconds = train(fam, data, out, params, args.threads)
+            seconds = train(fam, data, out, params, args.threads, args.seed)
             if fam == "inpaint":
                 results.append({"fold": k, "test": test, "family": fam, "output": fam, "train_s": seconds,
                                 "scores": score_inpaint(out / "model.pt", rows[test], cfg)})

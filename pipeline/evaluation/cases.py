@@ -139,6 +139,19 @@ def prediction_path(infer_dir: Path, model: str, subject: str, desc: str) -> Pat
     return infer_dir / model / f"{subject}_{desc}.nii.gz"
 
 
+def prediction_notes(infer_dir: Path, model: str, subjects: list[str], desc: str) -> dict[str, str]:
+    """{subject: note} of the outputs that inference says the model did not make as usual (the `note` column of
+    the infer job's ``outputs.tsv``: an inpainting self-check's interpolation); {} without one (older listings)."""
+    import csv
+
+    listing = infer_dir / model / "outputs.tsv"
+    if not listing.is_file():
+        return {}
+    with listing.open(newline="") as f:
+        noted = {Path(r["output"]).name: r["note"] for r in csv.DictReader(f, delimiter="\t") if r.get("note")}
+    return {s: noted[name] for s in subjects if (name := prediction_path(infer_dir, model, s, desc).name) in noted}
+
+
 def load_prediction(infer_dir: Path, model: str, case: Case, desc: str) -> np.ndarray:
     path = prediction_path(infer_dir, model, case.subject, desc)
     if not path.is_file():

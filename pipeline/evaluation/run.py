@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import EvaluateConfig, to_dict
-from pipeline.evaluation.cases import BASELINE_LABELS, load_case, load_prediction, make_baseline
+from pipeline.evaluation.cases import (
+    BASELINE_LABELS,
+    load_case,
+    load_prediction,
+    make_baseline,
+    prediction_notes,
+)
 from pipeline.evaluation.metrics import METRIC_LABELS, METRICS, masked_metrics, protocol
 from pipeline.evaluation.reader import ReaderStudy
 from pipeline.evaluation.statistics import compare, describe
@@ -368,11 +374,18 @@ def evaluate(
             records, task_summary, subject_figs = evaluate_task(task, rows, subjects_tsv, infer_dir, figures_dir, cfg,
                                                                 viewer, study, viewer_dir, writer, workers)
             summary["tasks"][task.name] = task_summary
-            for model in task.models:
+            scored = sorted({r["subject"] for r in records})
+            for out in task.outputs:
+                model = out.name
                 csv_path = metrics_dir / f"{model}.csv"
                 keep = set(task.baselines) | {model}
                 write_csv(csv_path, [r for r in records if r["method"] in keep])
                 summary["models"][model] = {"task": task.name, "csv": csv_path.as_posix()}
+                notes = prediction_notes(infer_dir, model, scored, out.desc)
+                if notes:  # subjects whose output the model did not make: the report says what did
+                    summary["models"][model]["notes"] = notes
+                    log.warning("%s: %d of %d subject(s) not made by the model as usual: %s", model, len(notes),
+                                len(scored), "; ".join(f"{k}: {v}" for k, v in notes.items()))
                 log.info("wrote %s", csv_path)
             for sub, figs in subject_figs.items():
                 summary["figures"]["subjects"].setdefault(sub, {}).update(figs)

@@ -52,10 +52,11 @@ def normalise_scan(data: np.ndarray, norm: dict[str, Any], modality: str) -> tup
 
 def infer_array(family: Any, blob: dict[str, Any], generator: Any, data: np.ndarray, direction: str | None = None,
                 normalise: bool = False, device: Any = "cpu", where: str = "the input",
-                affine: np.ndarray | None = None, **settings: Any) -> tuple[np.ndarray, str]:
+                affine: np.ndarray | None = None, outcome: dict[str, Any] | None = None,
+                **settings: Any) -> tuple[np.ndarray, str]:
     """The model applied to one (x, y, z) scan array: normalised as the model file records when `normalise` (or for
     a raw CT), the family's `apply`, the output mapped back (see the module docstring). Returns (output, its unit).
-    A self-supervised family's `apply` also gets the scan's `affine`."""
+    A family that `takes_affine` also gets the scan's `affine`; one that `reports_outcome` fills `outcome`."""
     (src, src_norm), (dst, dst_norm) = family.io_modalities(blob, direction)
     data = np.asarray(data, dtype=np.float32)
     raw = bool(data.min() < -0.5 or data.max() > 1.5)
@@ -67,6 +68,8 @@ def infer_array(family: Any, blob: dict[str, Any], generator: Any, data: np.ndar
                     where, float(data.min()), float(data.max()))
     if family.takes_affine:
         settings = {**settings, "affine": affine}
+    if family.reports_outcome and outcome is not None:
+        settings = {**settings, "outcome": outcome}
     out = family.apply(generator, data, blob, device, **settings)
     if dst == src and low is not None:  # the input's own units
         return (low + out * (high - low)).astype(np.float32), "the input's units"
@@ -78,23 +81,29 @@ def infer_array(family: Any, blob: dict[str, Any], generator: Any, data: np.ndar
 
 def infer_scan(model: str | Path, input_path: str | Path, output: str | Path, direction: str | None = None,
                normalise: bool = False, device: str = "auto", resolution_mismatch: str = "refuse",
-               **settings: Any) -> Path:
+               notes: dict[str, str] | None = None, **settings: Any) -> Path:
     """Apply the model file `model` to the scan `input_path`, write `output` (NIfTI); see the module docstring.
 
     `direction` picks the generator of a file that holds several (CycleGAN: A2B, B2A); `settings` override the
     model file's inference settings (roi_size, sw_batch_size, overlap, tta; None: the file's).
     `resolution_mismatch` (refuse | resample | ignore): what to do when the scan's voxel size is not the one the
-    model was trained on (see `pipeline.inference.resolution`).
+    model was trained on (see `pipeline.inference.resolution`). `notes` receives {output: note} when the output
+    was not made by the model as usual (`Family.outcome_note`: an inpainting self-check's interpolation).
     """
-    return LoadedModel(model, direction, device).infer(input_path, output, normalise, resolution_mismatch, **settings)
+    loaded = LoadedModel(model, direction, device)
+    path = loaded.infer(input_path, output, normalise, resolution_mismatch, **settings)
+    if notes is not None:
+        notes.update(loaded.notes)
+    return path
 
 
 def infer_scans(model: str | Path, pairs: list[tuple[str | Path, str | Path]], direction: str | None = None,
                 normalise: bool = False, device: str = "auto", resolution_mismatch: str = "refuse",
-                **settings: Any) -> dict[str, str]:
+                notes: dict[str, str] | None = None, **settings: Any) -> dict[str, str]:
     """`infer_scan` for several (input, output) pairs with one load of the model (the workflow infers every subject
     of an output in one process: starting Python and importing torch and MONAI costs more than a small scan's
-    inference). One scan's failure does not stop the others: returns {input: error message} of those that failed."""
+    inference). One scan's failure does not stop the others: returns {input: error message} of those that failed;
+    `notes` as `infer_scan`'s."""
     loaded = LoadedModel(model, direction, device)
     failed: dict[str, str] = {}
     for input_path, output in pairs:
@@ -103,11 +112,14 @@ def infer_scans(model: str | Path, pairs: list[tuple[str | Path, str | Path]], d
         except (OSError, ValueError, RuntimeError) as exc:
             log.error("%s: %s", input_path, exc)
             failed[str(input_path)] = str(exc)
+    if notes is not None:
+        notes.update(loaded.notes)
     return failed
 
 
 class LoadedModel:
-    """A model file's generator (of `direction`), loaded once on `device`, applied to scans by `infer`."""
+    """A model file's generator (of `direction`), loaded once on `device`, applied to scans by `infer`; `notes`:
+    {output: `Family.outcome_note`} of the outputs the model did not make as usual."""
 
     def __init__(self, model: str | Path, direction: str | None = None, device: str = "auto") -> None:
         from pipeline.models import family_of
@@ -118,6 +130,7 @@ class LoadedModel:
         self.direction = self.family.direction(direction)
         self.device = device_for(device)
         self.generator = self.family.load_generator(self.blob, self.direction, self.device)
+        self.notes: dict[str, str] = {}
 
     def infer(self, input_path: str | Path, output: str | Path, normalise: bool = False,
               resolution_mismatch: str = "refuse", **settings: Any) -> Path:
@@ -131,10 +144,11 @@ class LoadedModel:
         data, affine = read_scan(input_path)
         resample = needs_resampling(blob, affine, resolution_mismatch, str(input_path))
         started = time.perf_counter()
+        outcome: dict[str, Any] = {}
 
         def run(x: np.ndarray) -> tuple[np.ndarray, str]:
             return infer_array(family, blob, self.generator, x, direction, normalise, dev, str(input_path),
-                               affine, **settings)
+                               affine, outcome, **settings)
 
         if resample:
             out, unit = infer_resampled(run, data, affine, blob, family.output_affine(affine, blob),
@@ -142,6 +156,10 @@ class LoadedModel:
         else:
             out, unit = run(data)
         save_nifti(out, family.output_affine(affine, blob), output)
+        note = family.outcome_note(outcome) if outcome else None
+        if note:
+            self.notes[str(output)] = note
+            log.warning("%s: filled by %s", output, note)
         log.info("%s -> %s: %s %s -> %s %s, %s (%s %s, %.1f s on %s)", input_path, output, src, data.shape, dst,
                  out.shape, unit, family.name, blob.get("kind"), time.perf_counter() - started, dev)
         return Path(output)

@@ -66,10 +66,8 @@ def fill_missing(full: np.ndarray, missing: Sequence[int], model_path: str = "")
     outcome: dict = {}
     out = family.apply(generator, scaled, blob, "cpu", outcome=outcome)
     filled = np.where(unknown, low + out * (high - low), full).astype(np.float32)
-    if outcome.get("filler", "model") == "model":
-        return filled, f"the {family.name} model"
-    # the model's self-check found an interpolation better on this series' own slices: say what really filled it
-    return filled, f"{outcome['filler']} interpolation (the {family.name} model lost to it on this series' slices)"
+    # the model, or the interpolation its self-check found better on this series' own slices: what really filled it
+    return filled, family.outcome_note(outcome) or f"the {family.name} model"
 
 
 def describe(missing: Sequence[int], n_slices: int, method: str) -> str:

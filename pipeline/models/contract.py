@@ -62,6 +62,9 @@ class Family(GANModel):
     #: training subjects (with the input or the truth) training needs; the workflow skips the family, and says why,
     #: when the split gives it fewer (unpaired sampling takes source and target from different subjects: 2)
     min_train_subjects: ClassVar[int] = 1
+    #: `apply` takes an ``outcome`` dict and records in it what really produced the output (inpainting: the model,
+    #: or the interpolation its self-check chose); `outcome_note` words it for the listing and the report
+    reports_outcome: ClassVar[bool] = False
 
     # -- the workflow -----------------------------------------------------------------------------------
     @classmethod
@@ -108,6 +111,12 @@ class Family(GANModel):
         """The generator applied to a whole normalised (x, y, z) volume: pure, no file access. `settings`
         (roi_size, sw_batch_size, overlap, tta, precision; None: the model file's ``inference`` entry)."""
         raise NotImplementedError
+
+    @classmethod
+    def outcome_note(cls, outcome: dict[str, Any]) -> str | None:
+        """What a reader of an output must know about how it was made, from `apply`'s `outcome` (None: the
+        model made it, as its name says)."""
+        return None
 
     @classmethod
     def write_recipe(cls, cfg: Any, out_dir: Path, seed: int) -> list[Path]:

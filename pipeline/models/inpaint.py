@@ -168,6 +168,7 @@ class Inpaint(Family):
     config_class: ClassVar[type] = InpaintConfig
     file_task: ClassVar[str] = "inpainting"
     inference_keys: ClassVar[tuple[str, ...]] = ("sw_batch_size", "tta", "self_check")
+    reports_outcome: ClassVar[bool] = True
     loss_names: ClassVar[tuple[str, ...]] = ("G_adv", "L1", "MSE", "G", "D", "d_real", "d_fake")
 
     def __init__(self, cfg: InpaintConfig, device: str | torch.device = "cpu", precision: Precision | None = None,
@@ -351,6 +352,13 @@ class Inpaint(Family):
     def io_modalities(cls, blob: dict[str, Any], direction: str | None) -> tuple[tuple[str, dict], tuple[str, dict]]:
         cls.direction(direction)
         return same_modality_io(blob, "inpainting")
+
+    @classmethod
+    def outcome_note(cls, outcome: dict[str, Any]) -> str | None:
+        """The interpolation that filled the gaps when the self-check replaced the model (None: the model did)."""
+        filler = outcome.get("filler", "model")
+        return None if filler == "model" else (
+            f"{filler} interpolation (the {cls.name} model lost to it on this scan's own measured slices)")
 
     @classmethod
     def apply(cls, generator: nn.Module, volume: np.ndarray, blob: dict[str, Any],

@@ -313,6 +313,7 @@ def build_report(
             values=per_subject[sub],
             figures={m: f"../{p}" for m, p in subject_figs.get(sub, {}).items()},
             model_task={m: info["task"] for m, info in summary["models"].items()},
+            model_notes={m: info.get("notes", {}) for m, info in summary["models"].items()},
             sidecars=sidecars,
             sidecar_fields=[(k, label) for k, label in SIDECAR_FIELDS if any(k in m for m in sidecars.values())],
             protocol=summary["protocol"],

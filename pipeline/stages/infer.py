@@ -2,7 +2,8 @@
 
 `--input`/`--output` may be repeated (pairs, in order): the model is loaded once for all of them, a scan that fails
 is named and skipped, the others are written, and the exit status is 1. `--listing FILE` then writes a TSV of the
-pairs written (the workflow's marker that every subject of an output is done)."""
+pairs written (the workflow's marker that every subject of an output is done), with a note on each output the model
+did not make as usual (an inpainting model replaced by interpolation by its self-check), which the report shows."""
 
 from __future__ import annotations
 
@@ -73,15 +74,17 @@ def main(args: argparse.Namespace) -> int:
                    planes=args.planes, self_check=args.self_check,
                    resolution_mismatch=args.resolution_mismatch)
     pairs = list(zip(args.input, args.output, strict=True))
+    notes: dict[str, str] = {}
     if len(pairs) == 1:  # one scan: its error is the command's error
-        infer_scan(args.model, *pairs[0], **options)
+        infer_scan(args.model, *pairs[0], notes=notes, **options)
         failed = {}
     else:
-        failed = infer_scans(args.model, pairs, **options)
+        failed = infer_scans(args.model, pairs, notes=notes, **options)
     if failed:
         log.error("%d of %d scan(s) failed, the others were written: %s", len(failed), len(pairs),
                   "; ".join(f"{k}: {v}" for k, v in failed.items()))
         return 1
     if args.listing:
-        write_text(args.listing, "input\toutput\n" + "".join(f"{i}\t{o}\n" for i, o in pairs))
+        write_text(args.listing, "input\toutput\tnote\n"
+                   + "".join(f"{i}\t{o}\t{notes.get(str(o), '')}\n" for i, o in pairs))
     return 0

@@ -186,8 +186,8 @@ def test_several_scans_in_one_run_and_one_bad_scan_costs_no_other(tmp_path, capl
     del pairs[4:8]  # without the missing scan: all written, listed in order
     assert cli(["infer", "--model", str(model), *pairs, "--listing", str(listing)]) == 0
     rows = [line.split("\t") for line in listing.read_text().splitlines()]
-    assert rows == [["input", "output"], [str(scans[0]), str(tmp_path / "a.nii.gz")],
-                    [str(scans[1]), str(tmp_path / "c.nii.gz")]]
+    assert rows == [["input", "output", "note"], [str(scans[0]), str(tmp_path / "a.nii.gz"), ""],
+                    [str(scans[1]), str(tmp_path / "c.nii.gz"), ""]]  # (no note: the model made them)
     assert cli(["infer", "--model", str(model), "--input", str(scans[0]), "--input", str(scans[1]),
                 "--output", str(tmp_path / "d.nii.gz")]) == 1
     assert "give them in pairs" in caplog.text

@@ -45,13 +45,17 @@ def _phantom(seed: int, shape=SHAPE) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A preprocess folder: subjects.tsv with T1w, mask and T1w_gaps (+ normalisation.json recording the gaps)."""
-    root = tmp_path_factory.mktemp("inpaint")
+    return _cohort(tmp_path_factory.mktemp("inpaint"), SHAPE)
+
+
+def _cohort(root, shape):
+    """`data`'s folder for volumes of `shape`."""
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
     affine[:3, 3] = [-20.0, 4.0, 7.0]
     lines = ["subject\tsplit\tT1w\tmask\tT1w_gaps"]
     for i, split in enumerate(["train", "train", "val", "test", "test"]):
         sub = f"sub-{i + 1:03d}"
-        image, mask = _phantom(i)
+        image, mask = _phantom(i, shape)
         g = gaps.simulate_gaps(image, gaps.subject_seed(42, sub), n_runs=3, run_lengths=[1, 3], min_separation=3,
                                mask=mask)
         d = root / sub
@@ -285,6 +289,45 @@ def test_inpainting_task_scores_inside_the_deleted_voxels_only(data, tmp_path):
     assert "Scored over: inpainting: PSNR, MAE and NRMSE over the deleted (filled) voxels" in index  # not the mask
 
 
+def test_outputs_the_self_check_filled_by_interpolation_are_named_in_the_listing_evaluation_and_report(data,
+                                                                                                        tmp_path):
+    """The workflow's chain: infer's listing notes the subjects whose gaps interpolation filled (the model lost its
+    self-check there), evaluation carries the notes into summary.json, the report says so on both pages."""
+    from pipeline.cli import main as cli
+    from pipeline.config import ReportConfig
+    from pipeline.evaluation.run import evaluate
+    from pipeline.evaluation.tasks import Output
+    from pipeline.report.build import build_report
+
+    _bad_model(data, tmp_path / "m")
+    data = _cohort(tmp_path / "data", (24, 20, 40))  # (room beside the gaps to hide measured slices)
+    infer_dir, subs = tmp_path / "infer", ("sub-004", "sub-005")
+    pairs = [a for sub in subs for a in ("--input", str(data / sub / "T1w_gaps.nii.gz"),
+                                         "--output", str(infer_dir / "inpaint" / f"{sub}_inpaint.nii.gz"))]
+    listing = infer_dir / "inpaint" / "outputs.tsv"
+    unchecked = tmp_path / "unchecked.tsv"
+    assert cli(["infer", "--model", str(tmp_path / "m" / "bad.pt"), *pairs[:4], "--no-self-check",
+                "--listing", str(unchecked), "--device", "cpu"]) == 0
+    assert [r.split("\t")[2] for r in unchecked.read_text().splitlines()[1:]] == [""]  # the model filled: no note
+    assert cli(["infer", "--model", str(tmp_path / "m" / "bad.pt"), *pairs, "--listing", str(listing),
+                "--device", "cpu"]) == 0
+    notes = [r.split("\t")[2] for r in listing.read_text().splitlines()[1:]]
+    assert len(notes) == 2 and all(n.endswith("interpolation (the inpaint model lost to it on this scan's own "
+                                              "measured slices)") for n in notes)
+    out = Output("inpaint", "inpaint", "inpainting", "T1w_gaps", "T1w", "inpaint")
+    summary = evaluate(data / "subjects.tsv", [out], EvaluateConfig(bootstrap_resamples=100), infer_dir=infer_dir,
+                       histories=tmp_path / "h", metrics_dir=tmp_path / "metrics", figures_dir=tmp_path / "fig",
+                       viewer_dir=tmp_path / "view")
+    assert summary["models"]["inpaint"]["notes"] == dict(zip(subs, notes, strict=True))
+    (tmp_path / "metrics" / "summary.json").write_text(json.dumps(summary))
+    pages = build_report(tmp_path / "metrics" / "summary.json", tmp_path / "reports", ReportConfig(),
+                         subjects_tsv=data / "subjects.tsv")
+    index = pages[-1].read_text()
+    assert "2 of 2 inpaint outputs not made by the model." in index and "lost to it on this scan&#39;s own" in index
+    subject_page = (tmp_path / "reports" / "subjects" / "sub-004.html").read_text()
+    assert "filled by " + notes[0].split(" ")[0] + " interpolation" in subject_page
+
+
 def test_evaluation_refuses_gaps_that_differ_from_the_record(data, tmp_path):
     from pipeline.evaluation.cases import load_case
     from pipeline.evaluation.tasks import Output, build_tasks
@@ -368,7 +411,7 @@ def test_a_missing_slice_filled_by_a_model_that_lost_its_self_check_is_recorded_
     result = ingest(tmp_path / "in", tmp_path / "out",
                     IngestConfig(fill_missing_slices=True, fill_model=str(tmp_path / "m" / "bad.pt")))
     [row] = [r for r in result.rows if r.status == "ingested"]
-    assert "interpolation (the inpaint model lost to it on this series' slices)" in row.reason
+    assert "interpolation (the inpaint model lost to it on this scan's own measured slices)" in row.reason
     assert "derived, not measured" in row.reason
     sidecar = json.loads((tmp_path / row.output.replace(".nii.gz", ".json")).read_text())
     assert "interpolation (the inpaint model lost" in sidecar["derived_slices"]
