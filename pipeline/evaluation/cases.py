@@ -140,16 +140,12 @@ def prediction_path(infer_dir: Path, model: str, subject: str, desc: str) -> Pat
 
 
 def prediction_notes(infer_dir: Path, model: str, subjects: list[str], desc: str) -> dict[str, str]:
-    """{subject: note} of the outputs that inference says the model did not make as usual (the `note` column of
-    the infer job's ``outputs.tsv``: an inpainting self-check's interpolation); {} without one (older listings)."""
-    import csv
+    """{subject: note} of the outputs that inference says the model did not make as usual (the infer listing's
+    `note`, `pipeline.io.tables.listing_note`: an inpainting self-check's interpolation)."""
+    from pipeline.io.tables import listing_note
 
-    listing = infer_dir / model / "outputs.tsv"
-    if not listing.is_file():
-        return {}
-    with listing.open(newline="") as f:
-        noted = {Path(r["output"]).name: r["note"] for r in csv.DictReader(f, delimiter="\t") if r.get("note")}
-    return {s: noted[name] for s in subjects if (name := prediction_path(infer_dir, model, s, desc).name) in noted}
+    notes = {s: listing_note(prediction_path(infer_dir, model, s, desc)) for s in subjects}
+    return {s: n for s, n in notes.items() if n}
 
 
 def load_prediction(infer_dir: Path, model: str, case: Case, desc: str) -> np.ndarray:

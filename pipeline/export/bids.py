@@ -118,7 +118,7 @@ def export_bids(items: Sequence[Item], out_dir: str | Path) -> list[Path]:
         target = staging / f"sub-{label(item.subject.removeprefix('sub-'))}" / "anat" / f"{stem}.nii.gz"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(item.image, target)
-        sidecar = {"Description": info.description,
+        sidecar = {"Description": info.description_of(item.image),
                    "Sources": [_source_uri(Path(os.path.abspath(item.source)), Path(os.path.abspath(out_dir)),
                                            links)],
                    "SkullStripped": False,

@@ -152,7 +152,7 @@ def export_dicom(
     series_uid = generate_uid(entropy_srcs=[study_uid, info.label, info.family, voxels, str(series_number)])
     extra: dict[str, Any] = {
         "ImageType": ["DERIVED", "SECONDARY"],
-        "DerivationDescription": info.description,
+        "DerivationDescription": info.description_of(output),
         "BurnedInAnnotation": "NO",
         "PatientIdentityRemoved": "NO" if reidentify else "YES",
     }

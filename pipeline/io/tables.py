@@ -1,5 +1,5 @@
-"""The tables the stages pass on: `results/ingest/manifest.tsv` (with `files.tsv` beside it) and
-`results/preprocess/subjects.tsv`.
+"""The tables the stages pass on: `results/ingest/manifest.tsv` (with `files.tsv` beside it),
+`results/preprocess/subjects.tsv` and the infer job's `results/infer/<output>/outputs.tsv`.
 
 The one reader and writer of each, and the one rule for resolving the paths they hold (`resolve_path`).
 Paths are written relative to the working directory (`table_path`); a table read from elsewhere (another
@@ -78,6 +78,26 @@ def read_tsv(path: str | Path, required: Sequence[str], what: str = "table", hin
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}")
         return [{k: (v or "") for k, v in rec.items() if k is not None} for rec in reader]
+
+
+# ------------------------------------------------------------------------------------------ outputs.tsv (infer)
+LISTING_COLUMNS = ("input", "output", "note")
+
+
+def write_listing(path: str | Path, pairs: Sequence[tuple[str | Path, str | Path]], notes: Mapping[str, str]) -> Path:
+    """The infer job's listing of the scans written: (input, output, note); `note` is the output's
+    `Family.outcome_note` (empty where the model made it as usual)."""
+    return _write_tsv(path, LISTING_COLUMNS, [{"input": i, "output": o, "note": notes.get(str(o), "")} for i, o in pairs])
+
+
+def listing_note(image: str | Path) -> str | None:
+    """The note the infer listing beside `image` (``outputs.tsv`` in its folder) gives it: what made it where the
+    model did not (an inpainting self-check's interpolation); None without one, or without a listing."""
+    listing = Path(image).parent / "outputs.tsv"
+    if not listing.is_file():
+        return None
+    rows = read_tsv(listing, ("output",), "infer listing")
+    return next((r.get("note") or None for r in rows if Path(r["output"]).name == Path(image).name), None)
 
 
 # ------------------------------------------------------------------------------------------ manifest.tsv

@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from pipeline.inference.run import infer_scan, infer_scans
-    from pipeline.io.atomic import write_text
+    from pipeline.io.tables import write_listing
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -85,6 +85,5 @@ def main(args: argparse.Namespace) -> int:
                   "; ".join(f"{k}: {v}" for k, v in failed.items()))
         return 1
     if args.listing:
-        write_text(args.listing, "input\toutput\tnote\n"
-                   + "".join(f"{i}\t{o}\t{notes.get(str(o), '')}\n" for i, o in pairs))
+        write_listing(args.listing, pairs, notes)
     return 0

@@ -151,3 +151,18 @@ def test_bids_validator_accepts_all_but_the_derivative_entity(tmp_path):
     for path in raw.rglob("*_desc-srgan_*"):
         path.rename(path.with_name(path.name.replace("_desc-srgan", "")))
     assert _validate(raw) == []
+
+
+@pytest.mark.parametrize("task, scale, source, target, label, what", [
+    ("super-resolution", 4, "T1w", "T1w", "SR x4 k", "super-resolution x4 of T1w"),
+    ("translation", None, "T1w", "T2w", "T1w->T2w k", "translation of T1w to T2w"),
+    ("inpainting", None, "T1w", "T1w", "T1w gaps filled k", "the missing slices of a T1w filled"),
+    ("motion-correction", None, "T1w", "T1w", "T1w motion-corrected k", "motion-artifact correction of T1w"),
+])
+def test_exports_name_the_task_the_model_did(task, scale, source, target, label, what):
+    """An inpainted or motion-corrected scan (same modality in and out, no scale) is not called super-resolution
+    in its DICOM SeriesDescription / DerivationDescription or its BIDS sidecar."""
+    from pipeline.export.provenance import ModelInfo
+
+    info = ModelInfo(family="f", kind="k", version="1", source=source, target=target, scale=scale, task=task)
+    assert info.label == label and info.description.startswith(f"Synthetic image ({what}")

@@ -326,6 +326,21 @@ def test_outputs_the_self_check_filled_by_interpolation_are_named_in_the_listing
     assert "2 of 2 inpaint outputs not made by the model." in index and "lost to it on this scan&#39;s own" in index
     subject_page = (tmp_path / "reports" / "subjects" / "sub-004.html").read_text()
     assert "filled by " + notes[0].split(" ")[0] + " interpolation" in subject_page
+    # the exports for the hospital say it too, and call the image what it is (not "super-resolution")
+    import pydicom
+
+    from pipeline.export.bids import Item, export_bids
+    from pipeline.export.dicom import export_dicom
+
+    image, model = infer_dir / "inpaint" / "sub-004_inpaint.nii.gz", tmp_path / "m" / "bad.pt"
+    [nii] = export_bids([Item("inpaint", "sub-004", image, model, data / "sub-004" / "T1w_gaps.nii.gz")],
+                        tmp_path / "bids")
+    described = json.loads(nii.with_name(nii.name.replace(".nii.gz", ".json")).read_text())["Description"]
+    dicom = pydicom.dcmread(export_dicom(image, model, tmp_path / "dcm")[0])
+    for text in (described, dicom.DerivationDescription):
+        assert "(the missing slices of a T1w filled; its measured voxels are the input's)" in text
+        assert text.endswith(f"Not made by the model: {notes[0]}.") and "super-resolution" not in text
+    assert dicom.SeriesDescription == "T1w gaps filled inpaint - not for diagnosis"
 
 
 def test_evaluation_refuses_gaps_that_differ_from_the_record(data, tmp_path):
