@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 BIDS_VERSION = "1.10.0"
 NAME = "medgan"
-README = f"""Synthetic images made by {PACKAGE} (super-resolution and modality translation with GANs).
+README = f"""Synthetic images made by {PACKAGE} (super-resolution, modality translation,
+inpainting and restoration with GANs).
 Every image here is the output of a generative model, {NOT_FOR_DIAGNOSIS}. Subjects are the pipeline's
 pseudonyms; each image's JSON sidecar names its source and the model that made it.
 """

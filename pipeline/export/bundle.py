@@ -191,7 +191,9 @@ def _description(spec: dict[str, Any], direction: str | None) -> dict[str, Any]:
         desc = "sr"
     else:
         factors = [1, 1, 1]
-        task = f"{src} -> {dst} image translation ({family.name}, generator {direction})"
+        named = {"inpainting": f"{src} missing-slice inpainting (measured voxels pass through; {family.name})",
+                 "motion-correction": f"{src} motion-artifact correction ({family.name})"}
+        task = named.get(family.file_task) or f"{src} -> {dst} image translation ({family.name}, generator {direction})"
         desc = dst
     return {"family": family, "src": (src, src_norm), "dst": (dst, dst_norm), "factors": factors,
             "task": task, "desc": desc}

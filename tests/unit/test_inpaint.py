@@ -341,6 +341,9 @@ def test_outputs_the_self_check_filled_by_interpolation_are_named_in_the_listing
         assert "(the missing slices of a T1w filled; its measured voxels are the input's)" in text
         assert text.endswith(f"Not made by the model: {notes[0]}.") and "super-resolution" not in text
     assert dicom.SeriesDescription == "T1w gaps filled inpaint - not for diagnosis"
+    from pipeline.export.bundle import _description  # the MONAI bundle's metadata task
+
+    assert _description(load_checkpoint(model), None)["task"].startswith("T1w missing-slice inpainting")
 
 
 def test_evaluation_refuses_gaps_that_differ_from_the_record(data, tmp_path):
