@@ -141,11 +141,12 @@ def prediction_path(infer_dir: Path, model: str, subject: str, desc: str) -> Pat
 
 def prediction_notes(infer_dir: Path, model: str, subjects: list[str], desc: str) -> dict[str, str]:
     """{subject: note} of the outputs that inference says the model did not make as usual (the infer listing's
-    `note`, `pipeline.io.tables.listing_note`: an inpainting self-check's interpolation)."""
-    from pipeline.io.tables import listing_note
+    `note`, `pipeline.io.tables.listing_notes`: an inpainting self-check's interpolation), the listing read once."""
+    from pipeline.io.tables import listing_notes
 
-    notes = {s: listing_note(prediction_path(infer_dir, model, s, desc)) for s in subjects}
-    return {s: n for s, n in notes.items() if n}
+    noted = listing_notes(infer_dir / model)
+    names = {s: prediction_path(infer_dir, model, s, desc).name for s in subjects}
+    return {s: noted[name] for s, name in names.items() if name in noted}
 
 
 def load_prediction(infer_dir: Path, model: str, case: Case, desc: str) -> np.ndarray:

@@ -90,14 +90,18 @@ def write_listing(path: str | Path, pairs: Sequence[tuple[str | Path, str | Path
     return _write_tsv(path, LISTING_COLUMNS, [{"input": i, "output": o, "note": notes.get(str(o), "")} for i, o in pairs])
 
 
-def listing_note(image: str | Path) -> str | None:
-    """The note the infer listing beside `image` (``outputs.tsv`` in its folder) gives it: what made it where the
-    model did not (an inpainting self-check's interpolation); None without one, or without a listing."""
-    listing = Path(image).parent / "outputs.tsv"
+def listing_notes(folder: str | Path) -> dict[str, str]:
+    """{output file name: note} of the infer listing in `folder` (``outputs.tsv``), for the outputs the model did
+    not make as usual (an inpainting self-check's interpolation); {} without a listing."""
+    listing = Path(folder) / "outputs.tsv"
     if not listing.is_file():
-        return None
-    rows = read_tsv(listing, ("output",), "infer listing")
-    return next((r.get("note") or None for r in rows if Path(r["output"]).name == Path(image).name), None)
+        return {}
+    return {Path(r["output"]).name: r["note"] for r in read_tsv(listing, ("output",), "infer listing") if r.get("note")}
+
+
+def listing_note(image: str | Path) -> str | None:
+    """The note the infer listing beside `image` gives it (`listing_notes`); None without one."""
+    return listing_notes(Path(image).parent).get(Path(image).name)
 
 
 # ------------------------------------------------------------------------------------------ manifest.tsv
