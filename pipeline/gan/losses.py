@@ -22,7 +22,7 @@ Patch discriminators return a map of logits; every mean is over all its elements
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -92,3 +92,13 @@ def set_requires_grad(nets: nn.Module | Iterable[nn.Module], flag: bool) -> None
     for net in nets:
         for p in net.parameters():
             p.requires_grad_(flag)
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
+                     fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): ``mean (|grad_x critic(x_hat)|_2 - 1)^2`` on random interpolates ``x_hat``
+    of real and fake samples (`critic` maps a batch to its logits)."""
+    alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)
+    x_hat = (alpha * real.detach().float() + (1 - alpha) * fake.detach().float()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).float().sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(2, dim=1) - 1.0).pow(2).mean()

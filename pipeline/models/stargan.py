@@ -36,7 +36,7 @@ import pipeline.models.translation as translation
 from pipeline.config import INT_CHOICE, Betas, Distinct, Invalid, PrecisionMode, Section
 from pipeline.gan.base import Precision
 from pipeline.gan.image_pool import ImagePool
-from pipeline.gan.losses import d_loss, g_loss
+from pipeline.gan.losses import d_loss, g_loss, gradient_penalty
 from pipeline.models.contract import Family, Output
 from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
 from pipeline.nets.resnet_generator import generator_from_kwargs, init_weights, size_multiple
@@ -84,6 +84,10 @@ class StarGANConfig(Section):
     lambda_cls: float = Field(1.0, ge=0, description=(
         "Weight of the contrast classification losses (D's on real crops, G's on its translations)."))
     lambda_rec: float = Field(10.0, ge=0, description="Weight of the reconstruction (cycle) L1 losses, back to each code.")
+    lambda_identity: float = Field(0.0, ge=0, description=(
+        "Weight of the identity L1 losses (an image given its own contrast's code comes back unchanged), as a "
+        "fraction of lambda_rec (0 disables them). A generator that ignores the code cannot meet them for every "
+        "contrast at once."))
     lambda_gp: float = Field(10.0, ge=0, description="Weight of the gradient penalty (gan_loss wgan-gp only).")
     n_critic: int = Field(1, ge=1, description=(
         "Discriminator steps per generator step (the paper's 5 with wgan-gp): G steps on every n_critic-th step."))
@@ -193,15 +197,6 @@ def build_networks(cfg: StarGANConfig) -> tuple[dict[str, Any], dict[str, nn.Mod
                       "D": disc}
 
 
-def gradient_penalty(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
-    """WGAN-GP (Gulrajani et al. 2017): ``mean (|grad_x D(x_hat)|_2 - 1)^2`` on random interpolates of real and fake."""
-    alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)
-    x_hat = (alpha * real.detach().float() + (1 - alpha) * fake.detach().float()).requires_grad_(True)
-    logits = disc(x_hat, contrast)[0]
-    (grad,) = torch.autograd.grad(logits.float().sum(), x_hat, create_graph=True)
-    return (grad.flatten(1).norm(2, dim=1) - 1.0).pow(2).mean()
-
-
 # ------------------------------------------------------------------------------------------ sampling
 class StarSampler:
     """``sampler(step) -> batch``: for each target, CycleGAN's unpaired (source, target) crops (a pure function of
@@ -241,7 +236,7 @@ class StarGAN(translation.SelectsCheckpoints, Family):
     takes_affine: ClassVar[bool] = True  # planes: tri-planar only on cubic voxels
     inference_keys: ClassVar[tuple[str, ...]] = CycleGAN.inference_keys
     min_train_subjects: ClassVar[int] = 2  # (the unpaired sampler: source and target from different subjects)
-    loss_names: ClassVar[tuple[str, ...]] = ("G_adv", "G_cls", "rec", "G", "D_adv", "D_cls", "gp", "D")
+    loss_names: ClassVar[tuple[str, ...]] = ("G_adv", "G_cls", "rec", "idt", "G", "D_adv", "D_cls", "gp", "D")
 
     def __init__(self, cfg: StarGANConfig, device: str | torch.device = "cpu", precision: Precision | None = None,
                  seed: int = 0, meta: dict[str, Any] | None = None, roi_size: Sequence[int] | None = None,
@@ -325,6 +320,11 @@ class StarGAN(translation.SelectsCheckpoints, Family):
                 losses["G_cls"] = F.cross_entropy(classes.float(), fake_codes)
                 losses["rec"] = F.l1_loss(rec_a.float(), real_a) + F.l1_loss(rec_b.float(), real_b)
                 losses["G"] = losses["G_adv"] + cfg.lambda_cls * losses["G_cls"] + cfg.lambda_rec * losses["rec"]
+                if cfg.lambda_identity > 0:  # each crop given its own code
+                    with amp.autocast():
+                        idt_a, idt_b = nets["G"](real_a, source), nets["G"](real_b, code)
+                    losses["idt"] = F.l1_loss(idt_a.float(), real_a) + F.l1_loss(idt_b.float(), real_b)
+                    losses["G"] = losses["G"] + cfg.lambda_identity * cfg.lambda_rec * losses["idt"]
                 amp.backward(losses["G"])
                 amp.step(self.optimizers["G"])
             self.out = {"fake_t": fake_t.detach(), "rec_A": rec_a.detach(), "fake_s": fake_s.detach()}
@@ -344,7 +344,7 @@ class StarGAN(translation.SelectsCheckpoints, Family):
             losses["D_cls"] = F.cross_entropy(real_classes.float(), real_codes)
             total = losses["D_adv"] + cfg.lambda_cls * losses["D_cls"]
             if cfg.gan_loss == "wgan-gp" and cfg.lambda_gp > 0:
-                losses["gp"] = gradient_penalty(nets["D"], reals, pooled, real_codes)
+                losses["gp"] = gradient_penalty(lambda x: nets["D"](x, real_codes)[0], reals, pooled)
                 total = total + cfg.lambda_gp * losses["gp"]
             losses["D"] = total
             amp.backward(total)

@@ -12,6 +12,7 @@ from pipeline.gan.losses import (
     d_loss,
     feature_matching_loss,
     g_loss,
+    gradient_penalty,
     pixel_loss,
     set_requires_grad,
 )
@@ -157,3 +158,16 @@ def test_srgan_step_freezes_d_during_g_step_and_g_during_d_step():
     # both unfrozen afterwards
     assert all(p.requires_grad for p in [*G.parameters(), *D.parameters()])
     assert set(model.losses()) == {"pixel", "adv", "fm", "G", "D", "d_real", "d_fake"}
+
+
+def test_gradient_penalty_of_a_linear_critic_is_its_weight_norm_minus_one_squared():
+    torch.manual_seed(0)
+    w = torch.tensor([3.0, 4.0])  # |w| = 5: a linear critic's gradient is w at every interpolate
+    real, fake = torch.randn(6, 2), torch.randn(6, 2)
+    assert gradient_penalty(lambda x: x @ w, real, fake).item() == pytest.approx(16.0)
+    assert gradient_penalty(lambda x: x @ (w / 5), real, fake).item() == pytest.approx(0.0, abs=1e-10)
+    # a critic whose gradient differs per sample: x -> |x|^2 / 2 has gradient x_hat, so the penalty is random but
+    # differentiable (WGAN-GP backpropagates through it into the critic)
+    scale = torch.tensor(2.0, requires_grad=True)
+    gradient_penalty(lambda x: scale * (x * x).sum(1) / 2, real, fake).backward()
+    assert scale.grad is not None and scale.grad.abs() > 0
