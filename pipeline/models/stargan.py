@@ -39,6 +39,7 @@ from pipeline.gan.image_pool import ImagePool
 from pipeline.gan.losses import d_loss, g_loss, gradient_penalty
 from pipeline.models.contract import Family, Output
 from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
+from pipeline.nets.discriminators import ClassifyingDiscriminator
 from pipeline.nets.resnet_generator import generator_from_kwargs, init_weights, size_multiple
 
 #: the keys that mean for StarGAN what they mean for CycleGAN (defined once); those that make a pair's sampler
@@ -77,6 +78,10 @@ class StarGANConfig(Section):
     d_per_contrast: bool = Field(True, description=(
         "One real/fake map per contrast, each image judged on its own (StarGAN v2's multi-task discriminator); false: "
         "one map for all, as the paper (on the demo G then invented anatomy: validation PSNR 13.1 dB, CycleGAN 18.9)."))
+    d_mismatch: bool = Field(False, description=(
+        "Real crops judged by another contrast's map count as fakes too (the matching-aware discriminator of Reed "
+        "et al. 2016: half the fake term), so that each map learns what its contrast looks like and not only what "
+        "a translation's artefacts look like. Needs d_per_contrast."))
     gan_loss: Literal["lsgan", "wgan-gp", "nonsaturating", "minimax", "hinge"] = Field("lsgan", description=(
         "Adversarial loss: wgan-gp is the paper's (Wasserstein loss with gradient penalty lambda_gp, n_critic "
         "discriminator steps per generator step); lsgan (least squares, as CycleGAN) and nonsaturating (the classic "
@@ -114,6 +119,8 @@ class StarGANConfig(Section):
         translation.check_translation_config(self)  # (steps; the source is not the first target)
         if self.source in self.targets:
             raise Invalid(None, f"the source {self.source!r} is also one of the targets")
+        if self.d_mismatch and not self.d_per_contrast:
+            raise Invalid("d_mismatch", "needs d_per_contrast (a real/fake map per contrast to judge crops by)")
         return self
 
     @property
@@ -164,27 +171,6 @@ class CodedGenerator(nn.Module):
             return self.net(torch.cat([x, one_hot_maps(self._code, self.n_codes, x)], dim=1))
         finally:
             self._code = None
-
-
-class ClassifyingDiscriminator(nn.Module):
-    """A PatchGAN with an auxiliary contrast classifier on its last features (1x1 convolution, averaged over the
-    patches). With `per_contrast` it has one real/fake map per contrast and judges an image on its contrast's
-    (StarGAN v2's multi-task discriminator). ``forward(x, contrast) -> (patch logits, (N, n_classes) logits)``."""
-
-    def __init__(self, body: nn.Module, features: int, n_classes: int, spatial_dims: int, per_contrast: bool) -> None:
-        super().__init__()
-        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-        if per_contrast:  # MONAI's last layer (kernel 4, padding 1), with a map per contrast
-            body.final_conv = conv(features, n_classes, 4, padding=1)
-        self.body, self.per_contrast = body, per_contrast
-        self.classifier = conv(features, n_classes, 1)
-
-    def forward(self, x: torch.Tensor, contrast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        *_, features, logits = self.body(x)
-        if self.per_contrast:
-            index = contrast.long().view(-1, *([1] * (logits.dim() - 1))).expand(-1, 1, *logits.shape[2:])
-            logits = logits.gather(1, index)
-        return logits, self.classifier(features).flatten(2).mean(2)
 
 
 def build_networks(cfg: StarGANConfig) -> tuple[dict[str, Any], dict[str, nn.Module]]:
@@ -341,6 +327,11 @@ class StarGAN(translation.SelectsCheckpoints, Family):
                 real_logits, real_classes = nets["D"](reals, real_codes)
                 fake_logits, _ = nets["D"](pooled, pooled_codes)
             losses["D_adv"] = self._adv_d(real_logits, fake_logits)
+            if cfg.d_mismatch:  # each real crop under another contrast's code, as a fake (torch's RNG: exact resume)
+                other = torch.randint(1, len(cfg.contrasts), real_codes.shape).to(real_codes.device)
+                with amp.autocast():
+                    mismatched, _ = nets["D"](reals, (real_codes + other) % len(cfg.contrasts))
+                losses["D_adv"] = 0.5 * (losses["D_adv"] + self._adv_d(real_logits, mismatched))
             losses["D_cls"] = F.cross_entropy(real_classes.float(), real_codes)
             total = losses["D_adv"] + cfg.lambda_cls * losses["D_cls"]
             if cfg.gan_loss == "wgan-gp" and cfg.lambda_gp > 0:

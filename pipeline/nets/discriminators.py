@@ -59,3 +59,24 @@ def patch_discriminator(spatial_dims: int, channels: int, layers: int, norm: str
     return use_single_output_convs(PatchDiscriminator(spatial_dims=spatial_dims, channels=channels,
                                                       in_channels=in_channels, out_channels=1, num_layers_d=layers,
                                                       norm=norm, bias=bias))
+
+
+class ClassifyingDiscriminator(nn.Module):
+    """A PatchGAN with an auxiliary contrast classifier on its last features (1x1 convolution, averaged over the
+    patches). With `per_contrast` it has one real/fake map per contrast and judges an image on its contrast's
+    (StarGAN v2's multi-task discriminator). ``forward(x, contrast) -> (patch logits, (N, n_classes) logits)``."""
+
+    def __init__(self, body: nn.Module, features: int, n_classes: int, spatial_dims: int, per_contrast: bool) -> None:
+        super().__init__()
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        if per_contrast:  # MONAI's last layer (kernel 4, padding 1), with a map per contrast
+            body.final_conv = conv(features, n_classes, 4, padding=1)
+        self.body, self.per_contrast = body, per_contrast
+        self.classifier = conv(features, n_classes, 1)
+
+    def forward(self, x: torch.Tensor, contrast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        *_, features, logits = self.body(x)
+        if self.per_contrast:
+            index = contrast.long().view(-1, *([1] * (logits.dim() - 1))).expand(-1, 1, *logits.shape[2:])
+            logits = logits.gather(1, index)
+        return logits, self.classifier(features).flatten(2).mean(2)

@@ -210,6 +210,27 @@ def test_wgan_gp_and_n_critic():
     assert got["gp"] >= 0
 
 
+def test_mismatch_judges_real_crops_under_another_contrasts_map_as_fakes():
+    torch.manual_seed(0)
+    model = StarGAN(tiny_cfg(d_mismatch=True, pool_size=0))
+    batch = _batch()
+    model.set_input(batch)
+    disc = model.networks["D"]
+    seen = []
+    disc.register_forward_hook(lambda m, args, out: seen.append((args[0].detach().clone(), args[1].clone(), out[0])))
+    model.optimize_step(0)
+    (_, _, fake_d), (reals, codes, real_logits), (pooled, _, fake_logits), (again, wrong, mis_logits) = seen
+    assert torch.equal(again, reals) and torch.equal(codes, torch.tensor([0, 0, 0, 0, 1, 1, 2, 2]))
+    assert ((wrong != codes) & (wrong >= 0) & (wrong < 3)).all()  # every real crop under another contrast's code
+    def lsgan(real, fake):  # the D term of `_adv_d`
+        return 0.5 * (0.5 * (real - 1).pow(2).mean() + 0.5 * fake.pow(2).mean())
+
+    want = 0.5 * (lsgan(real_logits, fake_logits) + lsgan(real_logits, mis_logits))
+    assert model.losses()["D_adv"] == pytest.approx(want.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="d_mismatch.*needs d_per_contrast"):
+        StarGANConfig(d_mismatch=True, d_per_contrast=False)
+
+
 @pytest.mark.parametrize("dims", [2, 3])
 def test_one_step_and_whole_volume_inference_in_2d_and_3d(dims):
     cfg = tiny_cfg(spatial_dims=dims)
