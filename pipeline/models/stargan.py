@@ -89,10 +89,6 @@ class StarGANConfig(Section):
     lambda_cls: float = Field(1.0, ge=0, description=(
         "Weight of the contrast classification losses (D's on real crops, G's on its translations)."))
     lambda_rec: float = Field(10.0, ge=0, description="Weight of the reconstruction (cycle) L1 losses, back to each code.")
-    lambda_identity: float = Field(0.0, ge=0, description=(
-        "Weight of the identity L1 losses (an image given its own contrast's code comes back unchanged), as a "
-        "fraction of lambda_rec (0 disables them). A generator that ignores the code cannot meet them for every "
-        "contrast at once."))
     lambda_gp: float = Field(10.0, ge=0, description="Weight of the gradient penalty (gan_loss wgan-gp only).")
     n_critic: int = Field(1, ge=1, description=(
         "Discriminator steps per generator step (the paper's 5 with wgan-gp): G steps on every n_critic-th step."))
@@ -222,7 +218,7 @@ class StarGAN(translation.SelectsCheckpoints, Family):
     takes_affine: ClassVar[bool] = True  # planes: tri-planar only on cubic voxels
     inference_keys: ClassVar[tuple[str, ...]] = CycleGAN.inference_keys
     min_train_subjects: ClassVar[int] = 2  # (the unpaired sampler: source and target from different subjects)
-    loss_names: ClassVar[tuple[str, ...]] = ("G_adv", "G_cls", "rec", "idt", "G", "D_adv", "D_cls", "gp", "D")
+    loss_names: ClassVar[tuple[str, ...]] = ("G_adv", "G_cls", "rec", "G", "D_adv", "D_cls", "gp", "D")
 
     def __init__(self, cfg: StarGANConfig, device: str | torch.device = "cpu", precision: Precision | None = None,
                  seed: int = 0, meta: dict[str, Any] | None = None, roi_size: Sequence[int] | None = None,
@@ -306,11 +302,6 @@ class StarGAN(translation.SelectsCheckpoints, Family):
                 losses["G_cls"] = F.cross_entropy(classes.float(), fake_codes)
                 losses["rec"] = F.l1_loss(rec_a.float(), real_a) + F.l1_loss(rec_b.float(), real_b)
                 losses["G"] = losses["G_adv"] + cfg.lambda_cls * losses["G_cls"] + cfg.lambda_rec * losses["rec"]
-                if cfg.lambda_identity > 0:  # each crop given its own code
-                    with amp.autocast():
-                        idt_a, idt_b = nets["G"](real_a, source), nets["G"](real_b, code)
-                    losses["idt"] = F.l1_loss(idt_a.float(), real_a) + F.l1_loss(idt_b.float(), real_b)
-                    losses["G"] = losses["G"] + cfg.lambda_identity * cfg.lambda_rec * losses["idt"]
                 amp.backward(losses["G"])
                 amp.step(self.optimizers["G"])
             self.out = {"fake_t": fake_t.detach(), "rec_A": rec_a.detach(), "fake_s": fake_s.detach()}

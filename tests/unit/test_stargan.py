@@ -152,30 +152,7 @@ def test_reconstruction_goes_back_to_the_source_code_and_losses_add_up():
     # the generator's calls: to the targets, to the source, then the reconstructions back to the source code (0)
     # and back to each target crop's own code
     assert calls == [[1, 1, 2, 2], [0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 2, 2]]
-    assert set(got) == set(StarGAN.loss_names) - {"gp", "idt"}
-
-
-def test_identity_gives_each_crop_its_own_code_and_adds_to_the_generator_loss():
-    torch.manual_seed(0)
-    model = StarGAN(tiny_cfg(lambda_rec=4.0, lambda_cls=0.0, lambda_identity=0.25))
-    batch = _batch()
-    model.set_input(batch)
-    gen = model.networks["G"]
-    a, b, code = batch["A"] * 2 - 1, batch["B"] * 2 - 1, batch["code"]
-    zero = torch.zeros_like(code)
-    with torch.no_grad():
-        fake_t, fake_s = gen(a, code), gen(b, zero)
-        rec = F.l1_loss(gen(fake_t, zero), a) + F.l1_loss(gen(fake_s, code), b)
-        idt = F.l1_loss(gen(a, zero), a) + F.l1_loss(gen(b, code), b)  # source crops keep code 0, targets their own
-        logits, _ = model.networks["D"](torch.cat([fake_t, fake_s]), torch.cat([code, zero]))
-        adv = (logits - 1).pow(2).mean()
-    calls = []
-    gen.register_forward_hook(lambda m, args, out: calls.append(args[1].tolist()))
-    model.optimize_step(0)
-    got = model.losses()
-    assert got["idt"] == pytest.approx(idt.item(), rel=1e-5) and got["idt"] > 0
-    assert got["G"] == pytest.approx(adv.item() + 4.0 * rec.item() + 0.25 * 4.0 * idt.item(), rel=1e-5)
-    assert calls[4:] == [[0, 0, 0, 0], [1, 1, 2, 2]]
+    assert set(got) == set(StarGAN.loss_names) - {"gp"}
 
 
 def test_each_network_is_frozen_during_the_other_ones_step():
