@@ -314,15 +314,16 @@ class StarGAN(translation.SelectsCheckpoints, Family):
             code_map = fake_codes.to(fakes.dtype).view(-1, *([1] * (fakes.dim() - 1))).expand_as(fakes)
             pooled = self.pool.query(torch.cat([fakes.detach(), code_map], 1))
             pooled, pooled_codes = pooled[:, :1], pooled[:, 1].flatten(1)[:, 0].round().long()
-            with amp.autocast():
-                real_logits, real_classes = nets["D"](reals, real_codes)
-                fake_logits, _ = nets["D"](pooled, pooled_codes)
-            losses["D_adv"] = self._adv_d(real_logits, fake_logits)
-            if cfg.d_mismatch:  # each real crop under another contrast's code, as a fake (torch's RNG: exact resume)
+            judge_by = real_codes
+            if cfg.d_mismatch:  # each real crop under another contrast's map too (torch's RNG: exact resume)
                 other = torch.randint(1, len(cfg.contrasts), real_codes.shape).to(real_codes.device)
-                with amp.autocast():
-                    mismatched, _ = nets["D"](reals, (real_codes + other) % len(cfg.contrasts))
-                losses["D_adv"] = 0.5 * (losses["D_adv"] + self._adv_d(real_logits, mismatched))
+                judge_by = torch.stack([real_codes, (real_codes + other) % len(cfg.contrasts)], 1)
+            with amp.autocast():
+                real_logits, real_classes = nets["D"](reals, judge_by)  # (both maps from one pass)
+                fake_logits, _ = nets["D"](pooled, pooled_codes)
+            losses["D_adv"] = self._adv_d(real_logits[:, :1], fake_logits)
+            if cfg.d_mismatch:  # the mismatched reals as fakes: half the fake term
+                losses["D_adv"] = 0.5 * (losses["D_adv"] + self._adv_d(real_logits[:, :1], real_logits[:, 1:]))
             losses["D_cls"] = F.cross_entropy(real_classes.float(), real_codes)
             total = losses["D_adv"] + cfg.lambda_cls * losses["D_cls"]
             if cfg.gan_loss == "wgan-gp" and cfg.lambda_gp > 0:

@@ -64,7 +64,8 @@ def patch_discriminator(spatial_dims: int, channels: int, layers: int, norm: str
 class ClassifyingDiscriminator(nn.Module):
     """A PatchGAN with an auxiliary contrast classifier on its last features (1x1 convolution, averaged over the
     patches). With `per_contrast` it has one real/fake map per contrast and judges an image on its contrast's
-    (StarGAN v2's multi-task discriminator). ``forward(x, contrast) -> (patch logits, (N, n_classes) logits)``."""
+    (StarGAN v2's multi-task discriminator). ``forward(x, contrast) -> (patch logits, (N, n_classes) logits)``;
+    `contrast` (N,) gives one map per image, (N, K) K maps per image from one pass (logits (N, K, ...))."""
 
     def __init__(self, body: nn.Module, features: int, n_classes: int, spatial_dims: int, per_contrast: bool) -> None:
         super().__init__()
@@ -77,6 +78,7 @@ class ClassifyingDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor, contrast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         *_, features, logits = self.body(x)
         if self.per_contrast:
-            index = contrast.long().view(-1, *([1] * (logits.dim() - 1))).expand(-1, 1, *logits.shape[2:])
+            codes = contrast.long().view(contrast.shape[0], -1)
+            index = codes.view(*codes.shape, *([1] * (logits.dim() - 2))).expand(-1, -1, *logits.shape[2:])
             logits = logits.gather(1, index)
         return logits, self.classifier(features).flatten(2).mean(2)

@@ -5,6 +5,7 @@ every target through the CLI, the model file and the family contract."""
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 
 import numpy as np
@@ -190,19 +191,24 @@ def test_wgan_gp_and_n_critic():
 def test_mismatch_judges_real_crops_under_another_contrasts_map_as_fakes():
     torch.manual_seed(0)
     model = StarGAN(tiny_cfg(d_mismatch=True, pool_size=0))
-    batch = _batch()
-    model.set_input(batch)
+    model.set_input(_batch())
     disc = model.networks["D"]
+    before = copy.deepcopy(disc)  # (the step updates D after judging)
     seen = []
     disc.register_forward_hook(lambda m, args, out: seen.append((args[0].detach().clone(), args[1].clone(), out[0])))
     model.optimize_step(0)
-    (_, _, fake_d), (reals, codes, real_logits), (pooled, _, fake_logits), (again, wrong, mis_logits) = seen
-    assert torch.equal(again, reals) and torch.equal(codes, torch.tensor([0, 0, 0, 0, 1, 1, 2, 2]))
-    assert ((wrong != codes) & (wrong >= 0) & (wrong < 3)).all()  # every real crop under another contrast's code
+    _, (reals, judge_by, real_logits), (_, _, fake_logits) = seen  # G's step, then D's: reals, pooled fakes
+    codes, wrong = judge_by[:, 0], judge_by[:, 1]
+    assert torch.equal(codes, torch.tensor([0, 0, 0, 0, 1, 1, 2, 2]))
+    assert ((wrong != codes) & (wrong >= 0) & (wrong < 3)).all()  # every real crop under another contrast's map too
+    with torch.no_grad():  # one pass gives both maps, as two calls would
+        assert torch.allclose(real_logits[:, :1], before(reals, codes)[0], atol=1e-6)
+        assert torch.allclose(real_logits[:, 1:], before(reals, wrong)[0], atol=1e-6)
+
     def lsgan(real, fake):  # the D term of `_adv_d`
         return 0.5 * (0.5 * (real - 1).pow(2).mean() + 0.5 * fake.pow(2).mean())
 
-    want = 0.5 * (lsgan(real_logits, fake_logits) + lsgan(real_logits, mis_logits))
+    want = 0.5 * (lsgan(real_logits[:, :1], fake_logits) + lsgan(real_logits[:, :1], real_logits[:, 1:]))
     assert model.losses()["D_adv"] == pytest.approx(want.item(), rel=1e-5)
     with pytest.raises(ValueError, match="d_mismatch.*needs d_per_contrast"):
         StarGANConfig(d_mismatch=True, d_per_contrast=False)
