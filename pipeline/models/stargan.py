@@ -11,8 +11,9 @@ the source (source -> each target, each target -> source), not every pair as in 
    adversarial term is one mean over both directions, half of CycleGAN's sum of one per direction, so the default
    lambda_rec 5 is CycleGAN's 10; the default lambda_cls is 0);
 3. D step, G frozen: real crops of every contrast against a pool of past fakes and (``d_mismatch``, the default)
-   against themselves judged by another contrast's map, plus ``lambda_cls CE(cls(real), contrast)`` and, for ``wgan-gp`` (the paper's loss), ``lambda_gp (|grad D(x_hat)| - 1)^2``, `n_critic` D steps
-   per G step. Other adversarial terms: `pipeline.gan.losses` (least squares by default, as CycleGAN).
+   against themselves judged by another contrast's map, plus ``lambda_cls CE(cls(real), contrast)`` and, for
+   ``wgan-gp`` (the paper's loss), ``lambda_gp (|grad D(x_hat)| - 1)^2``, `n_critic` D steps per G step. Other
+   adversarial terms: `pipeline.gan.losses` (least squares by default, as CycleGAN).
 
 Sampling is CycleGAN's (per target an `UnpairedSampler`: source and target crops from disjoint subjects); inference
 (`--direction`/`--target <contrast>`) is CycleGAN's whole-volume translation with that code fixed.
