@@ -116,7 +116,7 @@ def test_a_generator_trained_on_two_codes_maps_each_to_its_own_target():
 @pytest.mark.parametrize("per_contrast", [True, False])
 def test_the_discriminator_has_one_class_logit_per_contrast(targets, per_contrast):
     torch.manual_seed(0)
-    _, nets = build_networks(tiny_cfg(targets=targets, d_per_contrast=per_contrast))
+    _, nets = build_networks(tiny_cfg(targets=targets, d_per_contrast=per_contrast, d_mismatch=per_contrast))
     x, n = torch.rand(5, 1, 16, 16), 1 + len(targets)
     with torch.no_grad():
         logits, classes = nets["D"](x, torch.zeros(5, dtype=torch.long))
@@ -276,7 +276,7 @@ def test_warmup_ramp_draws_one_grid_for_every_pair(data):
 
 
 def test_no_ramp_switches_every_pair_at_once(data):
-    sampler, _ = StarGAN.prepare_data(tiny_cfg(patch_size=32, warmup_steps=3), data, seed=5)
+    sampler, _ = StarGAN.prepare_data(tiny_cfg(patch_size=32, warmup_steps=3, warmup_ramp=0), data, seed=5)
     try:
         assert all(pair.warmup_ramp == 0 for pair in sampler.samplers)
         shapes = [tuple(sampler(step)["A"].shape[2:]) for step in range(40)]
