@@ -102,9 +102,8 @@ class StarGANConfig(Section):
     pool_size: int = _AS_CYCLEGAN["pool_size"]
     lr: float = _AS_CYCLEGAN["lr"]
     betas: Betas = _AS_CYCLEGAN["betas"]
-    n_steps: int = Field(1200, ge=0, description="Steps at the constant learning rate (CycleGAN's).")
-    n_steps_decay: int = Field(3000, ge=0, description=(
-        "Steps of linear decay of the learning rate to 0 after n_steps (CycleGAN's)."))
+    n_steps: int = _AS_CYCLEGAN["n_steps"]
+    n_steps_decay: int = _AS_CYCLEGAN["n_steps_decay"]
     log_every: int = _AS_CYCLEGAN["log_every"]
     checkpoint_every: int = _AS_CYCLEGAN["checkpoint_every"]
     select_best: bool = _AS_CYCLEGAN["select_best"]
